@@ -1,0 +1,141 @@
+"""The HTTP contract of the reward service, defined once and used by both the service and its client.
+
+Keep this module free of torch / transformers imports: trainers and external callers import it.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+
+API_VERSION = "1"
+
+
+class RewardMode(str, Enum):
+    """How a token's discriminator probability p = P(token is positive) becomes a reward."""
+
+    continuous = "continuous"  # r = 2p - 1 (TLCR)
+    fixed = "fixed"  # +1 if p >= tau, -1 if p <= 1 - tau, else 0 (TLCR_fixed)
+    positive_only = "positive_only"  # max(2p - 1, 0) (ablation: w/o negative)
+    negative_only = "negative_only"  # min(2p - 1, 0) (ablation: w/o positive)
+    probability = "probability"  # p
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+CharSpan = tuple[NonNegativeInt, NonNegativeInt]
+
+
+class TokenRewardItem(_Strict):
+    """One (prompt, response) to score, given in exactly one of three ways:
+
+    (a) ``prompt`` + ``response`` text, tokenized by the service with the discriminator's tokenizer;
+    (b) ``prompt_token_ids`` + ``response_token_ids`` in the discriminator's vocabulary;
+    (c) ``prompt`` + ``response`` text plus ``response_offsets``: the caller's own response tokens as
+        [start, end) character spans into ``response`` (a policy whose tokenizer differs). Rewards are
+        re-aligned to those tokens by character overlap, preserving the sum over the response.
+    """
+
+    prompt: str | None = None
+    response: str | None = None
+    prompt_token_ids: list[int] | None = None
+    response_token_ids: list[int] | None = None
+    response_offsets: list[CharSpan] | None = None
+
+    @model_validator(mode="after")
+    def _one_input_form(self) -> TokenRewardItem:
+        has_text = self.prompt is not None or self.response is not None
+        has_ids = self.prompt_token_ids is not None or self.response_token_ids is not None
+        if has_text and has_ids:
+            raise ValueError("give either prompt/response text or prompt_token_ids/response_token_ids, not both")
+        if has_ids:
+            if self.prompt_token_ids is None or self.response_token_ids is None:
+                raise ValueError("token-id input needs both prompt_token_ids and response_token_ids")
+            if not self.response_token_ids:
+                raise ValueError("response_token_ids is empty: there is no response token to reward")
+            if self.response_offsets is not None:
+                raise ValueError("response_offsets go with text input, not with token ids")
+        elif has_text:
+            if self.prompt is None or self.response is None:
+                raise ValueError("text input needs both prompt and response")
+            if not self.response:
+                raise ValueError("response is empty: there is no response token to reward")
+            if self.response_offsets is not None:
+                if not self.response_offsets:
+                    raise ValueError("response_offsets is empty")
+                for i, (start, end) in enumerate(self.response_offsets):
+                    if start > end or end > len(self.response):
+                        raise ValueError(
+                            f"response_offsets[{i}] = [{start}, {end}) is not a span of the "
+                            f"{len(self.response)}-character response")
+        else:
+            raise ValueError("an item needs prompt + response text or prompt_token_ids + response_token_ids")
+        return self
+
+
+class TokenRewardsRequest(_Strict):
+    items: Annotated[list[TokenRewardItem], Field(min_length=1)]
+    mode: RewardMode = RewardMode.continuous
+    threshold: Annotated[float, Field(gt=0.5, le=1.0)] = 0.6  # tau of the fixed mode
+    return_probabilities: bool = False
+    return_tokens: bool = False
+
+
+class TokenRewardResult(BaseModel):
+    rewards: list[float]  # one per response token (the caller's tokens when offsets were given)
+    probabilities: list[float] | None = None
+    tokens: list[str] | None = None
+
+
+class TokenRewardsResponse(BaseModel):
+    model: str
+    revision: str | None = None
+    mode: RewardMode
+    results: list[TokenRewardResult]
+
+
+class SequenceRewardItem(_Strict):
+    prompt: str
+    response: Annotated[str, Field(min_length=1)]
+
+
+class SequenceRewardsRequest(_Strict):
+    items: Annotated[list[SequenceRewardItem], Field(min_length=1)]
+
+
+class SequenceRewardsResponse(BaseModel):
+    model: str
+    revision: str | None = None
+    rewards: list[float]
+
+
+class GetRewardRequest(BaseModel):
+    """OpenRLHF's remote reward model request: ``query`` holds full prompt+response texts."""
+
+    model_config = ConfigDict(extra="allow")  # OpenRLHF also sends labels and other fields
+    query: Annotated[list[str], Field(min_length=1)]
+    prompts: list[str] | None = None
+
+
+class GetRewardResponse(BaseModel):
+    rewards: list[float]
+
+
+class InfoResponse(BaseModel):
+    model: str
+    revision: str | None = None
+    tokenizer: str
+    max_length: int
+    modes: list[RewardMode]
+    device: str
+    dtype: str
+    sequence_model: str | None = None
+    api_version: str = API_VERSION
+
+
+class ErrorResponse(BaseModel):
+    detail: str

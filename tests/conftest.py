@@ -1,0 +1,64 @@
+"""Shared fixtures: the controlled task and tiny models built from config (same code paths as real ones)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests run on 2 cores beside other work: keep torch to one thread and stay offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+from tlcr.data.controlled import ControlledTask  # noqa: E402
+from tlcr.models import build_tiny_model, load_token_classifier  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HH_HARMLESS_TEST = SHARED_DATA / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+MT_BENCH_QUESTIONS = SHARED_DATA / "mt_bench" / "question.jsonl"
+
+
+@pytest.fixture(scope="session")
+def controlled_task() -> ControlledTask:
+    return ControlledTask(seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory: pytest.TempPathFactory, controlled_task: ControlledTask) -> Path:
+    """A tiny Llama causal LM + BPE tokenizer trained on the controlled task, saved by save_pretrained."""
+    return build_tiny_model(controlled_task.corpus(), tmp_path_factory.mktemp("tiny-llama"), vocab_size=512,
+                            hidden_size=32, num_layers=2, num_heads=2)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, controlled_task: ControlledTask) -> Path:
+    """A second tiny model with a different architecture and vocabulary (for tokenizer re-alignment)."""
+    return build_tiny_model(controlled_task.corpus(), tmp_path_factory.mktemp("tiny-gpt2"), arch="gpt2",
+                            vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_token_classifier_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """An untrained one-logit token-classification model saved like a discriminator checkpoint."""
+    from tlcr.models import load_tokenizer, mark_discriminator_config
+
+    out = tmp_path_factory.mktemp("tiny-discriminator")
+    model = load_token_classifier(tiny_model_dir, num_labels=1, device="cpu", dtype="float32")
+    mark_discriminator_config(model.config, max_length=256, base_model=str(tiny_model_dir))
+    model.save_pretrained(out)
+    load_tokenizer(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def hh_harmless_test() -> Path:
+    if not HH_HARMLESS_TEST.exists():
+        pytest.skip(f"shared HH-RLHF sample not found at {HH_HARMLESS_TEST}")
+    return HH_HARMLESS_TEST

@@ -1,0 +1,96 @@
+"""The `tlcr` console command: one entry point that reaches every stage.
+
+Each stage package registers its own subcommands (``register(app)`` in its ``cli`` module); heavy
+imports (torch, transformers) happen inside the commands so `tlcr --help` stays fast.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="tlcr",
+    help="Token-level continuous rewards for RLHF: label, train the discriminator, serve, run PPO.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.command("data")
+def data_command(
+    out: Annotated[Path, typer.Option(help="Output .jsonl of {id, prompt, chosen, rejected, meta} records.")],
+    source: Annotated[str, typer.Option(
+        help="'controlled' (offline task), a local .jsonl/.jsonl.gz, or a Hub id like Anthropic/hh-rlhf.")] = "controlled",
+    split: Annotated[str, typer.Option(help="Hub dataset split.")] = "train",
+    data_dir: Annotated[str, typer.Option(help="Hub dataset subset (HH-RLHF: harmless-base, ...).")] = "harmless-base",
+    part: Annotated[str, typer.Option(help="Paper split part to keep: all, sft, rm or ppo.")] = "all",
+    limit: Annotated[int | None, typer.Option(help="Keep at most this many pairs (controlled: how many to make).")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the controlled task and of the 20/40/40 split.")] = 42,
+    on_error: Annotated[str, typer.Option(help="raise: stop at the first bad record; skip: count and skip.")] = "raise",
+) -> None:
+    """Write preference pairs (optionally one part of the paper's 20/40/40 split) as JSONL."""
+    from tlcr.data.jsonl import DataError, SkipReport, write_jsonl
+    from tlcr.data.pairs import load_preference_pairs, paper_split
+
+    if part not in ("all", "sft", "rm", "ppo"):
+        raise typer.BadParameter(f"--part must be all, sft, rm or ppo, not {part!r}")
+    if on_error not in ("raise", "skip"):
+        raise typer.BadParameter(f"--on-error must be raise or skip, not {on_error!r}")
+    report = SkipReport()
+    try:
+        pairs = load_preference_pairs(source, split=split, data_dir=data_dir, limit=limit, seed=seed,
+                                      on_error=on_error, report=report)  # type: ignore[arg-type]
+    except DataError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+    if part != "all":
+        pairs = paper_split(pairs, seed=seed)[part]
+    write_jsonl(out, [p.to_dict() for p in pairs])
+    typer.echo(f"wrote {len(pairs)} pairs to {out}; {report.summary()}")
+
+
+@app.command("tiny-model")
+def tiny_model_command(
+    out: Annotated[Path, typer.Option(help="Directory for the tokenizer and model (save_pretrained).")],
+    source: Annotated[str, typer.Option(help="Text to train the tokenizer on: 'controlled' or a pairs file.")] = "controlled",
+    arch: Annotated[str, typer.Option(help="llama or gpt2.")] = "llama",
+    vocab_size: int = 1024,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    seed: int = 0,
+) -> None:
+    """Build a tiny causal LM + byte-level BPE tokenizer for offline use (loaded later by path)."""
+    from tlcr.models import build_tiny_model
+
+    texts = tiny_model_corpus(source, seed)
+    path = build_tiny_model(texts, out, arch=arch, vocab_size=vocab_size,  # type: ignore[arg-type]
+                            hidden_size=hidden_size, num_layers=num_layers, seed=seed)
+    typer.echo(f"tiny {arch} model and tokenizer saved to {path}")
+
+
+def tiny_model_corpus(source: str, seed: int = 0) -> list[str]:
+    """Texts to train a tiny tokenizer on: the controlled task's corpus, or a pairs file's texts."""
+    if source == "controlled":
+        from tlcr.data.controlled import ControlledTask
+
+        return ControlledTask(seed=seed).corpus()
+    from tlcr.data.pairs import load_preference_pairs
+
+    pairs = load_preference_pairs(source, on_error="skip")
+    return [t for p in pairs for t in (p.prompt + p.chosen, p.rejected)]
+
+
+def _register_stages() -> None:
+    # Each stage adds its commands here; a module is listed only once its commands work.
+    for module in ():
+        __import__(module, fromlist=["register"]).register(app)
+
+
+_register_stages()
+
+
+if __name__ == "__main__":
+    app()
