@@ -23,11 +23,13 @@ app = typer.Typer(
 def data_command(
     out: Annotated[Path, typer.Option(help="Output .jsonl of {id, prompt, chosen, rejected, meta} records.")],
     source: Annotated[str, typer.Option(
-        help="'controlled' (offline task), a local .jsonl/.jsonl.gz, or a Hub id like Anthropic/hh-rlhf.")] = "controlled",
+        help="'controlled' (offline task), a local .jsonl/.jsonl.gz, or a Hub id like Anthropic/hh-rlhf."
+    )] = "controlled",
     split: Annotated[str, typer.Option(help="Hub dataset split.")] = "train",
     data_dir: Annotated[str, typer.Option(help="Hub dataset subset (HH-RLHF: harmless-base, ...).")] = "harmless-base",
     part: Annotated[str, typer.Option(help="Paper split part to keep: all, sft, rm or ppo.")] = "all",
-    limit: Annotated[int | None, typer.Option(help="Keep at most this many pairs (controlled: how many to make).")] = None,
+    limit: Annotated[int | None, typer.Option(
+        help="Keep at most this many pairs (controlled: how many to make).")] = None,
     seed: Annotated[int, typer.Option(help="Seed of the controlled task and of the 20/40/40 split.")] = 42,
     on_error: Annotated[str, typer.Option(help="raise: stop at the first bad record; skip: count and skip.")] = "raise",
 ) -> None:
@@ -55,7 +57,8 @@ def data_command(
 @app.command("tiny-model")
 def tiny_model_command(
     out: Annotated[Path, typer.Option(help="Directory for the tokenizer and model (save_pretrained).")],
-    source: Annotated[str, typer.Option(help="Text to train the tokenizer on: 'controlled' or a pairs file.")] = "controlled",
+    source: Annotated[str, typer.Option(
+        help="Text to train the tokenizer on: 'controlled' or a pairs file.")] = "controlled",
     arch: Annotated[str, typer.Option(help="llama or gpt2.")] = "llama",
     vocab_size: int = 1024,
     hidden_size: int = 64,
