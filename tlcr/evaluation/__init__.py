@@ -1,0 +1,1 @@
+"""Evaluation of policies: generation, reward/oracle scoring, LLM judges, and the HTML report."""
