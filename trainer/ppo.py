@@ -1,0 +1,813 @@
+"""PPO with dense per-token rewards fetched over HTTP, on transformers + accelerate.
+
+One step: sample a response for each prompt of the rollout batch; send the batch to the reward service
+in one call (in a background thread) while the policy, value and reference forward passes run; shape
+rewards r_t = −β·KL_t + dense_t; GAE; several epochs of clipped PPO updates over minibatches; log
+metrics; checkpoint every `save_steps`. TRL ≥ 1.13 has no PPO trainer; the structure follows TRL 1.12's
+experimental PPOTrainer (one config dataclass, policy and value wrapped in one module for DDP/DeepSpeed).
+
+Runs as is on one process, or under `accelerate launch` (DDP, DeepSpeed ZeRO-2/3): each process samples
+its own share of the prompts and fetches its own rewards; gradients are averaged by accelerate.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer import ppo_math
+from trainer.metrics_log import MetricsLogger
+from trainer.rollout import (
+    SERVICE_MODES,
+    FetchedRewards,
+    RewardBackend,
+    Rollout,
+    fetch_rewards,
+    forward_rollout,
+    generate_rollout,
+    logprobs_from_logits,
+    response_values,
+    sampling_config,
+)
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "ppo_config.json"
+TRAINER_STATE = "trainer_state.json"
+CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
+
+
+class PPOConfigError(ValueError):
+    """A PPO option is invalid; the message names the option."""
+
+
+class TrainingStopped(RuntimeError):
+    """The run stopped early (reward service unavailable past its deadline) after saving a checkpoint."""
+
+    def __init__(self, message: str, *, step: int, checkpoint: Path | None) -> None:
+        super().__init__(message)
+        self.step = step
+        self.checkpoint = checkpoint
+
+
+@dataclass
+class PPOConfig:
+    """Every option of a PPO run (TRL style: one config per trainer). Defaults follow the TLCR paper."""
+
+    # Models
+    policy: str = ""  # the SFT checkpoint (path or Hub id); also the frozen reference unless `reference` is set
+    reference: str | None = None
+    value_init: str = "discriminator"  # "discriminator" or "sft": where the value model's weights come from
+    value_model: str | None = None  # discriminator checkpoint for value_init=discriminator (default: the service's)
+    dtype: str = "auto"
+    device: str | None = None  # single-process runs only; accelerate decides under `accelerate launch`
+    gradient_checkpointing: bool = False
+    # Rewards
+    reward_url: str = "http://127.0.0.1:8000"  # one URL or "u1,u2" (the client balances and fails over)
+    reward_mode: str = "tlcr"  # tlcr | tlcr_fixed | seq | tlcr_positive_only | tlcr_negative_only
+    reward_threshold: float = 0.6  # tau of tlcr_fixed
+    reward_api_key: str | None = None
+    token_input: str = "auto"  # auto | ids | text: send token ids (same tokenizer) or text + character offsets
+    reward_timeout: float = 60.0
+    reward_max_retries: int = 8
+    reward_backoff: float = 0.5
+    reward_deadline: float = 600.0  # seconds one reward call may keep retrying before the run checkpoints and stops
+    # Prompts
+    source: str = "controlled"
+    data_limit: int | None = None
+    data_seed: int = 42  # seed of the controlled task and the paper's 20/40/40 split
+    split_part: str = "ppo"
+    max_prompt_length: int = 256  # longer prompts are dropped (and counted), never cut
+    # Sampling
+    max_new_tokens: int = 128
+    temperature: float = 1.0
+    top_p: float = 0.9
+    generation_batch_size: int | None = None  # default: the whole rollout batch at once
+    # PPO
+    num_steps: int = 200
+    rollout_batch_size: int = 16  # prompts per process per step
+    mini_batch_size: int = 8  # rows per optimizer step, per process
+    micro_batch_size: int = 4  # rows per forward/backward (gradient accumulation inside a minibatch)
+    forward_batch_size: int = 16  # rows per no-grad forward during rollouts
+    ppo_epochs: int = 4
+    learning_rate: float = 1e-6
+    value_learning_rate: float | None = None  # default: learning_rate
+    lr_scheduler: str = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    adam_eps: float = 1e-5
+    max_grad_norm: float = 1.0
+    kl_coef: float = 0.1  # beta
+    kl_estimator: str = "k1"
+    gamma: float = 1.0
+    lam: float = 0.95
+    clip_range: float = 0.2
+    clip_range_value: float = 0.2
+    vf_coef: float = 0.1
+    whiten_advantages: bool = True
+    whiten_rewards: bool = False
+    truncation_bootstrap: bool = False  # responses cut at max_new_tokens: bootstrap V (True) or treat as ended
+    missing_eos_penalty: float | None = None  # added to the last action of responses cut without EOS
+    # Run
+    output_dir: str = "runs/ppo"
+    seed: int = 0
+    save_steps: int = 50
+    save_total_limit: int | None = 2
+    resume: bool = False
+    overwrite: bool = False
+    tensorboard: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the run
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        def need(ok: bool, message: str) -> None:
+            if not ok:
+                raise PPOConfigError(message)
+
+        need(self.reward_mode in SERVICE_MODES,
+             f"reward_mode must be one of {', '.join(SERVICE_MODES)}, not {self.reward_mode!r}")
+        need(self.value_init in ("discriminator", "sft"),
+             f"value_init must be 'discriminator' or 'sft', not {self.value_init!r}")
+        need(self.token_input in ("auto", "ids", "text"),
+             f"token_input must be auto, ids or text, not {self.token_input!r}")
+        need(self.kl_estimator in ("k1", "k3"), f"kl_estimator must be k1 or k3, not {self.kl_estimator!r}")
+        need(self.split_part in ("sft", "rm", "ppo", "all"),
+             f"split_part must be sft, rm, ppo or all, not {self.split_part!r}")
+        for name in ("num_steps", "rollout_batch_size", "mini_batch_size", "micro_batch_size", "forward_batch_size",
+                     "ppo_epochs", "max_new_tokens", "max_prompt_length", "save_steps"):
+            need(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
+        need(self.rollout_batch_size % self.mini_batch_size == 0,
+             f"rollout_batch_size ({self.rollout_batch_size}) must be a multiple of mini_batch_size "
+             f"({self.mini_batch_size})")
+        need(self.mini_batch_size % self.micro_batch_size == 0,
+             f"mini_batch_size ({self.mini_batch_size}) must be a multiple of micro_batch_size "
+             f"({self.micro_batch_size})")
+        need(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
+        need(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
+        need(0.5 < self.reward_threshold <= 1.0, f"reward_threshold must be in (0.5, 1], got {self.reward_threshold}")
+        need(0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0, "gamma and lam must be in [0, 1]")
+        need(self.clip_range > 0 and self.clip_range_value > 0, "clip ranges must be positive")
+        need(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
+        need(self.reward_deadline > 0, f"reward_deadline must be positive, got {self.reward_deadline}")
+        need(not (self.resume and self.overwrite), "resume and overwrite exclude each other")
+
+    @classmethod
+    def field_names(cls) -> list[str]:
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], where: str = "config") -> PPOConfig:
+        unknown = sorted(set(values) - set(cls.field_names()))
+        if unknown:
+            raise PPOConfigError(f"{where}: unknown PPO option(s) {', '.join(unknown)}")
+        return cls(**values)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> PPOConfig:
+        """Options from a YAML file, then `overrides` (e.g. command-line values) on top."""
+        import yaml
+
+        try:
+            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise PPOConfigError(f"{path}: cannot read PPO config ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise PPOConfigError(f"{path}: a PPO config must be a mapping of option: value")
+        unknown = sorted(set(loaded) - set(cls.field_names()))
+        if unknown:
+            raise PPOConfigError(f"{path}: unknown PPO option(s) {', '.join(unknown)}")
+        return cls(**{**loaded, **overrides})
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        if data.get("reward_api_key"):
+            data["reward_api_key"] = "***"  # never write secrets into the run directory
+        return data
+
+
+# --------------------------------------------------------------------------------------------- data
+
+
+def load_prompts(config: PPOConfig) -> list[str]:
+    """Distinct prompts of the configured split part, in a fixed order."""
+    from tlcr.data.pairs import load_preference_pairs, paper_split
+
+    pairs = load_preference_pairs(config.source, limit=config.data_limit, seed=config.data_seed)
+    part = pairs if config.split_part == "all" else paper_split(pairs, seed=config.data_seed)[config.split_part]
+    prompts = list(dict.fromkeys(p.prompt for p in part))
+    if not prompts:
+        raise PPOConfigError(f"no prompts in the {config.split_part!r} part of {config.source!r}")
+    return prompts
+
+
+def batch_indices(step: int, n_prompts: int, batch_size: int, rank: int, world_size: int, seed: int) -> list[int]:
+    """Prompt indices for (0-based) `step` on process `rank`: a pure function of the step, so a resumed
+    run draws exactly the prompts the original run would have. Each epoch is a fresh permutation; the
+    processes take disjoint slices of each global batch."""
+    global_size = batch_size * world_size
+    first = step * global_size + rank * batch_size
+    out: list[int] = []
+    cache: dict[int, list[int]] = {}
+    for position in range(first, first + batch_size):
+        epoch, offset = divmod(position, n_prompts)
+        if epoch not in cache:
+            order = list(range(n_prompts))
+            random.Random(f"{seed}-{epoch}").shuffle(order)
+            cache[epoch] = order
+        out.append(cache[epoch][offset])
+    return out
+
+
+# --------------------------------------------------------------------------------------------- models
+
+
+class PolicyAndValue(nn.Module):
+    """Policy and value model as one module, so DDP / DeepSpeed wrap (and one optimizer steps) both."""
+
+    def __init__(self, policy: nn.Module, value_model: nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+        self.value_model = value_model
+
+    # TRL's unwrap_model_for_generation turns gradient checkpointing off around generate() with these.
+    @property
+    def is_gradient_checkpointing(self) -> bool:
+        # transformers 5 renamed the flag (the old name warns); read whichever this version has.
+        for name in ("is_activation_checkpointing", "is_gradient_checkpointing"):
+            if hasattr(type(self.policy), name):
+                return bool(getattr(self.policy, name))
+        return False
+
+    def gradient_checkpointing_disable(self) -> None:
+        self.policy.gradient_checkpointing_disable()  # type: ignore[operator]
+
+    def gradient_checkpointing_enable(self, gradient_checkpointing_kwargs: dict[str, Any] | None = None) -> None:
+        self.policy.gradient_checkpointing_enable(  # type: ignore[operator]
+            gradient_checkpointing_kwargs=gradient_checkpointing_kwargs)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                position_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.policy(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                             use_cache=False).logits
+        values = self.value_model(input_ids=input_ids, attention_mask=attention_mask,
+                                  position_ids=position_ids).logits[..., 0]
+        return logits, values
+
+
+def same_tokenizer(a: Any, b: Any) -> bool:
+    """True when two tokenizers map text to the same ids (vocabulary and a few probe strings)."""
+    if a.get_vocab() != b.get_vocab():
+        return False
+    probes = ("Hello, world!", "\n\nHuman: What is 2+2?\n\nAssistant: 4.", " tr\u00e8s  \u00fcber \u4f60\u597d")
+    return all(a(p, add_special_tokens=False)["input_ids"] == b(p, add_special_tokens=False)["input_ids"]
+               for p in probes)
+
+
+def resolve_token_input(option: str, service_tokenizer: str | None, policy_tokenizer: Any) -> str:
+    """'ids' when the service's tokenizer is the policy's (checked by loading it), else 'text' + offsets."""
+    if option in ("ids", "text"):
+        return option
+    if not service_tokenizer:
+        return "text"
+    from tlcr.models import ModelLoadError, load_tokenizer
+
+    try:
+        theirs = load_tokenizer(service_tokenizer)
+    except ModelLoadError:
+        logger.info("service tokenizer %r is not loadable here; sending text + offsets", service_tokenizer)
+        return "text"
+    return "ids" if same_tokenizer(theirs, policy_tokenizer) else "text"
+
+
+# --------------------------------------------------------------------------------------------- checkpoints
+
+
+def capture_rng_state() -> dict[str, Any]:
+    """The RNG streams accelerate checkpoints (python, numpy, torch, CUDA), to rewind a step that failed."""
+    import numpy as np
+
+    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
+                             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def restore_rng_state(state: dict[str, Any]) -> None:
+    import numpy as np
+
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state:
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
+    """Complete checkpoints (their trainer state written last), oldest first."""
+    found = []
+    if output_dir.is_dir():
+        for child in output_dir.iterdir():
+            match = CHECKPOINT_PATTERN.match(child.name)
+            if match and (child / TRAINER_STATE).exists():
+                found.append((int(match.group(1)), child))
+    return sorted(found)
+
+
+# --------------------------------------------------------------------------------------------- trainer
+
+
+@dataclass
+class CollectedRollout:
+    """A rollout with its no-grad forwards; its rewards are still being fetched."""
+
+    rollout: Rollout
+    logprobs: torch.Tensor  # policy log-probs at sampling time (the "old" policy)
+    ref_logprobs: torch.Tensor
+    values: torch.Tensor
+    bootstrap_values: torch.Tensor  # V after the last action
+    entropy: float
+    timings: dict[str, float]
+    rewards: Future[FetchedRewards]
+
+
+@dataclass
+class StepBatch:
+    """Everything the PPO update needs from one rollout."""
+
+    rollout: Rollout
+    old_logprobs: torch.Tensor
+    old_values: torch.Tensor
+    advantages: torch.Tensor
+    returns: torch.Tensor
+
+
+def unavailable_errors() -> tuple[type[BaseException], ...]:
+    """Exceptions that mean "the reward service stayed unreachable past the client's deadline"."""
+    from service.client import RewardServiceUnavailable
+
+    return (RewardServiceUnavailable,)
+
+
+class PPOTrainer:
+    """Build with a config (and optionally a reward backend), then `train()`."""
+
+    def __init__(self, config: PPOConfig, reward_backend: RewardBackend | None = None,
+                 accelerator: Any = None) -> None:
+        from accelerate import Accelerator
+        from accelerate.utils import set_seed
+
+        from tlcr.models import load_causal_lm, load_token_classifier, load_tokenizer
+
+        self.config = config
+        if not config.policy:
+            raise PPOConfigError("policy is required (the SFT checkpoint to start from)")
+        accumulation = config.mini_batch_size // config.micro_batch_size
+        cpu = config.device == "cpu" or not torch.cuda.is_available()
+        self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=accumulation, cpu=cpu)
+        self.output_dir = Path(config.output_dir)
+        self._prepare_output_dir()
+        set_seed(config.seed + self.accelerator.process_index)
+
+        self.tokenizer = load_tokenizer(config.policy, padding_side="left")
+        self.prompts = load_prompts(config)
+        self.prompt_ids, dropped = self._tokenize_prompts(self.prompts)
+        if dropped:
+            logger.warning("dropped %d of %d prompts longer than max_prompt_length=%d tokens", dropped,
+                           dropped + len(self.prompt_ids), config.max_prompt_length)
+        self.prompts = [p for p, ids in zip(self.prompts, self.prompt_ids, strict=True) if ids is not None]
+        self.prompt_ids = [ids for ids in self.prompt_ids if ids is not None]
+        if not self.prompts:
+            raise PPOConfigError(f"every prompt is longer than max_prompt_length={config.max_prompt_length}")
+
+        self.client_owned = reward_backend is None
+        self.reward_backend = reward_backend if reward_backend is not None else self._make_client()
+        service_info = self._service_info()
+        self.token_input = resolve_token_input(config.token_input, getattr(service_info, "tokenizer", None),
+                                               self.tokenizer)
+        if config.reward_mode == "seq" and service_info is not None and not service_info.sequence_model:
+            raise PPOConfigError("reward_mode 'seq' needs a service started with a sequence reward model "
+                                 f"(--sequence-model); {config.reward_url} has none")
+
+        device = str(self.accelerator.device)
+        policy = load_causal_lm(config.policy, device=device, dtype=config.dtype)
+        self.ref_model = load_causal_lm(config.reference or config.policy, device=device, dtype=config.dtype)
+        self.ref_model.eval().requires_grad_(False)
+        self.ref_model.config.use_cache = False
+        value_source = self._value_source(service_info)
+        value_model = load_token_classifier(value_source, num_labels=1, device=device, dtype=config.dtype)
+        self.value_source = value_source
+        from trl.trainer.utils import disable_dropout_in_model
+
+        for model in (policy, self.ref_model, value_model):
+            disable_dropout_in_model(model)  # dropout would make old and new log-probs disagree
+        if config.gradient_checkpointing:
+            policy.gradient_checkpointing_enable()
+            value_model.gradient_checkpointing_enable()
+
+        eos_ids = policy.generation_config.eos_token_id
+        eos_list = [eos_ids] if isinstance(eos_ids, int) else list(eos_ids or [])
+        if self.tokenizer.eos_token_id is not None and self.tokenizer.eos_token_id not in eos_list:
+            eos_list.append(self.tokenizer.eos_token_id)
+        if not eos_list:
+            raise PPOConfigError(f"{config.policy}: neither the tokenizer nor the generation config has an EOS token")
+        self.eos_token_ids: list[int] = eos_list
+        self.generation_config = sampling_config(self.tokenizer, max_new_tokens=config.max_new_tokens,
+                                                 temperature=config.temperature, top_p=config.top_p)
+        self.generation_config.eos_token_id = eos_list
+
+        wrapper = PolicyAndValue(policy, value_model)
+        value_lr = config.value_learning_rate or config.learning_rate
+        optimizer = torch.optim.AdamW(
+            [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.learning_rate},
+             {"params": [p for p in value_model.parameters() if p.requires_grad], "lr": value_lr}],
+            lr=config.learning_rate, eps=config.adam_eps, weight_decay=config.weight_decay)
+        from transformers import get_scheduler
+
+        updates_per_step = config.ppo_epochs * (config.rollout_batch_size // config.mini_batch_size)
+        # Not passed to accelerator.prepare: it would step it once per process; checkpointed explicitly.
+        self.scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
+                                       num_training_steps=config.num_steps * updates_per_step)
+        self.model, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
+        self.accelerator.register_for_checkpointing(self.scheduler)
+        if self.accelerator.state.deepspeed_plugin is not None:
+            from trl.models.utils import prepare_deepspeed
+
+            self.ref_model = prepare_deepspeed(self.ref_model, self.accelerator)
+
+        self.oracle = self._oracle()
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-fetch")
+        self.step = 0
+        self.last_checkpoint_step = -1
+
+    # ----------------------------------------------------------------------------------------- setup
+
+    def _prepare_output_dir(self) -> None:
+        existing = list_checkpoints(self.output_dir)
+        if existing and not (self.config.resume or self.config.overwrite):
+            raise PPOConfigError(f"{self.output_dir} already holds checkpoints (latest: {existing[-1][1].name}); "
+                                 "pass --resume to continue that run or --overwrite to start over")
+        if self.config.resume and not existing:
+            raise PPOConfigError(f"--resume: no complete checkpoint in {self.output_dir}")
+        if self.config.overwrite and self.accelerator.is_main_process:
+            for _, path in existing:
+                shutil.rmtree(path)
+        self.accelerator.wait_for_everyone()
+
+    def _tokenize_prompts(self, prompts: Sequence[str]) -> tuple[list[list[int] | None], int]:
+        from tlcr.models import encode_prompt_response
+
+        out: list[list[int] | None] = []
+        dropped = 0
+        for prompt in prompts:
+            ids, _ = encode_prompt_response(self.tokenizer, prompt, "")
+            if len(ids) > self.config.max_prompt_length or not ids:
+                out.append(None)
+                dropped += 1
+            else:
+                out.append(ids)
+        return out, dropped
+
+    def _make_client(self) -> RewardBackend:
+        from service.client import TokenRewardClient
+
+        return TokenRewardClient(self.config.reward_url, api_key=self.config.reward_api_key,
+                                 timeout=self.config.reward_timeout, max_retries=self.config.reward_max_retries,
+                                 backoff=self.config.reward_backoff, deadline=self.config.reward_deadline)
+
+    def _service_info(self) -> Any:
+        info = getattr(self.reward_backend, "info", None)
+        if info is None:
+            return None
+        result = info()
+        logger.info("reward service: model %s, tokenizer %s, sequence model %s", result.model, result.tokenizer,
+                    result.sequence_model)
+        return result
+
+    def _value_source(self, service_info: Any) -> str:
+        if self.config.value_init == "sft":
+            return self.config.policy
+        source = self.config.value_model or getattr(service_info, "model", None)
+        if not source or not (Path(source).exists() or self.config.value_model):
+            raise PPOConfigError("value_init 'discriminator' needs the discriminator checkpoint: pass value_model "
+                                 "(--value-model PATH), or use value_init 'sft'")
+        from tlcr.models import load_tokenizer
+
+        if not same_tokenizer(load_tokenizer(source), self.tokenizer):
+            raise PPOConfigError(f"value_init 'discriminator': {source} uses a different tokenizer than the policy "
+                                 f"{self.config.policy}, so it cannot read the policy's tokens; use value_init 'sft'")
+        return str(source)
+
+    def _oracle(self) -> Callable[[str, str], float] | None:
+        if self.config.source != "controlled":
+            return None
+        from tlcr.data.controlled import ControlledTask
+
+        task = ControlledTask(seed=self.config.data_seed)
+        return lambda prompt, response: task.oracle(prompt, response).score
+
+    # ----------------------------------------------------------------------------------------- one step
+
+    def _collect(self, step: int) -> CollectedRollout:
+        """Sample; start the reward fetch in the background; run the no-grad forwards meanwhile."""
+        config = self.config
+        acc = self.accelerator
+        indices = batch_indices(step, len(self.prompts), config.rollout_batch_size, acc.process_index,
+                                acc.num_processes, config.seed)
+        prompts = [self.prompts[i] for i in indices]
+        prompt_ids = [self.prompt_ids[i] for i in indices]
+        from trl.models.utils import unwrap_model_for_generation
+
+        timings: dict[str, float] = {}
+        started = time.perf_counter()
+        self.model.eval()
+        with unwrap_model_for_generation(self.model, acc) as unwrapped:
+            rollout = generate_rollout(unwrapped.policy, prompts, prompt_ids, self.generation_config,
+                                       pad_token_id=self.tokenizer.pad_token_id, eos_token_ids=self.eos_token_ids,
+                                       batch_size=config.generation_batch_size)
+        timings["time/generate"] = time.perf_counter() - started
+
+        rewards = self.executor.submit(
+            fetch_rewards, self.reward_backend, self.tokenizer, prompts=rollout.prompts,
+            prompt_ids=rollout.prompt_ids, text_token_ids=rollout.text_token_ids(),
+            width=rollout.response_ids.shape[1], reward_mode=config.reward_mode, token_input=self.token_input,
+            threshold=config.reward_threshold)
+
+        started = time.perf_counter()
+        policy_out = forward_rollout(self.model, rollout, temperature=config.temperature,
+                                     batch_size=config.forward_batch_size, with_values=True, with_entropy=True)
+        ref_out = forward_rollout(self.ref_model, rollout, temperature=config.temperature,
+                                  batch_size=config.forward_batch_size, with_values=False, with_entropy=False)
+        timings["time/forward"] = time.perf_counter() - started
+        assert policy_out.values is not None and policy_out.bootstrap_values is not None
+        assert policy_out.entropy is not None
+        return CollectedRollout(rollout=rollout, logprobs=policy_out.logprobs, ref_logprobs=ref_out.logprobs,
+                                values=policy_out.values, bootstrap_values=policy_out.bootstrap_values,
+                                entropy=float(ppo_math.masked_mean(policy_out.entropy, rollout.mask)),
+                                timings=timings, rewards=rewards)
+
+    def _advantages(self, collected: CollectedRollout,
+                    rewards: FetchedRewards) -> tuple[StepBatch, dict[str, float]]:
+        """Shape rewards (−β·KL + dense or sequence score), GAE, optional whitening; rollout metrics."""
+        config = self.config
+        rollout = collected.rollout
+        mask = rollout.mask
+        kl = ppo_math.kl_per_token(collected.logprobs, collected.ref_logprobs, mask,
+                                   config.kl_estimator)  # type: ignore[arg-type]
+        scores = rewards.scores.clone() if rewards.scores is not None else None
+        if config.missing_eos_penalty is not None:
+            penalty = config.missing_eos_penalty * (~rollout.ended).float()
+            scores = penalty if scores is None else scores + penalty
+        shaped = ppo_math.shape_rewards(kl, mask, config.kl_coef, dense_rewards=rewards.dense,
+                                        sequence_scores=scores)
+        if config.whiten_rewards:
+            shaped = ppo_math.masked_whiten(shaped, mask, shift_mean=False)
+        bootstrap = collected.bootstrap_values * (~rollout.ended).float() if config.truncation_bootstrap else None
+        advantages, returns = ppo_math.gae_advantages(shaped, collected.values, mask, config.gamma, config.lam,
+                                                      bootstrap_values=bootstrap)
+        if config.whiten_advantages:
+            advantages = ppo_math.masked_whiten(advantages, mask)
+
+        lengths = rollout.lengths.float()
+        task_reward = torch.zeros(len(lengths))
+        if rewards.dense is not None:
+            task_reward = task_reward + (rewards.dense * mask).sum(1)
+        if rewards.scores is not None:
+            task_reward = task_reward + rewards.scores
+        metrics = {
+            "reward/sequence": float(task_reward.mean()),
+            "reward/total": float(shaped.sum(1).mean()),
+            "kl": float(kl.sum(1).mean()),
+            "kl/per_token": float(ppo_math.masked_mean(kl, mask)),
+            "response_length": float(lengths.mean()),
+            "eos_fraction": float(rollout.ended.float().mean()),
+            "perplexity": math.exp(-float(ppo_math.masked_mean(collected.logprobs, mask))),
+            "ref_perplexity": math.exp(-float(ppo_math.masked_mean(collected.ref_logprobs, mask))),
+            "entropy": collected.entropy,
+            "value/mean": float(ppo_math.masked_mean(collected.values, mask)),
+            "reward/cut_short": float(rewards.cut_short),
+            "time/reward_fetch": rewards.latency_s,
+        }
+        if rewards.dense is not None:
+            # Per text token: the final EOS action never gets a dense reward, so it is not counted.
+            text_mask = ppo_math.mask_from_lengths(rollout.lengths - rollout.ended.long(), mask.shape[1])
+            metrics["reward/token_mean"] = float(ppo_math.masked_mean(rewards.dense, text_mask))
+        if self.oracle is not None:
+            texts = self.tokenizer.batch_decode(rollout.text_token_ids(), skip_special_tokens=True)
+            scores_ = [self.oracle(p, r) for p, r in zip(rollout.prompts, texts, strict=True)]
+            metrics["oracle_score"] = sum(scores_) / len(scores_)
+        batch = StepBatch(rollout=rollout, old_logprobs=collected.logprobs, old_values=collected.values,
+                          advantages=advantages, returns=returns)
+        return batch, metrics
+
+    def _update(self, batch: StepBatch) -> dict[str, float]:
+        """PPO epochs over shuffled minibatches, micro-batches accumulated by accelerate."""
+        config = self.config
+        acc = self.accelerator
+        device = acc.device
+        self.model.train()
+        sums: dict[str, float] = {}
+        count = 0
+        n_rows = batch.rollout.response_ids.shape[0]
+        for _ in range(config.ppo_epochs):
+            order = torch.randperm(n_rows)
+            for mini_start in range(0, n_rows, config.mini_batch_size):
+                mini = order[mini_start:mini_start + config.mini_batch_size]
+                for micro_start in range(0, len(mini), config.micro_batch_size):
+                    rows = mini[micro_start:micro_start + config.micro_batch_size]
+                    part = batch.rollout.select(rows)
+                    width = part.response_ids.shape[1]
+                    mask = part.mask.to(device)
+                    with acc.accumulate(self.model):
+                        input_ids, attention_mask, position_ids = (t.to(device) for t in part.model_inputs())
+                        logits, value_logits = self.model(input_ids=input_ids, attention_mask=attention_mask,
+                                                          position_ids=position_ids)
+                        new_logprobs = logprobs_from_logits(logits, part, config.temperature)
+                        new_values, _ = response_values(value_logits.float(), part)
+                        pg_loss, pg_clip, approx_kl = ppo_math.clipped_policy_loss(
+                            new_logprobs, batch.old_logprobs[rows, :width].to(device),
+                            batch.advantages[rows, :width].to(device), mask, config.clip_range)
+                        vf_loss, vf_clip = ppo_math.clipped_value_loss(
+                            new_values, batch.old_values[rows, :width].to(device),
+                            batch.returns[rows, :width].to(device), mask, config.clip_range_value)
+                        loss = pg_loss + config.vf_coef * vf_loss
+                        acc.backward(loss)
+                        if acc.sync_gradients and config.max_grad_norm > 0:
+                            acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                        self.optimizer.step()
+                        self.optimizer.zero_grad()
+                    if acc.sync_gradients:
+                        self.scheduler.step()
+                    for key, value in (("loss/policy", pg_loss), ("loss/value", vf_loss), ("clipfrac/policy", pg_clip),
+                                       ("clipfrac/value", vf_clip), ("approx_kl", approx_kl)):
+                        sums[key] = sums.get(key, 0.0) + float(value.detach())
+                    count += 1
+        metrics = {key: value / max(count, 1) for key, value in sums.items()}
+        metrics["explained_variance"] = float(ppo_math.explained_variance(batch.old_values, batch.returns,
+                                                                          batch.rollout.mask))
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        return metrics
+
+    def _reduce(self, metrics: dict[str, float]) -> dict[str, float]:
+        """Means over processes (every process logs the same keys in the same order)."""
+        if self.accelerator.num_processes == 1:
+            return metrics
+        keys = sorted(metrics)
+        values = torch.tensor([metrics[k] for k in keys], dtype=torch.float64, device=self.accelerator.device)
+        reduced = self.accelerator.reduce(values, reduction="mean")
+        return dict(zip(keys, reduced.cpu().tolist(), strict=True))
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+
+    def save_checkpoint(self, step: int) -> Path:
+        """Accelerate state (policy + value weights, optimiser, RNG), scheduler, step, and HF exports.
+
+        Written to a temporary folder and renamed, so a kill mid-save never leaves a half checkpoint."""
+        acc = self.accelerator
+        final = self.output_dir / f"checkpoint-{step}"
+        tmp = self.output_dir / f".checkpoint-{step}.tmp"
+        if acc.is_main_process:
+            shutil.rmtree(tmp, ignore_errors=True)
+        acc.wait_for_everyone()
+        acc.save_state(str(tmp), safe_serialization=False)  # tied embeddings: safetensors rejects shared storage
+        self.export_hf(tmp)
+        if acc.is_main_process:
+            state = {"step": step, "num_steps": self.config.num_steps, "reward_mode": self.config.reward_mode,
+                     "num_processes": acc.num_processes, "time": time.time()}
+            (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(tmp, final)
+            if self.config.save_total_limit:
+                for _, old in list_checkpoints(self.output_dir)[:-self.config.save_total_limit]:
+                    shutil.rmtree(old, ignore_errors=True)
+        acc.wait_for_everyone()
+        self.last_checkpoint_step = step
+        return final
+
+    def export_hf(self, directory: Path) -> None:
+        """Policy (with tokenizer) and value model in Hugging Face format under directory/policy, /value."""
+        acc = self.accelerator
+        state = acc.get_state_dict(self.model)  # gathers ZeRO-3 shards; every process must call it
+        if not acc.is_main_process:
+            return
+        unwrapped = acc.unwrap_model(self.model)
+        for name, module in (("policy", unwrapped.policy), ("value", unwrapped.value_model)):
+            prefix = f"{name if name == 'policy' else 'value_model'}."
+            sub_state = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+            module.save_pretrained(directory / name, state_dict=sub_state)
+            self.tokenizer.save_pretrained(directory / name)
+
+    def _resume(self) -> int:
+        step, path = list_checkpoints(self.output_dir)[-1]
+        saved = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
+        if saved.get("num_processes") != self.accelerator.num_processes:
+            logger.warning("resuming a %s-process checkpoint on %s processes: prompts and RNG streams will differ",
+                           saved.get("num_processes"), self.accelerator.num_processes)
+        self.accelerator.load_state(str(path))
+        logger.info("resumed from %s (step %d)", path, step)
+        self.last_checkpoint_step = step
+        return step
+
+    # ----------------------------------------------------------------------------------------- loop
+
+    def train(self) -> dict[str, Any]:
+        """Run (or resume) to `num_steps`; returns the last step's metrics and where outputs went."""
+        config = self.config
+        acc = self.accelerator
+        start_step = self._resume() if config.resume else 0
+        metrics_logger = MetricsLogger(self.output_dir, resume_step=start_step if config.resume else None,
+                                       tensorboard=config.tensorboard, enabled=acc.is_main_process)
+        metrics_logger.write_json(CONFIG_FILE, {**config.to_dict(), "token_input_resolved": self.token_input,
+                                                "value_source": self.value_source,
+                                                "num_processes": acc.num_processes})
+        last: dict[str, float] = {}
+        try:
+            for step in range(start_step + 1, config.num_steps + 1):
+                self.step = step
+                step_started = time.perf_counter()
+                rng_at_step_start = capture_rng_state()
+                collected = self._collect(step - 1)
+                wait_started = time.perf_counter()
+                failure: BaseException | None = None
+                try:
+                    fetched = collected.rewards.result()
+                except unavailable_errors() as exc:
+                    failure = exc
+                reward_wait = time.perf_counter() - wait_started
+                self._stop_if_any_failed(failure, step, rng_at_step_start)
+                batch, rollout_metrics = self._advantages(collected, fetched)
+                started = time.perf_counter()
+                update_metrics = self._update(batch)
+                update_time = time.perf_counter() - started
+                step_metrics = {**rollout_metrics, **update_metrics, **collected.timings,
+                                "time/reward_wait": reward_wait, "time/update": update_time,
+                                "time/step": time.perf_counter() - step_started}
+                last = self._reduce(step_metrics)
+                metrics_logger.log(step, last)
+                if acc.is_main_process:
+                    logger.info("step %d/%d  reward %.3f  kl %.3f  len %.1f  ppl %.2f  (%.2fs, reward fetch %.2fs)",
+                                step, config.num_steps, last["reward/sequence"], last["kl"], last["response_length"],
+                                last["perplexity"], last["time/step"], last["time/reward_fetch"])
+                if step % config.save_steps == 0 or step == config.num_steps:
+                    self.save_checkpoint(step)
+        finally:
+            metrics_logger.close()
+        self.export_hf(self.output_dir)
+        summary = {"steps": config.num_steps, "output_dir": str(self.output_dir), "metrics": last,
+                   "policy": str(self.output_dir / "policy"), "value": str(self.output_dir / "value")}
+        metrics_logger.write_json("run_summary.json", summary)
+        return summary
+
+    def _stop_if_any_failed(self, failure: BaseException | None, step: int, rng_state: dict[str, Any]) -> None:
+        """All processes agree: if any one lost the reward service, all checkpoint and stop together.
+
+        The checkpoint is of the last completed step, RNG included (rewound to before this step's sampling),
+        so a resumed run continues exactly as an uninterrupted one would have."""
+        flag = torch.tensor([1.0 if failure is not None else 0.0], device=self.accelerator.device)
+        if self.accelerator.num_processes > 1:
+            flag = self.accelerator.gather(flag)
+        if float(flag.max()) == 0.0:
+            return
+        completed = step - 1
+        checkpoint = None
+        restore_rng_state(rng_state)
+        if completed >= 1:
+            checkpoint = (self.save_checkpoint(completed) if self.last_checkpoint_step != completed
+                          else self.output_dir / f"checkpoint-{completed}")
+        where = f"checkpoint {checkpoint} saved; rerun with --resume to continue" if checkpoint else \
+            "no step had completed, nothing to resume"
+        raise TrainingStopped(f"step {step}: the reward service is unavailable "
+                              f"({failure or 'on another process'}); {where}", step=completed,
+                              checkpoint=checkpoint)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+        if self.client_owned:
+            close = getattr(self.reward_backend, "close", None)
+            if close is not None:
+                close()
+
+
+def train_ppo(config: PPOConfig, reward_backend: RewardBackend | None = None) -> dict[str, Any]:
+    trainer = PPOTrainer(config, reward_backend)
+    try:
+        return trainer.train()
+    finally:
+        trainer.close()
