@@ -1,0 +1,273 @@
+"""The labelling pipeline: revise each pair, label its tokens, filter, append the record to the output.
+
+Safety and scale:
+
+- bounded concurrency: `concurrency` coroutines pull pairs from one iterator;
+- append-only output, one record per line, flushed and fsync'd as soon as it is made, so a `kill -9`
+  loses at most the calls in flight (their paid answers are in the cache already);
+- resume: ids already in the output are skipped; a partial last line (a write cut by the kill) is
+  detected and cut off; the output must come from the same reviser, instruction and tokenizer;
+- when every pair of the run is labelled, the file is rewritten (atomically) in input order, so a
+  resumed run ends with a file byte-identical to an uninterrupted run's;
+- one worker per output file (an advisory lock), `shard i/n` to split a job across workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from labeling.filters import FilterConfig, LabelSummary, apply_filters
+from labeling.records import build_labelled_record
+from labeling.revisers import Reviser, Revision, TransientReviserError
+from labeling.usage import LedgerFile
+from tlcr.data.jsonl import DataError, append_jsonl
+from tlcr.data.pairs import PreferencePair
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- shards and input
+def parse_shard(text: str) -> tuple[int, int]:
+    """'i/n' → (i, n) with 0 <= i < n."""
+    try:
+        index_text, count_text = text.split("/")
+        index, count = int(index_text), int(count_text)
+    except ValueError as exc:
+        raise ValueError(f"shard must look like i/n (e.g. 0/4), got {text!r}") from exc
+    if count < 1 or not 0 <= index < count:
+        raise ValueError(f"shard {text!r}: need n >= 1 and 0 <= i < n")
+    return index, count
+
+
+def shard_of(pair_id: str, count: int) -> int:
+    """Stable shard of an id (sha256, not Python's salted hash): the same on every machine and run."""
+    return int(hashlib.sha256(pair_id.encode("utf-8")).hexdigest()[:12], 16) % count
+
+
+def select_shard(pairs: Sequence[PreferencePair], index: int, count: int) -> list[PreferencePair]:
+    return [p for p in pairs if shard_of(p.id, count) == index]
+
+
+def dedupe_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair], int]:
+    """Drop exact repeats of a pair (same id and texts), counted; a reused id with other texts is an error."""
+    seen: dict[str, PreferencePair] = {}
+    unique: list[PreferencePair] = []
+    for pair in pairs:
+        first = seen.get(pair.id)
+        if first is None:
+            seen[pair.id] = pair
+            unique.append(pair)
+        elif (first.prompt, first.chosen, first.rejected) != (pair.prompt, pair.chosen, pair.rejected):
+            raise DataError(f"pair id {pair.id!r} is used by two different pairs in the input")
+    return unique, len(pairs) - len(unique)
+
+
+# ----------------------------------------------------------------------------- records
+def failed_record(pair: PreferencePair, reason: str, *, reviser: str, instruction_version: str,
+                  tokenizer_name: str) -> dict[str, Any]:
+    """A status-"failed" record: no revision, so empty token fields and zero counts."""
+    return {
+        "id": pair.id, "prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,
+        "revision": None, "status": "failed", "reason": reason, "reviser": reviser,
+        "instruction_version": instruction_version, "tokenizer": tokenizer_name,
+        "rejected_token_ids": [], "rejected_labels": [], "revised_token_ids": [], "revised_labels": [],
+        "ops": {"insert": 0, "delete": 0, "replace": 0}, "edit_distance": 0, "edit_ratio": 0.0,
+        "meta": dict(pair.meta),
+    }
+
+
+def make_record(pair: PreferencePair, revision: Revision, tokenizer: PreTrainedTokenizerBase, *, reviser: str,
+                instruction_version: str, tokenizer_name: str, filters: FilterConfig) -> dict[str, Any]:
+    if revision.revision is None:
+        record = failed_record(pair, revision.failure or "unknown", reviser=reviser,
+                               instruction_version=instruction_version, tokenizer_name=tokenizer_name)
+    else:
+        record = apply_filters(build_labelled_record(pair, revision.revision, tokenizer, reviser=reviser,
+                                                     instruction_version=instruction_version,
+                                                     tokenizer_name=tokenizer_name), filters)
+    if revision.reasons:
+        record["meta"]["reviser_reasons"] = revision.reasons
+    return record
+
+
+# ----------------------------------------------------------------------------- existing output
+@dataclass
+class ExistingOutput:
+    ids: set[str] = field(default_factory=set)
+    records: int = 0
+    cut_partial_line: bool = False
+
+
+def scan_output(path: Path, *, reviser: str, instruction_version: str, tokenizer_name: str) -> ExistingOutput:
+    """Ids already labelled in `path`. A partial last line (cut by a kill) is removed from the file;
+    a malformed complete line, a repeated id or a record of another reviser/tokenizer is an error."""
+    found = ExistingOutput()
+    if not path.exists():
+        return found
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            keep = data.rfind(b"\n") + 1
+            log.warning("%s: cutting a partial last line (%d bytes) left by an interrupted run",
+                        path, len(data) - keep)
+            f.truncate(keep)
+            data = data[:keep]
+            found.cut_partial_line = True
+    expected = {"reviser": reviser, "instruction_version": instruction_version, "tokenizer": tokenizer_name}
+    for lineno, raw in enumerate(data.split(b"\n")[:-1], start=1):
+        if not raw.strip():
+            continue
+        where = f"{path}:{lineno}"
+        try:
+            record = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise DataError(f"{where}: corrupt output line ({exc}); fix or move the file away") from exc
+        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+            raise DataError(f"{where}: not a labelled record (no string 'id')")
+        for key, value in expected.items():
+            if record.get(key) != value:
+                raise DataError(f"{where}: written with {key} {record.get(key)!r} but this run uses {value!r}; "
+                                "write to another --out (or move this file away)")
+        if record["id"] in found.ids:
+            raise DataError(f"{where}: id {record['id']!r} appears twice in the output")
+        found.ids.add(record["id"])
+        found.records += 1
+    return found
+
+
+def reorder_output(path: Path, order: Sequence[str]) -> None:
+    """Rewrite `path` atomically with its records in the order of `order` (unknown ids last, as found)."""
+    rank = {pair_id: i for i, pair_id in enumerate(order)}
+    lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
+    keyed = sorted(enumerate(lines), key=lambda item: (rank.get(json.loads(item[1])["id"], len(rank)), item[0]))
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(b"".join(line + b"\n" for _, line in keyed))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def summarize_output(path: Path) -> LabelSummary:
+    summary = LabelSummary()
+    if path.exists():
+        with open(path, encoding="utf-8") as f:
+            for line in f:
+                if line.strip():
+                    summary.add(json.loads(line))
+    return summary
+
+
+@contextlib.contextmanager
+def output_lock(path: Path) -> Iterator[None]:
+    """One worker per output file: two appending to one file would duplicate records."""
+    lock_path = path.with_name(path.name + ".lock")
+    with open(lock_path, "w") as lock_file:
+        try:
+            import fcntl
+
+            fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except ImportError:  # no fcntl (Windows): run unlocked
+            pass
+        except BlockingIOError as exc:
+            raise RuntimeError(f"{path} is being written by another `tlcr label` process") from exc
+        yield
+
+
+# ----------------------------------------------------------------------------- the run
+@dataclass(frozen=True)
+class WorkerConfig:
+    out: Path
+    tokenizer_name: str
+    concurrency: int = 8
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    progress: bool = True
+    ledger_save_every_s: float = 2.0
+
+
+@dataclass
+class RunResult:
+    summary: LabelSummary        # over the whole output file, this run and earlier ones
+    written: int = 0             # records appended by this run
+    already_done: int = 0        # pairs skipped because the output had them
+    duplicates_dropped: int = 0  # exact repeats in the input
+    unfinished: list[str] = field(default_factory=list)  # ids left unlabelled (retries exhausted)
+    cut_partial_line: bool = False
+
+    @property
+    def complete(self) -> bool:
+        return not self.unfinished
+
+
+async def label_pairs(pairs: Sequence[PreferencePair], reviser: Reviser, tokenizer: PreTrainedTokenizerBase,
+                      config: WorkerConfig, ledger_file: LedgerFile | None = None) -> RunResult:
+    """Label `pairs` into `config.out` (resuming it if it exists); see the module docstring."""
+    if config.concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {config.concurrency}")
+    out = Path(config.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    unique, duplicates = dedupe_pairs(pairs)
+    with output_lock(out):
+        existing = scan_output(out, reviser=reviser.name, instruction_version=reviser.instruction_version,
+                               tokenizer_name=config.tokenizer_name)
+        todo = [p for p in unique if p.id not in existing.ids]
+        result = RunResult(summary=LabelSummary(), already_done=len(unique) - len(todo),
+                           duplicates_dropped=duplicates, cut_partial_line=existing.cut_partial_line)
+        pending = iter(todo)
+        with open(out, "a", encoding="utf-8") as handle, \
+                tqdm(total=len(todo), disable=not config.progress, desc="labeling", unit="pair") as bar:
+
+            async def work() -> None:
+                for pair in pending:  # one shared iterator: each pair is taken by exactly one coroutine
+                    try:
+                        revision = await reviser.revise(pair)
+                    except TransientReviserError as exc:
+                        log.warning("%s", exc)
+                        result.unfinished.append(pair.id)
+                        bar.update(1)
+                        continue
+                    record = make_record(pair, revision, tokenizer, reviser=reviser.name,
+                                         instruction_version=reviser.instruction_version,
+                                         tokenizer_name=config.tokenizer_name, filters=config.filters)
+                    _append(handle, record)
+                    result.written += 1
+                    bar.update(1)
+
+            async def save_ledger_periodically() -> None:
+                while ledger_file is not None:
+                    await asyncio.sleep(config.ledger_save_every_s)
+                    ledger_file.save()
+
+            saver = asyncio.create_task(save_ledger_periodically())
+            workers = [asyncio.create_task(work()) for _ in range(min(config.concurrency, max(len(todo), 1)))]
+            try:
+                done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    if task.exception() is not None:
+                        raise task.exception()  # type: ignore[misc]
+            finally:
+                for task in (*workers, saver):
+                    task.cancel()
+                await asyncio.gather(*workers, saver, return_exceptions=True)
+                if ledger_file is not None:
+                    ledger_file.save()
+        if result.complete:
+            reorder_output(out, [p.id for p in unique])
+    result.summary = summarize_output(out)
+    return result
+
+
+def _append(handle: IO[str], record: dict[str, Any]) -> None:
+    append_jsonl(handle, record)  # type: ignore[arg-type]  # write + flush + fsync: durable per record

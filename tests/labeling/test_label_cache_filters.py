@@ -1,0 +1,102 @@
+"""The answer cache and the quality filters with the end-of-run summary."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from transformers import PreTrainedTokenizerBase
+
+from labeling.cache import CachedAnswer, RevisionCache, cache_key
+from labeling.filters import FilterConfig, LabelSummary, apply_filters, looks_like_refusal
+from labeling.records import build_labelled_record
+from labeling.worker import failed_record
+from tlcr.data.pairs import PreferencePair
+
+
+def test_cache_persists_across_reopen_and_keys_on_every_field(tmp_path: Path) -> None:
+    path = tmp_path / "c.sqlite"
+    fields = ("gpt-x", "v1", "prompt", "chosen", "rejected")
+    key = cache_key(*fields)
+    answer = CachedAnswer(output="<Start of Modified Response>\nhi", finish_reason="stop", prompt_tokens=5,
+                          completion_tokens=2, model="gpt-x")
+    cache = RevisionCache(path)
+    assert cache.get(key) is None
+    cache.put(key, answer)
+    cache.close()
+    reopened = RevisionCache(path)
+    assert reopened.get(key) == answer and len(reopened) == 1
+    for i in range(len(fields)):  # changing any one field changes the key
+        changed = list(fields)
+        changed[i] += "!"
+        assert cache_key(*changed) != key
+    # field boundaries are unambiguous
+    assert cache_key("a", "b", "c|d", "e", "f") != cache_key("a", "b", "c", "d|e", "f")
+
+
+def test_corrupt_cache_entry_is_a_counted_miss(tmp_path: Path) -> None:
+    cache = RevisionCache(tmp_path / "c.sqlite")
+    cache._db.execute("INSERT INTO answers (key, value, created) VALUES ('k', 'not json', 0)")
+    assert cache.get("k") is None and cache.corrupt_entries == 1
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "c.sqlite"
+    bad.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ValueError, match="not a usable revision cache"):
+        RevisionCache(bad)
+
+
+PAIR = PreferencePair(prompt="\n\nHuman: Capital of Kalo?\n\nAssistant:", chosen=" The capital of Kalo is Tri.",
+                      rejected=" Ugh. The capital of Kalo is Ven.", id="p1")
+
+
+def _record(revision: str, tokenizer: PreTrainedTokenizerBase, pair: PreferencePair = PAIR) -> dict:
+    return build_labelled_record(pair, revision, tokenizer, reviser="r", instruction_version="v",
+                                 tokenizer_name="t")
+
+
+def test_filters(label_tokenizer: PreTrainedTokenizerBase) -> None:
+    config = FilterConfig(max_edit_ratio=0.5)
+    ok = apply_filters(_record(PAIR.chosen, label_tokenizer), config)
+    assert (ok["status"], ok["reason"]) == ("ok", None)
+    unchanged = apply_filters(_record(PAIR.rejected, label_tokenizer), config)
+    assert (unchanged["status"], unchanged["reason"]) == ("filtered", "unchanged")
+    refusal = apply_filters(_record(" I'm sorry, but I can't help with that.", label_tokenizer),
+                            FilterConfig(max_edit_ratio=100))
+    assert (refusal["status"], refusal["reason"]) == ("filtered", "refusal")
+    rewrite = apply_filters(_record(" Completely different words that share nothing here.", label_tokenizer),
+                            config)
+    assert (rewrite["status"], rewrite["reason"]) == ("filtered", "edit_ratio")
+    assert rewrite["edit_ratio"] > 0.5
+
+
+def test_refusal_is_kept_when_the_preferred_reply_refuses_too(label_tokenizer: PreTrainedTokenizerBase) -> None:
+    harmless = PreferencePair(prompt="\n\nHuman: How do I pick a lock?\n\nAssistant:",
+                              chosen=" I'm sorry, but I can't help with that.",
+                              rejected=" Sure, I can help with that: use a pin.")
+    record = apply_filters(_record(" I'm sorry, but I can't help with that.", label_tokenizer, harmless),
+                           FilterConfig(max_edit_ratio=100))
+    assert record["status"] == "ok"
+    assert looks_like_refusal("As an AI language model, I cannot do that.")
+    assert not looks_like_refusal("The capital of Kalo is Tri.")
+
+
+def test_summary_counts_reasons_and_class_balance(label_tokenizer: PreTrainedTokenizerBase) -> None:
+    summary = LabelSummary()
+    ok = {"status": "ok", "reason": None, "edit_ratio": 0.25, "rejected_labels": [0.5, 0.0, 0.0, 0.5],
+          "revised_labels": [0.5, 1.0, 0.5]}
+    summary.add(ok)
+    summary.add({**ok, "edit_ratio": 0.75})
+    summary.add({"status": "filtered", "reason": "unchanged", "edit_ratio": 0.0,
+                 "rejected_labels": [0.5], "revised_labels": [0.5]})
+    summary.add(failed_record(PAIR, "missing_marker", reviser="r", instruction_version="v", tokenizer_name="t"))
+    d = summary.to_dict()
+    assert d["records"] == 4
+    assert d["status"] == {"failed": 1, "filtered": 1, "ok": 2}
+    assert d["reasons"] == {"missing_marker": 1, "unchanged": 1}
+    # two ok records: 4 negative, 8 neutral, 2 positive tokens (filtered/failed records not counted)
+    assert d["label_counts"] == {"negative": 4, "neutral": 8, "positive": 2}
+    assert d["label_fractions"]["positive"] == pytest.approx(2 / 14)
+    assert d["mean_edit_ratio_ok"] == pytest.approx(0.5)
+    assert "missing_marker 1" in summary.format()
