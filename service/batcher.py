@@ -1,0 +1,195 @@
+"""Dynamic batching: requests' sequences wait in a bounded queue and are merged into forward batches.
+
+A batch goes to the model when the queued sequences fill the token budget or the batch size, or when the
+oldest one has waited `max_wait_s`. Each batch is built around the oldest sequence (so none starves) from
+the queued sequences closest to it in length (so padding stays small). One forward runs at a time, in a
+worker thread, so the event loop keeps accepting and validating requests meanwhile. A full queue raises
+`QueueFull` at once (the route answers 503 + Retry-After): a request is never left hanging.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
+
+logger = logging.getLogger("tlcr.service")
+
+Payload = TypeVar("Payload")
+Result = TypeVar("Result")
+
+
+class QueueFull(RuntimeError):
+    """The queue cannot take a request's sequences now; the caller should retry later."""
+
+
+class BatcherClosed(RuntimeError):
+    """The batcher is shutting down and takes no new work."""
+
+
+class BatchObserver(Protocol):
+    def batch_done(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None: ...
+    def queue_depth(self, depth: int) -> None: ...
+
+
+def select_batch(lengths: Sequence[int], anchor: int, token_budget: int, max_batch_size: int) -> list[int]:
+    """Indices of one batch: `anchor` plus the queued sequences nearest to it in length.
+
+    The padded cost of a batch is (longest length) × (count); it stays within `token_budget` unless the
+    anchor alone exceeds it (then the anchor runs alone). Pure: unit-tested.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: (lengths[i], i))
+    pos = order.index(anchor)
+    lo = hi = pos
+    anchor_len = lengths[anchor]
+
+    def fits(new_lo: int, new_hi: int) -> bool:
+        count = new_hi - new_lo + 1
+        return count <= max_batch_size and lengths[order[new_hi]] * count <= token_budget
+
+    while True:
+        options = []
+        if lo > 0:
+            options.append((anchor_len - lengths[order[lo - 1]], lo - 1, hi))
+        if hi < len(order) - 1:
+            options.append((lengths[order[hi + 1]] - anchor_len, lo, hi + 1))
+        grown = False
+        for _, new_lo, new_hi in sorted(options):
+            if fits(new_lo, new_hi):
+                lo, hi, grown = new_lo, new_hi, True
+                break
+        if not grown:
+            return sorted(order[lo: hi + 1])
+
+
+@dataclass
+class _Entry(Generic[Payload, Result]):
+    payload: Payload
+    length: int
+    future: asyncio.Future[Result]
+    enqueued_at: float = field(default_factory=time.monotonic)
+
+
+class DynamicBatcher(Generic[Payload, Result]):
+    """Merges concurrently submitted payloads into calls of `forward(list[payload]) -> list[result]`."""
+
+    def __init__(self, forward: Callable[[list[Payload]], list[Result]], length: Callable[[Payload], int], *,
+                 token_budget: int, max_batch_size: int, max_wait_s: float, max_queue: int,
+                 observer: BatchObserver | None = None, name: str = "batcher") -> None:
+        self._forward = forward
+        self._length = length
+        self.token_budget = token_budget
+        self.max_batch_size = max_batch_size
+        self.max_wait_s = max_wait_s
+        self.max_queue = max_queue
+        self._observer = observer
+        self._name = name
+        self._pending: list[_Entry[Payload, Result]] = []
+        self._wakeup = asyncio.Event()
+        self._closing = False
+        self._worker: asyncio.Task[None] | None = None
+        # One thread: forwards run one at a time, off the event loop.
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"tlcr-{name}")
+
+    @property
+    def depth(self) -> int:
+        return len(self._pending)
+
+    def start(self) -> None:
+        if self._worker is None:
+            self._worker = asyncio.get_running_loop().create_task(self._run(), name=f"tlcr-{self._name}")
+
+    async def close(self) -> None:
+        """Stop taking work, finish everything queued, stop the worker."""
+        self._closing = True
+        self._wakeup.set()
+        if self._worker is not None:
+            await self._worker
+        self._executor.shutdown(wait=True)
+
+    async def submit(self, payloads: Sequence[Payload]) -> list[Result]:
+        """Results in order; all of a request's payloads are queued, or none (QueueFull)."""
+        if self._closing:
+            raise BatcherClosed(f"{self._name} is shutting down")
+        if self._worker is None:
+            raise RuntimeError(f"{self._name} was not started")
+        if len(self._pending) + len(payloads) > self.max_queue:
+            raise QueueFull(f"{len(self._pending)} sequences are queued; {len(payloads)} more would exceed "
+                            f"the queue limit of {self.max_queue}")
+        loop = asyncio.get_running_loop()
+        entries = [_Entry(p, self._length(p), loop.create_future()) for p in payloads]
+        self._pending.extend(entries)
+        self._report_depth()
+        self._wakeup.set()
+        # return_exceptions: every future's outcome is retrieved, then the first error is raised.
+        outcomes = await asyncio.gather(*(e.future for e in entries), return_exceptions=True)
+        for outcome in outcomes:
+            if isinstance(outcome, BaseException):
+                raise outcome
+        return list(outcomes)  # type: ignore[arg-type]
+
+    def _report_depth(self) -> None:
+        if self._observer is not None:
+            self._observer.queue_depth(len(self._pending))
+
+    def _ready(self) -> bool:
+        if self._closing or len(self._pending) >= self.max_batch_size:
+            return True
+        if sum(e.length for e in self._pending) >= self.token_budget:
+            return True
+        return time.monotonic() - self._pending[0].enqueued_at >= self.max_wait_s
+
+    def _take_batch(self) -> list[_Entry[Payload, Result]]:
+        # Callers that gave up (timeout, disconnect) cancelled their futures: drop their sequences.
+        self._pending = [e for e in self._pending if not e.future.done()]
+        if not self._pending:
+            return []
+        chosen = select_batch([e.length for e in self._pending], 0, self.token_budget, self.max_batch_size)
+        chosen_set = set(chosen)
+        batch = [self._pending[i] for i in chosen]
+        self._pending = [e for i, e in enumerate(self._pending) if i not in chosen_set]
+        return batch
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            if not self._pending:
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                await self._wakeup.wait()
+                continue
+            if not self._ready():
+                wait = self.max_wait_s - (time.monotonic() - self._pending[0].enqueued_at)
+                self._wakeup.clear()
+                try:
+                    await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait, 0.0))
+                except TimeoutError:
+                    pass
+                continue
+            batch = self._take_batch()
+            self._report_depth()
+            if not batch:
+                continue
+            started = time.perf_counter()
+            try:
+                results = await loop.run_in_executor(self._executor, self._forward, [e.payload for e in batch])
+                if len(results) != len(batch):
+                    raise RuntimeError(f"forward returned {len(results)} results for {len(batch)} inputs")
+            except Exception as exc:  # the model failed: every caller in this batch gets the error
+                logger.exception("%s: forward of %d sequences failed", self._name, len(batch))
+                for e in batch:
+                    if not e.future.done():
+                        e.future.set_exception(exc)
+                continue
+            seconds = time.perf_counter() - started
+            for e, result in zip(batch, results, strict=True):
+                if not e.future.done():
+                    e.future.set_result(result)
+            if self._observer is not None:
+                lengths = [e.length for e in batch]
+                self._observer.batch_done(len(batch), sum(lengths), max(lengths) * len(batch), seconds)

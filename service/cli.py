@@ -1,0 +1,70 @@
+"""`tlcr serve` (and `python -m service`): run the reward service under uvicorn.
+
+Flags and TLCR_* environment variables are parsed by pydantic-settings from `ServiceSettings`, so there
+is one definition of every option; `tlcr serve --help` lists them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Sequence
+
+import typer
+
+
+def run(settings: object) -> int:
+    """Serve until SIGINT/SIGTERM (graceful: requests in flight finish). Exit code 1 if loading failed."""
+    import uvicorn
+
+    from service.app import create_app
+    from service.settings import ServiceSettings
+
+    assert isinstance(settings, ServiceSettings)
+    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    failures: list[BaseException] = []
+    server: uvicorn.Server | None = None
+
+    def on_fatal(exc: BaseException) -> None:
+        failures.append(exc)
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_fatal=on_fatal)
+    config = uvicorn.Config(
+        app, host=settings.host, port=settings.port, fd=settings.fd, log_level=settings.log_level.lower(),
+        timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s), lifespan="on",
+        # The service parses and validates JSON itself; headers and keep-alive stay uvicorn's defaults.
+        access_log=settings.log_level.lower() == "debug",
+    )
+    server = uvicorn.Server(config)
+    server.run()
+    return 1 if failures else 0
+
+
+def main(args: Sequence[str]) -> int:
+    """Parse flags (argparse exits 2 naming a bad one) and serve."""
+    from pydantic import ValidationError
+
+    from service.settings import settings_from_args
+
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        typer.echo(f"error: invalid service settings:\n{exc}", err=True)
+        return 2
+    return run(settings)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command(
+        "serve", add_help_option=False,
+        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    )
+    def serve(ctx: typer.Context) -> None:
+        """Serve token rewards over HTTP: POST /token_rewards, /get_reward, /sequence_rewards; GET / heatmap.
+
+        Needs --model (a discriminator checkpoint). Run `tlcr serve --help` for every flag and its
+        TLCR_* environment variable.
+        """
+        raise typer.Exit(main(ctx.args))

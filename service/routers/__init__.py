@@ -1,0 +1,1 @@
+"""HTTP routes of the reward service, one module per concern."""

@@ -1,0 +1,45 @@
+"""Public routes: liveness, readiness, Prometheus metrics and what is being served."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, HTTPException, Response, status
+
+from service.dependencies import ReadyState, State
+from service.schemas import InfoResponse, RewardMode
+
+router = APIRouter(tags=["operations"])
+
+
+@router.get("/healthz")
+async def healthz() -> dict[str, str]:
+    """The process is up and serving HTTP (the model may still be loading)."""
+    return {"status": "alive"}
+
+
+@router.get("/readyz", responses={503: {"description": "Loading, failed to load, or shutting down"}})
+async def readyz(state: State) -> dict[str, str]:
+    """200 once the model is loaded and a warm-up forward ran; 503 before and while shutting down."""
+    if not state.ready:
+        reason = state.load_error or ("shutting down" if state.shutting_down else "loading the model")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"not ready: {reason}",
+                            headers={"Retry-After": str(state.settings.retry_after_s)})
+    return {"status": "ready"}
+
+
+@router.get("/metrics", response_class=Response)
+async def metrics(state: State) -> Response:
+    """Prometheus text format."""
+    return Response(state.metrics.render(), media_type=state.metrics.content_type)
+
+
+@router.get("/info", response_model=InfoResponse)
+async def info(state: ReadyState) -> InfoResponse:
+    """The served model, its revision and tokenizer, limits and reward modes."""
+    scorer = state.token_scorer
+    assert scorer is not None
+    return InfoResponse(
+        model=scorer.name, revision=scorer.revision, tokenizer=str(scorer.tokenizer.name_or_path),
+        max_length=scorer.max_length, modes=list(RewardMode), device=str(scorer.device),
+        dtype=str(scorer.dtype).removeprefix("torch."),
+        sequence_model=state.sequence_scorer.name if state.sequence_scorer is not None else None,
+    )

@@ -1,0 +1,146 @@
+"""Inference routes: POST /token_rewards, /sequence_rewards and OpenRLHF's /get_reward."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import TypeVar
+
+import numpy as np
+from fastapi import APIRouter, Depends, HTTPException, status
+from transformers import PreTrainedTokenizerBase
+
+from service.batcher import DynamicBatcher
+from service.dependencies import ReadyState, require_api_key
+from service.items import ItemError, PreparedItem, prepare_sequence_item, prepare_token_item, split_query
+from service.rewards import reduce_rewards, rewards_from_probabilities
+from service.schemas import (
+    ErrorResponse,
+    GetRewardRequest,
+    GetRewardResponse,
+    RewardMode,
+    SequenceRewardsRequest,
+    SequenceRewardsResponse,
+    TokenRewardItem,
+    TokenRewardResult,
+    TokenRewardsRequest,
+    TokenRewardsResponse,
+)
+from service.scorer import Encoded
+from service.state import ServiceState
+
+Result = TypeVar("Result")
+
+# Requests with more text than this are tokenized in a worker thread so the event loop stays responsive.
+_INLINE_TOKENIZE_CHARS = 20_000
+
+_ERRORS = {
+    401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
+    413: {"model": ErrorResponse, "description": "Request body too large"},
+    422: {"model": ErrorResponse, "description": "Invalid request; the message names the item and field"},
+    503: {"model": ErrorResponse, "description": "Overloaded, loading or shutting down; see Retry-After"},
+}
+
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=_ERRORS)  # type: ignore[arg-type]
+
+
+def _check_item_count(state: ServiceState, count: int, field: str = "items") -> None:
+    limit = state.settings.max_items_per_request
+    if count > limit:
+        raise ItemError(field, f"{count} items exceed the limit of {limit} per request "
+                               "(split the batch; the client does this itself)")
+
+
+async def _score(state: ServiceState, batcher: DynamicBatcher[Encoded, Result],
+                 encoded: Sequence[Encoded]) -> list[Result]:
+    try:
+        return await asyncio.wait_for(batcher.submit(encoded), timeout=state.settings.request_timeout_s)
+    except TimeoutError as exc:
+        state.metrics.errors.labels("timeout").inc()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"no result within {state.settings.request_timeout_s:g} s; the service is overloaded",
+                            headers={"Retry-After": str(state.settings.retry_after_s)}) from exc
+
+
+async def _prepare_all(items: Sequence[TokenRewardItem], tokenizer: PreTrainedTokenizerBase,
+                       state: ServiceState) -> list[PreparedItem]:
+    assert state.token_scorer is not None
+    limits = state.limits(state.token_scorer)
+
+    def prepare() -> list[PreparedItem]:
+        return [prepare_token_item(i, item, tokenizer, limits) for i, item in enumerate(items)]
+
+    chars = sum(len(item.prompt or "") + len(item.response or "") for item in items)
+    return await asyncio.to_thread(prepare) if chars > _INLINE_TOKENIZE_CHARS else prepare()
+
+
+def build_result(prepared: PreparedItem, probabilities: np.ndarray, mode: RewardMode, threshold: float,
+                 return_probabilities: bool, return_tokens: bool,
+                 tokenizer: PreTrainedTokenizerBase) -> TokenRewardResult:
+    """Rewards of the response tokens (the caller's tokens when offsets were given)."""
+    rewards = rewards_from_probabilities(probabilities, mode, threshold)
+    probs: np.ndarray = probabilities
+    tokens: list[str] | None = None
+    if prepared.alignment is not None:
+        rewards = prepared.alignment.sum(rewards)
+        probs = prepared.alignment.mean(probabilities)
+        tokens = prepared.caller_tokens
+    elif return_tokens:
+        tokens = [tokenizer.decode([t]) for t in prepared.encoded.response_ids]
+    return TokenRewardResult(
+        rewards=rewards.tolist(),
+        probabilities=np.asarray(probs, dtype=np.float64).tolist() if return_probabilities else None,
+        tokens=tokens if return_tokens else None,
+    )
+
+
+@router.post("/token_rewards", response_model=TokenRewardsResponse, tags=["rewards"])
+async def token_rewards(request: TokenRewardsRequest, state: ReadyState) -> TokenRewardsResponse:
+    """Per-token rewards of each item's response tokens: r = 2·D − 1 by default (TLCR)."""
+    scorer, batcher = state.token_scorer, state.token_batcher
+    assert scorer is not None and batcher is not None
+    _check_item_count(state, len(request.items))
+    prepared = await _prepare_all(request.items, scorer.tokenizer, state)
+    probabilities = await _score(state, batcher, [p.encoded for p in prepared])
+    state.metrics.items.labels("/token_rewards").inc(len(prepared))
+    results = [build_result(p, probs, request.mode, request.threshold, request.return_probabilities,
+                            request.return_tokens, scorer.tokenizer)
+               for p, probs in zip(prepared, probabilities, strict=True)]
+    return TokenRewardsResponse(model=scorer.name, revision=scorer.revision, mode=request.mode, results=results)
+
+
+@router.post("/sequence_rewards", response_model=SequenceRewardsResponse, tags=["rewards"])
+async def sequence_rewards(request: SequenceRewardsRequest, state: ReadyState) -> SequenceRewardsResponse:
+    """One scalar per (prompt, response) from the sequence reward model (the PPO_seq baseline)."""
+    scorer, batcher = state.sequence_scorer, state.sequence_batcher
+    if scorer is None or batcher is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            "no sequence reward model is loaded: start the service with --sequence-model")
+    _check_item_count(state, len(request.items))
+    limits = state.limits(scorer)
+    encoded = [prepare_sequence_item(i, item, scorer.tokenizer, limits) for i, item in enumerate(request.items)]
+    scores = await _score(state, batcher, encoded)
+    state.metrics.items.labels("/sequence_rewards").inc(len(encoded))
+    return SequenceRewardsResponse(model=scorer.name, revision=scorer.revision, rewards=scores)
+
+
+@router.post("/get_reward", response_model=GetRewardResponse, tags=["openrlhf"])
+async def get_reward(request: GetRewardRequest, state: ReadyState) -> GetRewardResponse:
+    """OpenRLHF remote reward model: full texts in `query`, one scalar each (sum or mean of token rewards)."""
+    scorer, batcher = state.token_scorer, state.token_batcher
+    assert scorer is not None and batcher is not None
+    _check_item_count(state, len(request.query), "query")
+    if request.prompts is not None and len(request.prompts) != len(request.query):
+        raise ItemError("prompts", f"{len(request.prompts)} prompts for {len(request.query)} queries")
+    prompts: Sequence[str | None] = request.prompts or [None] * len(request.query)
+    items = []
+    for i, (query, prompt) in enumerate(zip(request.query, prompts, strict=True)):
+        prompt_text, response = split_query(i, query, prompt)
+        items.append(TokenRewardItem(prompt=prompt_text, response=response))
+    prepared = await _prepare_all(items, scorer.tokenizer, state)
+    probabilities = await _score(state, batcher, [p.encoded for p in prepared])
+    settings = state.settings
+    state.metrics.items.labels("/get_reward").inc(len(prepared))
+    return GetRewardResponse(rewards=[
+        reduce_rewards(rewards_from_probabilities(p, settings.default_mode, settings.default_threshold),
+                       settings.get_reward_reduction) for p in probabilities])

@@ -1,0 +1,87 @@
+"""Service settings: one pydantic-settings model read from flags and ``TLCR_*`` environment variables.
+
+Flags win over environment variables, which win over defaults. `tlcr serve --help` (or
+``python -m service --help``) lists every flag with its environment variable.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Annotated, Literal
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+
+from service.schemas import RewardMode
+
+
+class ServiceSettings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="TLCR_", cli_kebab_case=True, cli_implicit_flags=True, cli_hide_none_type=True,
+        cli_avoid_json=True, cli_prog_name="tlcr serve", extra="ignore",
+    )
+
+    # What to serve
+    model: Annotated[str, Field(description="Discriminator checkpoint: local path or Hub id (TLCR_MODEL).")]
+    sequence_model: Annotated[str | None, Field(
+        description="Optional one-label sequence reward model for POST /sequence_rewards.")] = None
+    model_name: Annotated[str | None, Field(
+        description="Name reported in responses (default: the --model value).")] = None
+    revision: Annotated[str | None, Field(
+        description="Revision reported in responses (default: Hub commit, else a fingerprint of the files).")] = None
+    device: Annotated[str | None, Field(description="cuda, cuda:1, cpu... (default: CUDA if present).")] = None
+    dtype: Annotated[str, Field(
+        description="auto (bf16/fp16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")] = "auto"
+    torch_threads: Annotated[int | None, Field(ge=1, description="CPU threads for torch (default: torch's).")] = None
+
+    # Network
+    host: Annotated[str, Field(description="Interface to bind.")] = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535, description="TCP port (0: any free port).")] = 8000
+    fd: Annotated[int | None, Field(description="Serve on this inherited listening socket instead (launcher).")] = None
+    api_key: Annotated[SecretStr | None, Field(
+        description="If set, inference routes need 'Authorization: Bearer KEY' (TLCR_API_KEY).")] = None
+    log_level: Annotated[str, Field(description="uvicorn log level.")] = "info"
+    graceful_timeout_s: Annotated[float, Field(
+        gt=0, description="On SIGTERM, wait this long for requests in flight.")] = 30.0
+
+    # Limits
+    max_body_bytes: Annotated[int, Field(ge=1024, description="Largest request body (413 above).")] = 8 * 1024 * 1024
+    max_items_per_request: Annotated[int, Field(ge=1, description="Most items in one request (422 above).")] = 256
+    max_length: Annotated[int | None, Field(ge=2, description=(
+        "Most prompt+response tokens per item (default: the checkpoint's tlcr.max_length).") )] = None
+    truncation: Annotated[Literal["none", "prompt_left"], Field(description=(
+        "none: too-long items get 422; prompt_left: drop the earliest prompt tokens to fit "
+        "(a response longer than max_length is still a 422)."))] = "none"
+    request_timeout_s: Annotated[float, Field(
+        gt=0, description="A request waiting longer for the model gets 503.")] = 120.0
+
+    # Dynamic batching
+    token_budget: Annotated[int, Field(ge=1, description="Most padded tokens in one forward batch.")] = 16384
+    max_batch_size: Annotated[int, Field(ge=1, description="Most sequences in one forward batch.")] = 64
+    max_wait_ms: Annotated[float, Field(ge=0, description="Longest a sequence waits for batch companions.")] = 5.0
+    max_queue_items: Annotated[int, Field(ge=1, description="Most sequences queued; beyond, 503 + Retry-After.")] = 2048
+    retry_after_s: Annotated[int, Field(ge=1, description="Retry-After seconds sent with 503.")] = 1
+
+    # Rewards
+    default_mode: Annotated[RewardMode, Field(description="Mode of POST /get_reward.")] = RewardMode.continuous
+    default_threshold: Annotated[float, Field(
+        gt=0.5, le=1.0, description="tau of the fixed mode in /get_reward.")] = 0.6
+    get_reward_reduction: Annotated[Literal["sum", "mean"], Field(
+        description="How /get_reward turns token rewards into one scalar.")] = "sum"
+    warmup: Annotated[bool, Field(description="Run a warm-up forward before reporting ready.")] = True
+
+    @model_validator(mode="after")
+    def _consistent_limits(self) -> ServiceSettings:
+        if self.max_items_per_request > self.max_queue_items:
+            raise ValueError(f"max_items_per_request ({self.max_items_per_request}) must not exceed "
+                             f"max_queue_items ({self.max_queue_items}): such a request could never be queued")
+        return self
+
+    @property
+    def served_model_name(self) -> str:
+        return self.model_name or self.model
+
+
+def settings_from_args(args: Sequence[str]) -> ServiceSettings:
+    """Parse flags (then TLCR_* environment, then defaults); argparse exits 2 naming a bad flag."""
+    return CliApp.run(ServiceSettings, cli_args=list(args))

@@ -1,0 +1,81 @@
+"""What one running service holds: settings, metrics, the loaded models and their batchers."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from service.batcher import DynamicBatcher
+from service.items import Limits
+from service.metrics import ServiceMetrics
+from service.scorer import Encoded, SequenceScorer, TokenScorer, describe
+from service.settings import ServiceSettings
+
+logger = logging.getLogger("tlcr.service")
+
+
+class ServiceState:
+    def __init__(self, settings: ServiceSettings) -> None:
+        self.settings = settings
+        self.metrics = ServiceMetrics()
+        self.token_scorer: TokenScorer | None = None
+        self.sequence_scorer: SequenceScorer | None = None
+        self.token_batcher: DynamicBatcher[Encoded, np.ndarray] | None = None
+        self.sequence_batcher: DynamicBatcher[Encoded, float] | None = None
+        self.ready = False
+        self.shutting_down = False
+        self.load_error: str | None = None
+
+    def _load_models(self) -> None:
+        # Blocking (minutes for 7B): runs in a thread while /healthz already answers.
+        s = self.settings
+        if s.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(s.torch_threads)
+        scorer = TokenScorer.load(s.model, device=s.device, dtype=s.dtype, max_length=s.max_length,
+                                  name=s.served_model_name, revision=s.revision)
+        if s.warmup:
+            scorer.warm_up()
+        logger.info("discriminator loaded: %s", describe(scorer))
+        sequence_scorer = None
+        if s.sequence_model:
+            sequence_scorer = SequenceScorer.load(s.sequence_model, device=s.device, dtype=s.dtype,
+                                                  max_length=s.max_length)
+            if s.warmup:
+                sequence_scorer.warm_up()
+            logger.info("sequence reward model loaded: %s", describe(sequence_scorer))
+        self.token_scorer, self.sequence_scorer = scorer, sequence_scorer
+
+    def _batcher(self, forward: Callable[[list[Encoded]], list[Any]], name: str) -> DynamicBatcher[Encoded, Any]:
+        s = self.settings
+        return DynamicBatcher(forward, lambda e: e.length, token_budget=s.token_budget,
+                              max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_ms / 1000.0,
+                              max_queue=s.max_queue_items, observer=self.metrics.observer(name), name=name)
+
+    async def load(self) -> None:
+        """Load models, warm up, start the batchers; then the service is ready."""
+        await asyncio.to_thread(self._load_models)
+        assert self.token_scorer is not None
+        self.token_batcher = self._batcher(self.token_scorer.probabilities, "discriminator")
+        self.token_batcher.start()
+        if self.sequence_scorer is not None:
+            self.sequence_batcher = self._batcher(self.sequence_scorer.scores, "sequence_rm")
+            self.sequence_batcher.start()
+        self.ready = True
+
+    async def close(self) -> None:
+        """Finish queued work and stop the batchers (uvicorn has already drained open requests)."""
+        self.shutting_down = True
+        self.ready = False
+        for batcher in (self.token_batcher, self.sequence_batcher):
+            if batcher is not None:
+                await batcher.close()
+
+    def limits(self, scorer: TokenScorer | SequenceScorer) -> Limits:
+        return Limits(vocab_size=scorer.vocab_size, max_length=scorer.max_length,
+                      truncation=self.settings.truncation)

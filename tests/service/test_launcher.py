@@ -1,0 +1,71 @@
+"""The launcher: a real service subprocess on loopback; clear errors when it cannot start; graceful stop."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from service.launcher import ServiceProcess, ServiceStartError, start_service
+
+
+def test_shared_service_is_reachable_on_its_port(shared_service: ServiceProcess) -> None:
+    assert shared_service.alive()
+    assert shared_service.url == f"http://127.0.0.1:{shared_service.port}"
+    assert httpx.get(shared_service.url + "/healthz").json() == {"status": "alive"}
+    assert shared_service.log_path.exists()
+    assert "Application startup complete" in shared_service.log_tail()
+
+
+def test_busy_port_is_refused_before_starting_anything() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(ServiceStartError, match=f"cannot listen on 127.0.0.1:{port}"):
+            start_service("/nonexistent", port=port)
+
+
+def test_unloadable_model_fails_fast_with_the_log(tmp_path: Path) -> None:
+    missing = tmp_path / "no-such-checkpoint"
+    started = time.monotonic()
+    with pytest.raises(ServiceStartError) as error:
+        start_service(missing, ready_timeout=90, log_path=tmp_path / "service.log")
+    message = str(error.value)
+    assert "exited with code 1" in message
+    assert str(missing) in message and "cannot load" in message
+    assert time.monotonic() - started < 60
+
+
+def test_stop_drains_requests_in_flight(tiny_token_classifier_dir: Path, tmp_path: Path) -> None:
+    """SIGTERM while requests are queued: each one still gets its answer, then the process exits."""
+    service = start_service(tiny_token_classifier_dir, log_path=tmp_path / "drain.log",
+                            extra_args=["--max-wait-ms", "300", "--torch-threads", "1"])
+    long_item = {"prompt_token_ids": list(range(3, 200)), "response_token_ids": list(range(3, 50))}
+    statuses: list[int] = []
+    lock = threading.Lock()
+
+    def call() -> None:
+        try:
+            status = httpx.post(service.url + "/token_rewards", json={"items": [long_item] * 4},
+                                timeout=30).status_code
+        except httpx.TransportError:
+            status = -1
+        with lock:
+            statuses.append(status)
+
+    threads = [threading.Thread(target=call) for _ in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.15)  # requests are in (the batcher holds them up to 300 ms for companions)
+    code = service.stop(timeout=30)
+    for t in threads:
+        t.join()
+    assert statuses == [200] * 8
+    assert not service.alive() and code in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(service.url + "/healthz", timeout=2)
