@@ -1,0 +1,110 @@
+"""The DPO baseline (the paper's DPO row): TRL `DPOTrainer` on preference pairs.
+
+TRL tokenizes prompt + response jointly; here the dataset is tokenized with `encode_prompt_response`
+(prompt and response each alone, EOS after each response) like every other stage, so DPO, SFT and PPO
+policies are trained on the same token sequences.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from trl import DPOTrainer
+
+from trainer.sft import load_split, mixed_precision_flags
+
+DPO_INFO = "tlcr_dpo.json"
+
+
+@dataclass
+class DPOOptions:
+    model: str  # the SFT checkpoint; also the frozen reference
+    output_dir: str
+    source: str = "controlled"
+    data_limit: int | None = None
+    data_seed: int = 42
+    part: str = "rm"  # the preference part of the 20/40/40 split (the reward model's data)
+    beta: float = 0.1
+    epochs: float = 1.0
+    learning_rate: float = 1e-6
+    lr_scheduler: str = "cosine"
+    warmup: float = 0.0
+    batch_size: int = 16
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    seed: int = 0
+    dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    report_to: str = "tensorboard"
+
+    def __post_init__(self) -> None:
+        if self.part not in ("sft", "rm", "ppo", "all"):
+            raise ValueError(f"part must be sft, rm, ppo or all, not {self.part!r}")
+        if self.beta <= 0:
+            raise ValueError(f"beta must be positive, got {self.beta}")
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of gradient_accumulation_steps "
+                             f"({self.gradient_accumulation_steps})")
+
+
+def dpo_example(tokenizer: Any, prompt: str, chosen: str, rejected: str) -> dict[str, list[int]]:
+    """{prompt_ids, chosen_ids, rejected_ids} with EOS closing each response."""
+    from tlcr.models import encode_prompt_response
+
+    prompt_ids, chosen_ids = encode_prompt_response(tokenizer, prompt, chosen)
+    _, rejected_ids = encode_prompt_response(tokenizer, prompt, rejected)
+    eos = tokenizer.eos_token_id
+    return {"prompt_ids": prompt_ids, "chosen_ids": [*chosen_ids, eos], "rejected_ids": [*rejected_ids, eos]}
+
+
+class SplitTokenizationDPOTrainer(DPOTrainer):
+    """DPOTrainer whose dataset preparation tokenizes prompt and responses separately."""
+
+    def _prepare_dataset(self, dataset: Any, processing_class: Any, args: Any, dataset_name: str) -> Any:
+        tokenizer = getattr(processing_class, "tokenizer", processing_class)
+        dataset = dataset.map(lambda ex: dpo_example(tokenizer, ex["prompt"], ex["chosen"], ex["rejected"]),
+                              remove_columns=dataset.column_names, desc=f"Tokenizing {dataset_name} dataset")
+        if args.max_length is not None:
+            # As TRL does: a prompt that alone fills max_length leaves no response token to learn from.
+            dataset = dataset.filter(lambda ex: len(ex["prompt_ids"]) < args.max_length)
+        return dataset
+
+
+def train_dpo(options: DPOOptions) -> Path:
+    """DPO from `options.model` (also the reference); saves the policy with tokenizer to output_dir."""
+    from datasets import Dataset
+    from trl import DPOConfig
+
+    from tlcr.models import load_causal_lm, load_tokenizer, resolve_device
+
+    pairs = load_split(options.source, limit=options.data_limit, seed=options.data_seed, part=options.part)
+    if not pairs:
+        raise ValueError(f"no pairs in the {options.part!r} part of {options.source!r}")
+    tokenizer = load_tokenizer(options.model)
+    dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
+    model = load_causal_lm(options.model, dtype=options.dtype)
+    ref_model = load_causal_lm(options.model, dtype=options.dtype)
+    per_device = options.batch_size // options.gradient_accumulation_steps
+    args = DPOConfig(
+        output_dir=options.output_dir, beta=options.beta, num_train_epochs=options.epochs,
+        learning_rate=options.learning_rate, lr_scheduler_type=options.lr_scheduler, warmup_steps=options.warmup,
+        per_device_train_batch_size=per_device, gradient_accumulation_steps=options.gradient_accumulation_steps,
+        max_length=options.max_length, seed=options.seed, gradient_checkpointing=options.gradient_checkpointing,
+        logging_steps=options.logging_steps, save_strategy="no", report_to=options.report_to,
+        use_cpu=resolve_device(None).type == "cpu", dataloader_num_workers=0,
+        **mixed_precision_flags(options.dtype))
+    trainer = SplitTokenizationDPOTrainer(model=model, ref_model=ref_model, args=args, train_dataset=dataset,
+                                          processing_class=tokenizer)
+    result = trainer.train()
+    out = Path(options.output_dir)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(out)
+    history = [row for row in trainer.state.log_history if "loss" in row]
+    info = {"options": asdict(options), "pairs": len(pairs), "train_loss": result.training_loss,
+            "log_history": history}
+    (out / DPO_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return out

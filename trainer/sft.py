@@ -1,0 +1,143 @@
+"""Supervised fine-tuning of the policy on the SFT split's chosen responses (TRL `SFTTrainer`).
+
+Examples are tokenized here with `encode_prompt_response` (prompt and response each alone, then EOS
+after the response), the split every stage uses, so the SFT policy learns exactly the token sequences
+PPO will later sample after a prompt. Labels are -100 on the prompt: the loss is on response tokens only.
+
+`noisy_fraction` swaps that fraction of SFT targets for the rejected responses. On the controlled task
+this gives the SFT policy some of the faults (wrong facts, rudeness, repetition, hedging) that PPO with
+token-level rewards should then remove — the setting the demo uses.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from tlcr.data.pairs import PreferencePair
+
+SFT_INFO = "tlcr_sft.json"
+
+
+@dataclass
+class SFTOptions:
+    model: str  # base model: path or Hub id
+    output_dir: str
+    source: str = "controlled"
+    data_limit: int | None = None
+    data_seed: int = 42
+    part: str = "sft"  # which part of the paper's 20/40/40 split to train on
+    noisy_fraction: float = 0.0
+    epochs: float = 2.0  # paper
+    learning_rate: float = 1e-5  # paper
+    lr_scheduler: str = "cosine"  # paper
+    warmup: float = 0.0  # warm-up steps, or a fraction of all steps when < 1
+    batch_size: int = 16  # paper (per device × gradient accumulation × devices)
+    gradient_accumulation_steps: int = 1
+    max_length: int = 512
+    seed: int = 0
+    dtype: str = "auto"
+    gradient_checkpointing: bool = False
+    logging_steps: int = 10
+    report_to: str = "tensorboard"
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.noisy_fraction <= 1.0:
+            raise ValueError(f"noisy_fraction must be in [0, 1], got {self.noisy_fraction}")
+        if self.part not in ("sft", "rm", "ppo", "all"):
+            raise ValueError(f"part must be sft, rm, ppo or all, not {self.part!r}")
+        for name in ("batch_size", "gradient_accumulation_steps", "max_length"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.batch_size % self.gradient_accumulation_steps:
+            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of gradient_accumulation_steps "
+                             f"({self.gradient_accumulation_steps})")
+
+
+def noisy_indices(n: int, fraction: float, seed: int) -> set[int]:
+    """round(fraction · n) distinct indices, chosen by `seed`."""
+    k = round(fraction * n)
+    return set(random.Random(f"noisy-{seed}").sample(range(n), k))
+
+
+def sft_examples(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizerBase, *,
+                 noisy: set[int] = frozenset()) -> list[dict[str, Any]]:  # type: ignore[assignment]
+    """{input_ids, labels} per pair: prompt (label -100) + target response + EOS (labelled).
+
+    The target is the chosen response, or the rejected one for indices in `noisy`.
+    """
+    from tlcr.models import encode_prompt_response
+
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise ValueError("the tokenizer has no EOS token: the policy could never learn to stop")
+    examples = []
+    for index, pair in enumerate(pairs):
+        target = pair.rejected if index in noisy else pair.chosen
+        prompt_ids, response_ids = encode_prompt_response(tokenizer, pair.prompt, target)
+        response_ids = [*response_ids, eos]
+        examples.append({"input_ids": prompt_ids + response_ids,
+                         "labels": [-100] * len(prompt_ids) + response_ids})
+    return examples
+
+
+def load_split(source: str, *, limit: int | None, seed: int, part: str) -> list[PreferencePair]:
+    from tlcr.data.pairs import load_preference_pairs, paper_split
+
+    pairs = load_preference_pairs(source, limit=limit, seed=seed)
+    return pairs if part == "all" else paper_split(pairs, seed=seed)[part]
+
+
+def mixed_precision_flags(dtype: str) -> dict[str, bool]:
+    """bf16 / fp16 training flags for TRL configs: only on CUDA, following `resolve_dtype`."""
+    import torch
+
+    from tlcr.models import resolve_device, resolve_dtype
+
+    device = resolve_device(None)
+    resolved = resolve_dtype(dtype, device)
+    on_cuda = device.type == "cuda"
+    return {"bf16": on_cuda and resolved == torch.bfloat16, "fp16": on_cuda and resolved == torch.float16}
+
+
+def train_sft(options: SFTOptions) -> Path:
+    """Fine-tune `options.model` and save it (with tokenizer) to `options.output_dir`; returns that path."""
+    from datasets import Dataset
+    from trl import SFTConfig, SFTTrainer
+
+    from tlcr.models import load_causal_lm, load_tokenizer, resolve_device
+
+    pairs = load_split(options.source, limit=options.data_limit, seed=options.data_seed, part=options.part)
+    if not pairs:
+        raise ValueError(f"no pairs in the {options.part!r} part of {options.source!r}")
+    tokenizer = load_tokenizer(options.model)
+    noisy = noisy_indices(len(pairs), options.noisy_fraction, options.data_seed)
+    dataset = Dataset.from_list(sft_examples(pairs, tokenizer, noisy=noisy))
+    model = load_causal_lm(options.model, dtype=options.dtype)
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+
+    per_device = options.batch_size // options.gradient_accumulation_steps
+    args = SFTConfig(
+        output_dir=options.output_dir, num_train_epochs=options.epochs, learning_rate=options.learning_rate,
+        lr_scheduler_type=options.lr_scheduler, warmup_steps=options.warmup,
+        per_device_train_batch_size=per_device, gradient_accumulation_steps=options.gradient_accumulation_steps,
+        max_length=options.max_length, seed=options.seed, gradient_checkpointing=options.gradient_checkpointing,
+        logging_steps=options.logging_steps, save_strategy="no", report_to=options.report_to,
+        use_cpu=resolve_device(None).type == "cpu", dataloader_num_workers=0,
+        **mixed_precision_flags(options.dtype))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer)
+    result = trainer.train()
+    out = Path(options.output_dir)
+    trainer.save_model(str(out))
+    tokenizer.save_pretrained(out)
+    info = {"options": asdict(options), "examples": len(pairs), "noisy_examples": len(noisy),
+            "noisy_ids": sorted(pairs[i].id for i in noisy), "train_loss": result.training_loss}
+    (out / SFT_INFO).write_text(json.dumps(info, indent=2), encoding="utf-8")
+    return out
