@@ -1,0 +1,434 @@
+"""Token discriminator training (TLCR): soft-target BCE over response tokens with the transformers Trainer.
+
+Each status-"ok" labelled record gives two training sequences, prompt + rejected response (labels 0 /
+0.5) and prompt + revised response (labels 1 / 0.5). The model is a one-logit token classifier
+initialised from any causal-LM checkpoint; D = sigmoid(logit) at a token's own position is the
+probability that the token is positive. Prompt and padding positions carry label -100 and no loss.
+
+The saved checkpoint is plain `save_pretrained` output (model, tokenizer, config marked with
+`mark_discriminator_config`), evaluated after saving by reloading it the way the reward service does.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
+from transformers.trainer_utils import SchedulerType
+
+from tlcr.data.jsonl import DataError, OnError, SkipReport, iter_jsonl
+from tlcr.models import load_token_classifier, load_tokenizer, mark_discriminator_config
+from tlcr.scoring import fit_prompt_response, pad_sequences, position_ids_from_attention_mask
+from trainer.discriminator_metrics import discriminator_metrics, reward_sum
+
+IGNORE_INDEX = -100
+METRICS_FILE = "discriminator_metrics.json"
+
+
+def running_without_accelerator() -> bool:
+    """True on a CPU-only machine (no CUDA, MPS, XPU...)."""
+    accelerator = getattr(torch, "accelerator", None)
+    if accelerator is not None:
+        return accelerator.current_accelerator() is None
+    return not torch.cuda.is_available()
+
+
+@dataclass
+class DiscriminatorConfig(TrainingArguments):
+    """Training arguments of the token discriminator; defaults follow the TLCR paper.
+
+    Paper: lr 1e-5, weight decay 0.1, cosine schedule without warm-up, 2 epochs, batch 16 (sequences per
+    device), max length 512, Adam β = (0.9, 0.95). `PRESETS["tiny"]` overrides them for tiny offline models.
+    """
+
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (paper: 1e-5)."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay (paper: 0.1)."})
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "LR schedule (paper: cosine)."})
+    warmup_steps: float = field(default=0, metadata={"help": "Warm-up steps (paper: none)."})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs (paper: 2)."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Sequences per device step (paper: 16)."})
+    per_device_eval_batch_size: int = field(default=16, metadata={"help": "Sequences per evaluation forward."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "Adam β1 (paper: 0.9)."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "Adam β2 (paper: 0.95)."})
+    logging_steps: float = field(default=10, metadata={"help": "Log every N optimizer steps."})
+    save_strategy: str = field(default="no", metadata={"help": "Intermediate checkpoints (final one: always)."})
+    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers to report to."})
+    remove_unused_columns: bool = field(default=False, metadata={"help": "False: the collator needs every column."})
+    bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on where CUDA has bf16."})
+
+    max_length: int = field(default=512, metadata={"help": "Max prompt + response tokens (paper: 512); "
+                                                            "the prompt is cut from the left first."})
+    eval_fraction: float = field(default=0.1, metadata={"help": "Share of ok records held out for evaluation "
+                                                                "(ignored when an eval file is given)."})
+    threshold: float = field(default=0.5, metadata={"help": "D >= threshold counts as a positive prediction."})
+
+    def __post_init__(self) -> None:
+        # Without this, DDP on CPU (torchrun / accelerate launch) would not form a gloo process group.
+        if running_without_accelerator():
+            self.use_cpu = True
+            self.dataloader_pin_memory = False
+        if self.bf16 is None:
+            self.bf16 = bool(not self.fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {self.max_length}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        super().__post_init__()
+
+
+# Offline presets. "tiny" reaches >= 0.9 edited-token accuracy on held-out controlled-task pairs with
+# the default `tlcr tiny-model` (see docs/results.md for the measured numbers).
+PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "tiny": {"learning_rate": 3e-3, "num_train_epochs": 6.0, "per_device_train_batch_size": 32,
+             "weight_decay": 0.0, "max_length": 256, "logging_steps": 20},
+}
+
+
+# ----------------------------------------------------------------------------------------------- data
+@dataclass(frozen=True)
+class LabelledRecord:
+    """The fields of one status-"ok" labelled record that training and evaluation use."""
+
+    id: str
+    where: str  # file:line, for error messages
+    prompt: str
+    chosen: str
+    rejected: str
+    revision: str | None
+    tokenizer: str
+    rejected_token_ids: list[int]
+    rejected_labels: list[float]
+    revised_token_ids: list[int]
+    revised_labels: list[float]
+
+
+@dataclass
+class LabelledData:
+    records: list[LabelledRecord]
+    statuses: Counter[str]
+    skipped: SkipReport
+
+
+_STRING_FIELDS = ("id", "prompt", "chosen", "rejected", "status")
+_SEQUENCE_FIELDS = (("rejected_token_ids", "rejected_labels"), ("revised_token_ids", "revised_labels"))
+_STATUSES = ("ok", "failed", "filtered")
+
+
+def parse_labelled_record(obj: dict[str, Any], where: str, vocab_size: int) -> LabelledRecord | None:
+    """Validate one labelled record; None when its status is not "ok". Raises DataError naming `where`."""
+    for key in _STRING_FIELDS:
+        if key not in obj:
+            raise DataError(f"{where}: missing field {key!r}")
+        if not isinstance(obj[key], str):
+            raise DataError(f"{where}: field {key!r} must be a string, got {type(obj[key]).__name__}")
+    record_where = f"{where} (record {obj['id']!r})"
+    if obj["status"] not in _STATUSES:
+        raise DataError(f"{record_where}: status must be one of {', '.join(_STATUSES)}, got {obj['status']!r}")
+    if obj["status"] != "ok":
+        return None
+    for ids_key, labels_key in _SEQUENCE_FIELDS:
+        for key in (ids_key, labels_key):
+            if key not in obj:
+                raise DataError(f"{record_where}: missing field {key!r}")
+            if not isinstance(obj[key], list):
+                raise DataError(f"{record_where}: field {key!r} must be a list, got {type(obj[key]).__name__}")
+        ids, labels = obj[ids_key], obj[labels_key]
+        if len(ids) != len(labels):
+            raise DataError(f"{record_where}: {len(ids)} {ids_key} but {len(labels)} {labels_key}")
+        for i, token in enumerate(ids):
+            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab_size:
+                raise DataError(f"{record_where}: {ids_key}[{i}] = {token!r} is not a token id of the base "
+                                f"model's vocabulary (size {vocab_size})")
+        for i, label in enumerate(labels):
+            if isinstance(label, bool) or not isinstance(label, int | float) or not 0.0 <= label <= 1.0:
+                raise DataError(f"{record_where}: {labels_key}[{i}] = {label!r} is not a label in [0, 1]")
+    if not obj["rejected_token_ids"]:
+        raise DataError(f"{record_where}: rejected_token_ids is empty: no response token to train on")
+    revision = obj.get("revision")
+    if revision is not None and not isinstance(revision, str):
+        raise DataError(f"{record_where}: field 'revision' must be a string or null")
+    return LabelledRecord(
+        id=obj["id"], where=record_where, prompt=obj["prompt"], chosen=obj["chosen"], rejected=obj["rejected"],
+        revision=revision, tokenizer=str(obj.get("tokenizer", "")),
+        rejected_token_ids=list(obj["rejected_token_ids"]), rejected_labels=[float(x) for x in obj["rejected_labels"]],
+        revised_token_ids=list(obj["revised_token_ids"]), revised_labels=[float(x) for x in obj["revised_labels"]])
+
+
+def load_labelled_records(path: str | os.PathLike[str], *, vocab_size: int, on_error: OnError = "raise",
+                          report: SkipReport | None = None) -> LabelledData:
+    """Status-"ok" records of a labelled JSONL file, validated; raises DataError if there are none."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"{path}: labelled data file not found")
+    report = report if report is not None else SkipReport()
+    records: list[LabelledRecord] = []
+    statuses: Counter[str] = Counter()
+    for lineno, obj in iter_jsonl(path, on_error=on_error, report=report):
+        try:
+            record = parse_labelled_record(obj, f"{path}:{lineno}", vocab_size)
+        except DataError as exc:
+            if on_error == "raise":
+                raise
+            report.add(str(exc))
+            continue
+        statuses[obj["status"]] += 1
+        if record is not None:
+            records.append(record)
+    if not records:
+        seen = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "no records"
+        raise DataError(f"{path}: no status 'ok' records to train on ({seen}; {report.summary()})")
+    return LabelledData(records, statuses, report)
+
+
+def check_tokenization(records: Sequence[LabelledRecord], tokenizer: PreTrainedTokenizerBase,
+                       tokenizer_name: str) -> None:
+    """Raise DataError if a record's token ids are not what `tokenizer` makes of its texts.
+
+    Labels index tokens, so ids made by another tokenizer would silently train on nonsense.
+    """
+    for record in records:
+        texts = [("rejected_token_ids", record.rejected, record.rejected_token_ids)]
+        if record.revision is not None:
+            texts.append(("revised_token_ids", record.revision, record.revised_token_ids))
+        for key, text, ids in texts:
+            if tokenizer(text, add_special_tokens=False)["input_ids"] != ids:
+                raise DataError(
+                    f"{record.where}: {key} are not the tokens of the base model's tokenizer {tokenizer_name!r} "
+                    f"(the record was labelled with tokenizer {record.tokenizer!r}); relabel the data with "
+                    f"`tlcr label --tokenizer {tokenizer_name}`")
+
+
+def split_records(records: Sequence[LabelledRecord], eval_fraction: float,
+                  seed: int) -> tuple[list[LabelledRecord], list[LabelledRecord]]:
+    """(train, held out), by a hash of (seed, id): deterministic, and records sharing an id stay together."""
+    if eval_fraction <= 0:
+        return list(records), []
+    ids = sorted({r.id for r in records}, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+    if len(ids) < 2:
+        raise DataError(f"cannot hold out {eval_fraction:.0%} of {len(ids)} distinct record id(s): give more "
+                        "records, an eval file, or eval_fraction 0")
+    held_out = set(ids[:min(len(ids) - 1, max(1, round(eval_fraction * len(ids))))])
+    return [r for r in records if r.id not in held_out], [r for r in records if r.id in held_out]
+
+
+def training_example(prompt_ids: Sequence[int], response_ids: Sequence[int], response_labels: Sequence[float],
+                     max_length: int) -> dict[str, list[Any]] | None:
+    """input_ids and labels (-100 on the prompt) of one sequence cut to `max_length`; None if no response is left."""
+    prompt, response = fit_prompt_response(prompt_ids, response_ids, max_length)
+    if not response:
+        return None
+    return {"input_ids": prompt + response,
+            "labels": [float(IGNORE_INDEX)] * len(prompt) + [float(x) for x in response_labels[:len(response)]]}
+
+
+def build_training_examples(records: Sequence[LabelledRecord], tokenizer: PreTrainedTokenizerBase,
+                            max_length: int) -> list[dict[str, list[Any]]]:
+    """Two sequences per record (prompt + rejected, prompt + revised); an empty revision adds nothing."""
+    prompt_ids = tokenizer([r.prompt for r in records], add_special_tokens=False)["input_ids"]
+    examples = []
+    for record, prompt in zip(records, prompt_ids, strict=True):
+        for ids, labels in ((record.rejected_token_ids, record.rejected_labels),
+                            (record.revised_token_ids, record.revised_labels)):
+            example = training_example(prompt, ids, labels, max_length)
+            if example is not None:
+                examples.append(example)
+    return examples
+
+
+@dataclass
+class DataCollatorForTokenDiscriminator:
+    """Right-pads input_ids (pad id), labels (-100) and attention_mask; adds position_ids from the mask."""
+
+    pad_token_id: int
+    pad_to_multiple_of: int | None = None
+
+    def __call__(self, examples: Sequence[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        sequences = [list(e["input_ids"]) for e in examples]
+        input_ids, attention_mask = pad_sequences(sequences, self.pad_token_id, "right")
+        width = input_ids.shape[1]
+        if self.pad_to_multiple_of and width % self.pad_to_multiple_of:
+            extra = self.pad_to_multiple_of - width % self.pad_to_multiple_of
+            input_ids = F.pad(input_ids, (0, extra), value=self.pad_token_id)
+            attention_mask = F.pad(attention_mask, (0, extra), value=0)
+        labels = torch.full(input_ids.shape, float(IGNORE_INDEX), dtype=torch.float32)
+        for row, example in enumerate(examples):
+            labels[row, :len(example["labels"])] = torch.tensor(example["labels"], dtype=torch.float32)
+        return {"input_ids": input_ids, "attention_mask": attention_mask,
+                "position_ids": position_ids_from_attention_mask(attention_mask), "labels": labels}
+
+
+# ----------------------------------------------------------------------------------------------- loss
+def soft_bce_loss(logits: torch.Tensor, labels: torch.Tensor,
+                  num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+    """Σ over labelled tokens of BCE(sigmoid(logit), soft target), divided by the labelled-token count.
+
+    `logits`: [batch, length] or [batch, length, 1]; `labels`: soft targets in [0, 1], -100 = no loss.
+    `num_items_in_batch`, when the Trainer gives it, is the labelled-token count of the whole (accumulated,
+    all-process) batch, so gradient accumulation and DDP average over tokens, not over micro-batches.
+    """
+    if logits.dim() == labels.dim() + 1:
+        logits = logits.squeeze(-1)
+    mask = labels != IGNORE_INDEX
+    targets = torch.where(mask, labels, torch.zeros_like(labels)).to(torch.float32)
+    per_token = F.binary_cross_entropy_with_logits(logits.float(), targets, reduction="none")
+    total = (per_token * mask).sum()
+    if num_items_in_batch is None:
+        return total / mask.sum().clamp(min=1)
+    if torch.is_tensor(num_items_in_batch):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch
+
+
+def discriminator_loss(outputs: Any, labels: torch.Tensor,
+                       num_items_in_batch: torch.Tensor | int | None = None) -> torch.Tensor:
+    """`compute_loss_func` for the Trainer: the model's own loss is bypassed (it is not soft BCE)."""
+    return soft_bce_loss(outputs.logits, labels, num_items_in_batch)
+
+
+# ----------------------------------------------------------------------------------------------- evaluation
+def evaluate_discriminator(model: Any, tokenizer: PreTrainedTokenizerBase, records: Sequence[LabelledRecord], *,
+                           max_length: int, batch_size: int = 16, threshold: float = 0.5) -> dict[str, Any]:
+    """Token metrics on held-out records' rejected and revised sequences, pairwise accuracy on their
+    chosen vs rejected responses (Σ r_t with r_t = 2D − 1)."""
+    from tlcr.scoring import response_token_probabilities
+
+    model.eval()
+    prompts = tokenizer([r.prompt for r in records], add_special_tokens=False)["input_ids"]
+    chosen = tokenizer([r.chosen for r in records], add_special_tokens=False)["input_ids"]
+    items: list[tuple[list[int], list[int]]] = []
+    labels: list[list[float]] = []
+    for record, prompt in zip(records, prompts, strict=True):
+        for ids, seq_labels in ((record.rejected_token_ids, record.rejected_labels),
+                                (record.revised_token_ids, record.revised_labels)):
+            items.append((prompt, ids))
+            labels.append(seq_labels)
+    pair_items = [(p, c) for p, c in zip(prompts, chosen, strict=True)]
+    pad = tokenizer.pad_token_id
+    token_probs = response_token_probabilities(model, pad, items, max_length=max_length, batch_size=batch_size)
+    chosen_probs = response_token_probabilities(model, pad, pair_items, max_length=max_length,
+                                                batch_size=batch_size)
+    # the rejected response's probabilities are the rejected sequences above (every other item)
+    rejected_probs = token_probs[0::2]
+    labels = [seq[:len(p)] for seq, p in zip(labels, token_probs, strict=True)]  # truncated responses
+    metrics = discriminator_metrics(token_probs, labels, chosen_reward_sums=[reward_sum(p) for p in chosen_probs],
+                                    rejected_reward_sums=[reward_sum(p) for p in rejected_probs],
+                                    threshold=threshold)
+    metrics["n_records"] = len(records)
+    return metrics
+
+
+# ----------------------------------------------------------------------------------------------- training
+@dataclass
+class PreparedDiscriminatorData:
+    tokenizer: PreTrainedTokenizerBase
+    train_records: list[LabelledRecord]
+    eval_records: list[LabelledRecord]
+    train_examples: list[dict[str, list[Any]]]
+    summary: dict[str, Any]
+
+
+def prepare_discriminator_data(data: str | os.PathLike[str], base_model: str, config: DiscriminatorConfig, *,
+                               eval_data: str | os.PathLike[str] | None = None,
+                               on_error: OnError = "raise") -> PreparedDiscriminatorData:
+    """Load, validate and split the labelled data; every input problem surfaces here, before training."""
+    tokenizer = load_tokenizer(base_model, padding_side="right")
+    vocab_size = len(tokenizer)
+    labelled = load_labelled_records(data, vocab_size=vocab_size, on_error=on_error)
+    check_tokenization(labelled.records, tokenizer, str(base_model))
+    if eval_data is not None:
+        held_out = load_labelled_records(eval_data, vocab_size=vocab_size, on_error=on_error)
+        check_tokenization(held_out.records, tokenizer, str(base_model))
+        train_records, eval_records = labelled.records, held_out.records
+    else:
+        train_records, eval_records = split_records(labelled.records, config.eval_fraction, config.seed)
+    examples = build_training_examples(train_records, tokenizer, config.max_length)
+    if not examples:
+        raise DataError(f"{data}: no training sequence has a response token within max_length {config.max_length}")
+    summary = {"data": str(data), "eval_data": str(eval_data) if eval_data else None,
+               "statuses": dict(labelled.statuses), "skipped": labelled.skipped.skipped,
+               "train_records": len(train_records), "eval_records": len(eval_records),
+               "train_sequences": len(examples),
+               "train_labelled_tokens": sum(sum(x != IGNORE_INDEX for x in e["labels"]) for e in examples)}
+    return PreparedDiscriminatorData(tokenizer, train_records, eval_records, examples, summary)
+
+
+def _check_max_length(model: Any, max_length: int, base_model: str) -> None:
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if limit is not None and max_length > limit:
+        raise ValueError(f"max_length {max_length} exceeds the {limit} positions of base model {base_model!r}")
+
+
+def train_discriminator(data: str | os.PathLike[str], base_model: str, config: DiscriminatorConfig, *,
+                        eval_data: str | os.PathLike[str] | None = None, dtype: str = "float32",
+                        on_error: OnError = "raise") -> dict[str, Any]:
+    """Train, save to `config.output_dir`, reload the saved checkpoint and evaluate it on held-out records.
+
+    Returns the metrics (also written to `<output_dir>/discriminator_metrics.json` by the main process).
+    Runs unchanged under `accelerate launch` / torchrun: the Trainer handles DDP and DeepSpeed.
+    """
+    from datasets import Dataset
+
+    prepared = prepare_discriminator_data(data, base_model, config, eval_data=eval_data, on_error=on_error)
+    set_seed(config.seed)  # the fresh one-logit head is drawn at load time
+    model = load_token_classifier(base_model, num_labels=1, device="cpu", dtype=dtype)
+    _check_max_length(model, config.max_length, base_model)
+    model.config.pad_token_id = prepared.tokenizer.pad_token_id
+    mark_discriminator_config(model.config, max_length=config.max_length, base_model=str(base_model))
+
+    trainer = Trainer(
+        model=model, args=config, train_dataset=Dataset.from_list(prepared.train_examples),
+        data_collator=DataCollatorForTokenDiscriminator(prepared.tokenizer.pad_token_id),
+        processing_class=prepared.tokenizer, compute_loss_func=discriminator_loss,
+    )
+    train_output = trainer.train()
+    output_dir = Path(str(config.output_dir))
+    trainer.save_model(str(output_dir))
+    is_main = trainer.is_world_process_zero()
+    trainer.accelerator.wait_for_everyone()
+    del trainer, model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+    result: dict[str, Any] = {
+        "train": {"loss": train_output.training_loss, **train_output.metrics},
+        "data": prepared.summary, "base_model": str(base_model),
+        "config": {k: v for k, v in asdict(config).items()
+                   if k in ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps", "num_train_epochs",
+                            "max_steps", "per_device_train_batch_size", "gradient_accumulation_steps", "adam_beta1",
+                            "adam_beta2", "max_length", "eval_fraction", "seed", "threshold")},
+        "world_size": config.world_size, "eval": None,
+    }
+    result["config"]["lr_scheduler_type"] = str(getattr(config.lr_scheduler_type, "value", config.lr_scheduler_type))
+    if not is_main:
+        return result
+    if prepared.eval_records:
+        saved = load_token_classifier(output_dir, device=None if not config.use_cpu else "cpu", dtype="auto")
+        result["eval"] = evaluate_discriminator(
+            saved, prepared.tokenizer, prepared.eval_records, max_length=config.max_length,
+            batch_size=config.per_device_eval_batch_size, threshold=config.threshold)
+    (output_dir / METRICS_FILE).write_text(json.dumps(json_safe(result), indent=2) + "\n")
+    return result
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with non-finite floats as None, so json.dumps writes valid JSON."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value

@@ -1,0 +1,208 @@
+"""Sequence-level Bradley–Terry reward model (the PPO_seq baseline's reward) with TRL's RewardTrainer.
+
+Pairs are tokenized here, not by TRL, with the split every stage uses (`encode_prompt_response`:
+prompt and response tokenized alone, no special tokens, no EOS appended), so the reward service can
+score a (prompt, response) exactly as the model was trained. The checkpoint is a one-label
+AutoModelForSequenceClassification saved with `save_pretrained`; its score is read at the last token.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import PreTrainedTokenizerBase, set_seed
+from transformers.trainer_utils import SchedulerType
+from trl import RewardConfig, RewardTrainer
+
+from tlcr.data.jsonl import DataError, OnError, SkipReport
+from tlcr.data.pairs import PreferencePair, load_preference_pairs
+from tlcr.models import SEQUENCE_RM_KIND, load_sequence_classifier, load_tokenizer
+from tlcr.scoring import fit_prompt_response, prompt_response_scores
+from trainer.discriminator import json_safe, running_without_accelerator
+from trainer.discriminator_metrics import pairwise_preference_accuracy
+
+METRICS_FILE = "reward_model_metrics.json"
+
+
+@dataclass
+class RewardModelConfig(RewardConfig):
+    """TRL's RewardConfig with the paper's optimisation defaults (as for the discriminator) and a held-out split.
+
+    lr 1e-5, weight decay 0.1, cosine without warm-up, 2 epochs, batch 16 pairs per device, max length 512,
+    Adam β = (0.9, 0.95). `REWARD_PRESETS["tiny"]` overrides them for tiny offline models.
+    """
+
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
+    weight_decay: float = field(default=0.1, metadata={"help": "AdamW weight decay."})
+    lr_scheduler_type: SchedulerType | str = field(default="cosine", metadata={"help": "LR schedule."})
+    warmup_steps: float = field(default=0, metadata={"help": "Warm-up steps."})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "Epochs."})
+    per_device_train_batch_size: int = field(default=16, metadata={"help": "Pairs per device and step."})
+    adam_beta1: float = field(default=0.9, metadata={"help": "Adam β1."})
+    adam_beta2: float = field(default=0.95, metadata={"help": "Adam β2."})
+    max_length: int | None = field(default=512, metadata={"help": "Max prompt + response tokens; the prompt is "
+                                                                   "cut from the left first."})
+    save_strategy: str = field(default="no", metadata={"help": "Intermediate checkpoints (the final one is saved)."})
+    report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers to report to."})
+    eval_fraction: float = field(default=0.1, metadata={"help": "Share of pairs held out for pairwise accuracy "
+                                                                "(ignored when an eval source is given)."})
+
+    def __post_init__(self) -> None:
+        if running_without_accelerator():
+            self.use_cpu = True  # so torchrun / accelerate launch form a gloo group on CPU
+            self.dataloader_pin_memory = False
+        if self.bf16 is None and not self.fp16:
+            # TRL would default to bf16 everywhere; use it only where the hardware has it.
+            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        if self.max_length is None or self.max_length < 2:
+            raise ValueError(f"max_length must be at least 2, got {self.max_length}")
+        if not 0.0 <= self.eval_fraction < 1.0:
+            raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        super().__post_init__()
+
+
+REWARD_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {},
+    "tiny": {"learning_rate": 1e-3, "num_train_epochs": 4.0, "per_device_train_batch_size": 16,
+             "weight_decay": 0.0, "max_length": 256, "logging_steps": 20, "gradient_checkpointing": False},
+}
+
+
+def mark_sequence_reward_model_config(config: Any, *, max_length: int, base_model: str) -> None:
+    """Record in a sequence reward model's config what the reward service needs to serve it."""
+    config.num_labels = 1
+    config.id2label = {0: "reward"}
+    config.label2id = {"reward": 0}
+    config.tlcr = {
+        "kind": SEQUENCE_RM_KIND,
+        "output": "logit at the last non-padding token = Bradley–Terry reward of the whole response",
+        "max_length": max_length,
+        "base_model": base_model,
+        "input_format": "prompt_ids + response_ids, each tokenized with add_special_tokens=False; no EOS appended",
+    }
+
+
+def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float,
+                seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
+    """(train, held out) by a hash of (seed, pair id), so the split is stable across runs and processes."""
+    if eval_fraction <= 0:
+        return list(pairs), []
+    ids = sorted({p.id for p in pairs}, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
+    if len(ids) < 2:
+        raise DataError(f"cannot hold out {eval_fraction:.0%} of {len(ids)} distinct pair id(s): give more "
+                        "pairs, an eval source, or eval_fraction 0")
+    held_out = set(ids[:min(len(ids) - 1, max(1, round(eval_fraction * len(ids))))])
+    return [p for p in pairs if p.id not in held_out], [p for p in pairs if p.id in held_out]
+
+
+def tokenize_pairs(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizerBase,
+                   max_length: int) -> list[dict[str, list[int]]]:
+    """`chosen_ids` / `rejected_ids` (prompt + response, cut to max_length) in TRL's processed-dataset format."""
+    prompts = tokenizer([p.prompt for p in pairs], add_special_tokens=False)["input_ids"]
+    chosen = tokenizer([p.chosen for p in pairs], add_special_tokens=False)["input_ids"]
+    rejected = tokenizer([p.rejected for p in pairs], add_special_tokens=False)["input_ids"]
+    rows = []
+    for prompt, chosen_ids, rejected_ids in zip(prompts, chosen, rejected, strict=True):
+        row = {}
+        for key, response in (("chosen_ids", chosen_ids), ("rejected_ids", rejected_ids)):
+            kept_prompt, kept_response = fit_prompt_response(prompt, response, max_length)
+            row[key] = kept_prompt + kept_response
+        rows.append(row)
+    return rows
+
+
+def evaluate_reward_model(model: Any, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], *,
+                          max_length: int, batch_size: int = 16) -> dict[str, Any]:
+    """Pairwise accuracy (chosen scored above rejected; ties half) and mean scores on held-out pairs."""
+    model.eval()
+    prompts = tokenizer([p.prompt for p in pairs], add_special_tokens=False)["input_ids"]
+    chosen = tokenizer([p.chosen for p in pairs], add_special_tokens=False)["input_ids"]
+    rejected = tokenizer([p.rejected for p in pairs], add_special_tokens=False)["input_ids"]
+    pad = tokenizer.pad_token_id
+    chosen_scores = prompt_response_scores(model, pad, list(zip(prompts, chosen, strict=True)),
+                                           max_length=max_length, batch_size=batch_size)
+    rejected_scores = prompt_response_scores(model, pad, list(zip(prompts, rejected, strict=True)),
+                                             max_length=max_length, batch_size=batch_size)
+    n = len(pairs)
+    return {"pairwise_accuracy": pairwise_preference_accuracy(chosen_scores, rejected_scores),
+            "mean_chosen_reward": sum(chosen_scores) / n if n else None,
+            "mean_rejected_reward": sum(rejected_scores) / n if n else None,
+            "n_pairs": n}
+
+
+def load_pairs(source: str | os.PathLike[str], *, on_error: OnError, limit: int | None = None,
+               seed: int = 42) -> tuple[list[PreferencePair], SkipReport]:
+    """Preference pairs from "controlled", a pairs/labelled JSONL file, or a Hub id; DataError if none."""
+    report = SkipReport()
+    pairs = load_preference_pairs(source, on_error=on_error, report=report, limit=limit, seed=seed)
+    if not pairs:
+        raise DataError(f"{source}: no preference pairs to train on ({report.summary()})")
+    return pairs, report
+
+
+def train_reward_model(source: str | os.PathLike[str], base_model: str, config: RewardModelConfig, *,
+                       eval_source: str | os.PathLike[str] | None = None, dtype: str = "float32",
+                       on_error: OnError = "raise", limit: int | None = None) -> dict[str, Any]:
+    """Train with TRL's RewardTrainer, save to `config.output_dir`, reload it and report held-out pairwise accuracy.
+
+    Returns the metrics (also written to `<output_dir>/reward_model_metrics.json` by the main process).
+    """
+    from datasets import Dataset
+
+    max_length = int(config.max_length or 512)
+    tokenizer = load_tokenizer(base_model, padding_side="right")
+    pairs, report = load_pairs(source, on_error=on_error, limit=limit, seed=config.seed)
+    if eval_source is not None:
+        train_pairs, eval_pairs = pairs, load_pairs(eval_source, on_error=on_error, seed=config.seed)[0]
+    else:
+        train_pairs, eval_pairs = split_pairs(pairs, config.eval_fraction, config.seed)
+    rows = tokenize_pairs(train_pairs, tokenizer, max_length)
+    set_seed(config.seed)  # the fresh score head is drawn at load time
+    model = load_sequence_classifier(base_model, num_labels=1, device="cpu", dtype=dtype)
+    limit_positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions",
+                                                                                        None)
+    if limit_positions is not None and max_length > limit_positions:
+        raise ValueError(f"max_length {max_length} exceeds the {limit_positions} positions of base model "
+                         f"{base_model!r}")
+    model.config.pad_token_id = tokenizer.pad_token_id
+    mark_sequence_reward_model_config(model.config, max_length=max_length, base_model=str(base_model))
+
+    trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
+                            processing_class=tokenizer)
+    train_output = trainer.train()
+    output_dir = Path(str(config.output_dir))
+    trainer.save_model(str(output_dir))
+    is_main = trainer.is_world_process_zero()
+    trainer.accelerator.wait_for_everyone()
+    del trainer, model
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+    result: dict[str, Any] = {
+        "train": {"loss": train_output.training_loss, **train_output.metrics},
+        "data": {"source": str(source), "eval_source": str(eval_source) if eval_source else None,
+                 "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "skipped": report.skipped},
+        "base_model": str(base_model), "world_size": config.world_size, "eval": None,
+        "config": {k: v for k, v in asdict(config).items()
+                   if k in ("learning_rate", "weight_decay", "warmup_steps", "num_train_epochs", "max_steps",
+                            "per_device_train_batch_size", "gradient_accumulation_steps", "adam_beta1",
+                            "adam_beta2", "max_length", "eval_fraction", "seed", "center_rewards_coefficient")},
+    }
+    result["config"]["lr_scheduler_type"] = str(getattr(config.lr_scheduler_type, "value", config.lr_scheduler_type))
+    if not is_main:
+        return result
+    if eval_pairs:
+        saved = load_sequence_classifier(output_dir, device="cpu" if config.use_cpu else None, dtype="auto")
+        result["eval"] = evaluate_reward_model(saved, tokenizer, eval_pairs, max_length=max_length,
+                                               batch_size=config.per_device_eval_batch_size)
+    (output_dir / METRICS_FILE).write_text(json.dumps(json_safe(result), indent=2) + "\n")
+    return result
