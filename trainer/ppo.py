@@ -387,13 +387,13 @@ class PPOTrainer:
         set_seed(config.seed + self.accelerator.process_index)
 
         self.tokenizer = load_tokenizer(config.policy, padding_side="left")
-        self.prompts = load_prompts(config)
-        self.prompt_ids, dropped = self._tokenize_prompts(self.prompts)
-        if dropped:
-            logger.warning("dropped %d of %d prompts longer than max_prompt_length=%d tokens", dropped,
-                           dropped + len(self.prompt_ids), config.max_prompt_length)
-        self.prompts = [p for p, ids in zip(self.prompts, self.prompt_ids, strict=True) if ids is not None]
-        self.prompt_ids = [ids for ids in self.prompt_ids if ids is not None]
+        all_prompts = load_prompts(config)
+        tokenized = self._tokenize_prompts(all_prompts)
+        self.prompts = [p for p, ids in zip(all_prompts, tokenized, strict=True) if ids is not None]
+        self.prompt_ids: list[list[int]] = [ids for ids in tokenized if ids is not None]
+        if len(self.prompts) < len(all_prompts):
+            logger.warning("dropped %d of %d prompts longer than max_prompt_length=%d tokens",
+                           len(all_prompts) - len(self.prompts), len(all_prompts), config.max_prompt_length)
         if not self.prompts:
             raise PPOConfigError(f"every prompt is longer than max_prompt_length={config.max_prompt_length}")
 
@@ -405,6 +405,8 @@ class PPOTrainer:
         if config.reward_mode == "seq" and service_info is not None and not service_info.sequence_model:
             raise PPOConfigError("reward_mode 'seq' needs a service started with a sequence reward model "
                                  f"(--sequence-model); {config.reward_url} has none")
+        if service_info is not None and config.reward_mode != "seq":
+            self._fit_service_length(service_info.max_length)
 
         device = str(self.accelerator.device)
         policy = load_causal_lm(config.policy, device=device, dtype=config.dtype)
@@ -471,19 +473,38 @@ class PPOTrainer:
                 shutil.rmtree(path)
         self.accelerator.wait_for_everyone()
 
-    def _tokenize_prompts(self, prompts: Sequence[str]) -> tuple[list[list[int] | None], int]:
+    def _tokenize_prompts(self, prompts: Sequence[str]) -> list[list[int] | None]:
+        """Prompt token ids (tokenized alone, as every stage does); None for prompts too long to use."""
         from tlcr.models import encode_prompt_response
 
         out: list[list[int] | None] = []
-        dropped = 0
         for prompt in prompts:
             ids, _ = encode_prompt_response(self.tokenizer, prompt, "")
-            if len(ids) > self.config.max_prompt_length or not ids:
-                out.append(None)
-                dropped += 1
-            else:
-                out.append(ids)
-        return out, dropped
+            out.append(ids if 0 < len(ids) <= self.config.max_prompt_length else None)
+        return out
+
+    def _fit_service_length(self, service_max_length: int) -> None:
+        """Keep prompts whose tokens plus a full-length response fit the discriminator's max_length.
+
+        The service refuses longer items (422), which would stop the run mid-way; in text mode the
+        service's token counts differ from the policy's, so this is only checked approximately (warned).
+        """
+        room = service_max_length - self.config.max_new_tokens
+        too_long = [i for i, ids in enumerate(self.prompt_ids) if len(ids) > room]
+        if not too_long:
+            return
+        if self.token_input == "text":
+            logger.warning("%d prompts plus max_new_tokens=%d may exceed the service's max_length=%d",
+                           len(too_long), self.config.max_new_tokens, service_max_length)
+            return
+        if len(too_long) == len(self.prompt_ids):
+            raise PPOConfigError(f"no prompt fits the service's max_length={service_max_length} with "
+                                 f"max_new_tokens={self.config.max_new_tokens}; lower max_new_tokens")
+        logger.warning("dropped %d prompts: with max_new_tokens=%d they would exceed the service's max_length=%d",
+                       len(too_long), self.config.max_new_tokens, service_max_length)
+        dropped = set(too_long)
+        self.prompts = [p for i, p in enumerate(self.prompts) if i not in dropped]
+        self.prompt_ids = [ids for i, ids in enumerate(self.prompt_ids) if i not in dropped]
 
     def _make_client(self) -> RewardBackend:
         from service.client import TokenRewardClient
@@ -520,7 +541,7 @@ class PPOTrainer:
             return None
         from tlcr.data.controlled import ControlledTask
 
-        task = ControlledTask(seed=self.config.data_seed)
+        task = ControlledTask()  # the fixed KB that load_preference_pairs("controlled") draws from
         return lambda prompt, response: task.oracle(prompt, response).score
 
     # ----------------------------------------------------------------------------------------- one step
