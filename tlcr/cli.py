@@ -79,7 +79,7 @@ def tiny_model_corpus(source: str, seed: int = 0) -> list[str]:
     if source == "controlled":
         from tlcr.data.controlled import ControlledTask
 
-        return ControlledTask(seed=seed).corpus()
+        return ControlledTask().corpus()  # the same fixed KB every stage draws pairs from
     from tlcr.data.pairs import load_preference_pairs
 
     pairs = load_preference_pairs(source, on_error="skip")

@@ -91,7 +91,7 @@ def load_preference_pairs(source: str | os.PathLike[str], *, split: str = "train
     if src == CONTROLLED:
         from tlcr.data.controlled import ControlledTask
 
-        return ControlledTask(seed=seed).pairs(limit or 2000, seed=seed)
+        return ControlledTask().pairs(limit or 2000, seed=seed)  # one fixed KB; the seed draws pairs
     pairs: list[PreferencePair] = []
     path = Path(src)
     if path.suffix in (".jsonl", ".gz", ".json") or path.exists():
