@@ -88,7 +88,7 @@ def tiny_model_corpus(source: str, seed: int = 0) -> list[str]:
 
 def _register_stages() -> None:
     # Each stage adds its commands here; a module is listed only once its commands work.
-    for module in ("labeling.cli", "service.cli", "trainer.cli_rewards", "trainer.cli_policy"):
+    for module in ("labeling.cli", "service.cli", "trainer.cli_rewards", "trainer.cli_policy", "tlcr.evaluation.cli"):
         __import__(module, fromlist=["register"]).register(app)
 
 

@@ -48,3 +48,35 @@ def test_evaluate_policies_with_oracle(service: ServiceProcess, tiny_model_dir: 
     samples = heatmap_samples(results, 2)
     assert {s.policy for s in samples} <= {"a", "b"}
     assert all(len(s.tokens) == len(s.rewards) for s in samples)
+
+
+def test_eval_command_writes_report(service: ServiceProcess, tiny_model_dir: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from tlcr.cli import app
+
+    out = tmp_path / "report"
+    result = CliRunner().invoke(app, ["eval", "--policy", f"sft={tiny_model_dir}", "--policy", f"ppo={tiny_model_dir}",
+                                      "--reward-url", service.url, "--out", str(out), "--limit", "3",
+                                      "--max-new-tokens", "6", "--heatmaps", "1"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert set(metrics["summary"]) == {"sft", "ppo"}
+    assert all(math.isfinite(v) for row in metrics["summary"].values() for v in row.values())
+    assert (out / "fig6.png").stat().st_size > 1000 and "class=\"tok\"" in (out / "report.html").read_text()
+    assert len((out / "responses.jsonl").read_text().splitlines()) == 6
+
+
+def test_eval_command_rejects_bad_options(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from tlcr.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--policy", f"a={tiny_model_dir}", "--policy", f"a={tiny_model_dir}",
+                                      "--reward-url", "http://127.0.0.1:9", "--out", str(tmp_path)])
+    assert result.exit_code != 0 and "given twice" in result.output
+    result = CliRunner().invoke(app, ["eval", "--policy", f"a={tiny_model_dir}", "--reward-url", "http://127.0.0.1:9",
+                                      "--out", str(tmp_path), "--mt-bench", "q.jsonl"])
+    assert result.exit_code != 0 and "needs --judge-url" in result.output

@@ -1,0 +1,42 @@
+"""Run an evaluation and write its report folder (used by `tlcr eval` and `tlcr demo`)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from service.client import TokenRewardClient
+from tlcr.data.controlled import ControlledTask
+from tlcr.data.jsonl import DataError
+from tlcr.evaluation.evaluate import EvalConfig, evaluate_policies, heatmap_samples
+from tlcr.evaluation.report import Report, fig6_plot, write_report
+
+
+def run_evaluation(policies: Mapping[str, str | Path], prompts: Sequence[str], client: TokenRewardClient,
+                   config: EvalConfig, out: Path, *, task: ControlledTask | None = None,
+                   ppo_runs: Sequence[str | Path] = (), title: str = "tlcr evaluation",
+                   notes: Sequence[str] = (), extra_metrics: Mapping[str, Any] | None = None,
+                   ) -> dict[str, dict[str, float]]:
+    """Evaluate, then write report.html, metrics.json, fig6.png, fig7.png (if runs given), responses.jsonl."""
+    out.mkdir(parents=True, exist_ok=True)
+    results = evaluate_policies(policies, prompts, client, config, task=task)
+    summary = {r.name: r.metrics for r in results}
+    with open(out / "responses.jsonl", "w", encoding="utf-8") as f:
+        for result in results:
+            for row in result.per_item:
+                f.write(json.dumps({"policy": result.name, **row}, ensure_ascii=False) + "\n")
+    figures = {"Fig. 6 — reward scores of each policy on held-out prompts": fig6_plot(summary, out / "fig6.png")}
+    report_notes = list(notes)
+    if ppo_runs:
+        from trainer.plot import plot_runs
+
+        try:
+            figures["Fig. 7 — PPO training curves per reward mode"] = plot_runs(ppo_runs, out / "fig7.png")
+        except DataError as exc:  # a run without metrics must not lose the rest of the report
+            report_notes.append(f"Fig. 7 not drawn: {exc}")
+    report = Report(title, summary, heatmap_samples(results, config.heatmap_samples), figures, report_notes)
+    write_report(report, out, {"policies": {k: str(v) for k, v in policies.items()},
+                               "n_prompts": len(prompts), **(extra_metrics or {})})
+    return summary
