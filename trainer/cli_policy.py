@@ -224,6 +224,8 @@ def ppo_command(
         _fail(str(exc), EXIT_STOPPED)
     except _input_errors() as exc:
         _fail(str(exc))
+    if not summary["is_main_process"]:
+        return  # under `accelerate launch`, one summary line is enough
     metrics = summary["metrics"]
     typer.echo(f"PPO done: {summary['steps']} steps; policy saved to {summary['policy']}; last step: "
                f"reward {metrics.get('reward/sequence', float('nan')):.3f}, kl {metrics.get('kl', float('nan')):.3f}")

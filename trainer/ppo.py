@@ -374,7 +374,7 @@ class PPOTrainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from tlcr.models import load_causal_lm, load_token_classifier, load_tokenizer
+        from tlcr.models import load_tokenizer
 
         self.config = config
         if not config.policy:
@@ -399,6 +399,16 @@ class PPOTrainer:
 
         self.client_owned = reward_backend is None
         self.reward_backend = reward_backend if reward_backend is not None else self._make_client()
+        try:
+            self._build(config)
+        except BaseException:
+            self._close_client()
+            raise
+
+    def _build(self, config: PPOConfig) -> None:
+        """Models, optimizer and helpers (after the reward client exists, so a failure here can close it)."""
+        from tlcr.models import load_causal_lm, load_token_classifier
+
         service_info = self._service_info()
         self.token_input = resolve_token_input(config.token_input, getattr(service_info, "tokenizer", None),
                                                self.tokenizer)
@@ -792,7 +802,8 @@ class PPOTrainer:
             metrics_logger.close()
         self.export_hf(self.output_dir)
         summary = {"steps": config.num_steps, "output_dir": str(self.output_dir), "metrics": last,
-                   "policy": str(self.output_dir / "policy"), "value": str(self.output_dir / "value")}
+                   "policy": str(self.output_dir / "policy"), "value": str(self.output_dir / "value"),
+                   "is_main_process": acc.is_main_process}
         metrics_logger.write_json("run_summary.json", summary)
         return summary
 
@@ -820,6 +831,9 @@ class PPOTrainer:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self._close_client()
+
+    def _close_client(self) -> None:
         if self.client_owned:
             close = getattr(self.reward_backend, "close", None)
             if close is not None:

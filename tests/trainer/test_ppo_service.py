@@ -1,0 +1,121 @@
+"""PPO end to end against a real reward service on loopback (subprocess, real HTTP client): every reward
+mode, both token inputs (ids; text + offsets for a policy with another tokenizer), and the CLI."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from service.launcher import ServiceProcess, start_service
+from tlcr.cli import app
+from trainer.ppo import PPOConfig, PPOConfigError, PPOTrainer, train_ppo
+
+
+@pytest.fixture(scope="module")
+def sequence_rm_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A one-label sequence classifier (untrained head) saved like a sequence reward model."""
+    from tlcr.models import load_sequence_classifier, load_tokenizer
+
+    out = tmp_path_factory.mktemp("ppo-sequence-rm")
+    load_sequence_classifier(tiny_model_dir, num_labels=1, device="cpu", dtype="float32").save_pretrained(out)
+    load_tokenizer(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def service(tiny_token_classifier_dir: Path, sequence_rm_dir: Path,
+            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    log = tmp_path_factory.mktemp("ppo-service-logs") / "service.log"
+    with start_service(tiny_token_classifier_dir, sequence_model=sequence_rm_dir, log_path=log,
+                       extra_args=["--torch-threads", "1", "--max-wait-ms", "2"]) as running:
+        yield running
+
+
+def service_config(policy: Path, out: Path, url: str, **overrides: Any) -> PPOConfig:
+    values: dict[str, Any] = dict(
+        policy=str(policy), output_dir=str(out), reward_url=url, num_steps=2, rollout_batch_size=4,
+        mini_batch_size=2, micro_batch_size=2, forward_batch_size=4, ppo_epochs=1, max_new_tokens=10,
+        learning_rate=1e-3, data_limit=60, save_steps=2, tensorboard=False, reward_deadline=60.0)
+    values.update(overrides)
+    return PPOConfig(**values)
+
+
+def read_rows(run: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["tlcr", "tlcr_fixed", "tlcr_positive_only", "tlcr_negative_only", "seq"])
+def test_every_reward_mode_trains_against_the_service(mode: str, service: ServiceProcess, tiny_model_dir: Path,
+                                                      tiny_token_classifier_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / mode
+    # value_model left unset: the discriminator path comes from the service's /info.
+    summary = train_ppo(service_config(tiny_model_dir, run, service.url, reward_mode=mode))
+    rows = read_rows(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    saved = json.loads((run / "ppo_config.json").read_text())
+    assert saved["token_input_resolved"] == "ids"  # same tokenizer as the discriminator
+    assert saved["value_source"] == str(tiny_token_classifier_dir)
+    assert Path(summary["policy"], "config.json").exists()
+    for row in rows:
+        assert row["time/reward_fetch"] > 0
+        if mode == "seq":
+            assert "reward/token_mean" not in row
+            continue
+        token_mean = row["reward/token_mean"]
+        assert -1.0 <= token_mean <= 1.0
+        if mode == "tlcr_positive_only":
+            assert token_mean >= 0.0
+        if mode == "tlcr_negative_only":
+            assert token_mean <= 0.0
+
+
+def test_policy_with_another_tokenizer_sends_text_and_offsets(service: ServiceProcess, tiny_gpt2_dir: Path,
+                                                              tmp_path: Path) -> None:
+    run = tmp_path / "gpt2"
+    train_ppo(service_config(tiny_gpt2_dir, run, service.url, value_init="sft"))
+    saved = json.loads((run / "ppo_config.json").read_text())
+    assert saved["token_input_resolved"] == "text"
+    rows = read_rows(run)
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(-1.0 <= r["reward/token_mean"] <= 1.0 for r in rows)
+
+
+def test_value_from_a_discriminator_with_another_tokenizer_is_refused(service: ServiceProcess,
+                                                                      tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(PPOConfigError, match=r"different tokenizer than the policy .* use value_init 'sft'"):
+        PPOTrainer(service_config(tiny_gpt2_dir, tmp_path / "run", service.url, value_init="discriminator"))
+
+
+def test_cli_ppo_then_plot(service: ServiceProcess, tiny_model_dir: Path, tmp_path: Path) -> None:
+    run = tmp_path / "cli-run"
+    runner = CliRunner()
+    result = runner.invoke(app, [
+        "ppo", "--policy", str(tiny_model_dir), "--reward-url", service.url, "--reward-mode", "tlcr_fixed",
+        "--out", str(run), "--steps", "2", "--rollout-batch-size", "4", "--mini-batch-size", "2",
+        "--micro-batch-size", "1", "--ppo-epochs", "1", "--max-new-tokens", "8", "--lr", "1e-3", "--limit", "60",
+        "--beta", "0.05", "--no-tensorboard"])
+    assert result.exit_code == 0, result.output
+    assert "PPO done: 2 steps" in result.output
+    saved = json.loads((run / "ppo_config.json").read_text())
+    assert (saved["reward_mode"], saved["kl_coef"], saved["micro_batch_size"]) == ("tlcr_fixed", 0.05, 1)
+    result = runner.invoke(app, ["plot", str(run)])
+    assert result.exit_code == 0, result.output
+    assert (run / "curves.png").stat().st_size > 1000
+
+
+def test_cli_reports_an_unreachable_service(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = CliRunner().invoke(app, [
+        "ppo", "--policy", str(tiny_model_dir), "--reward-url", f"http://127.0.0.1:{port}",
+        "--out", str(tmp_path / "run"), "--reward-deadline", "1", "--reward-max-retries", "2"])
+    assert result.exit_code == 2
+    assert f"127.0.0.1:{port}" in result.output
