@@ -85,7 +85,7 @@ def train_discriminator_command(
         weight_decay=weight_decay, warmup_steps=warmup_steps, logging_steps=logging_steps, seed=seed, bf16=bf16,
         report_to=report_to)}
     try:
-        config = DiscriminatorConfig(output_dir=str(out), gradient_checkpointing=gradient_checkpointing, **settings)
+        config = DiscriminatorConfig(output_dir=str(out), activation_checkpointing=gradient_checkpointing, **settings)
         result = train_discriminator(data, base, config, eval_data=eval_data, dtype=dtype,
                                      on_error=on_error.value)  # type: ignore[arg-type]
     except (DataError, ModelLoadError, ValueError) as exc:
@@ -148,7 +148,7 @@ def train_reward_model_command(
         eval_fraction=eval_fraction, learning_rate=learning_rate, num_train_epochs=epochs, max_steps=max_steps,
         per_device_train_batch_size=batch_size, gradient_accumulation_steps=grad_accum, max_length=max_length,
         weight_decay=weight_decay, center_rewards_coefficient=center_rewards, logging_steps=logging_steps,
-        seed=seed, bf16=bf16, gradient_checkpointing=gradient_checkpointing, report_to=report_to)}
+        seed=seed, bf16=bf16, activation_checkpointing=gradient_checkpointing, report_to=report_to)}
     try:
         config = RewardModelConfig(output_dir=str(out), **settings)
         result = train_reward_model(pairs, base, config, eval_source=eval_pairs, dtype=dtype,

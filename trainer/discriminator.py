@@ -65,6 +65,7 @@ class DiscriminatorConfig(TrainingArguments):
     save_strategy: str = field(default="no", metadata={"help": "Intermediate checkpoints (final one: always)."})
     report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers to report to."})
     remove_unused_columns: bool = field(default=False, metadata={"help": "False: the collator needs every column."})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "Every parameter is used."})
     bf16: bool | None = field(default=None, metadata={"help": "bf16 mixed precision; default: on where CUDA has bf16."})
 
     max_length: int = field(default=512, metadata={"help": "Max prompt + response tokens (paper: 512); "
@@ -403,7 +404,8 @@ def train_discriminator(data: str | os.PathLike[str], base_model: str, config: D
         torch.cuda.empty_cache()
 
     result: dict[str, Any] = {
-        "train": {"loss": train_output.training_loss, **train_output.metrics},
+        "train": {"loss": train_output.training_loss, "global_step": train_output.global_step,
+                  **train_output.metrics},
         "data": prepared.summary, "base_model": str(base_model),
         "config": {k: v for k, v in asdict(config).items()
                    if k in ("learning_rate", "weight_decay", "lr_scheduler_type", "warmup_steps", "num_train_epochs",

@@ -52,6 +52,11 @@ class RewardModelConfig(RewardConfig):
                                                                    "cut from the left first."})
     save_strategy: str = field(default="no", metadata={"help": "Intermediate checkpoints (the final one is saved)."})
     report_to: str | list[str] | None = field(default="none", metadata={"help": "Trackers to report to."})
+    ddp_find_unused_parameters: bool | None = field(default=False, metadata={"help": "Every parameter is used."})
+    # TRL turns checkpointing on through the deprecated `gradient_checkpointing` name; set the current one instead.
+    gradient_checkpointing: bool | None = field(default=None, metadata={"help": "Deprecated alias."})
+    activation_checkpointing: bool | None = field(default=True, metadata={"help": "Recompute activations to save "
+                                                                                  "memory (7B scale)."})
     eval_fraction: float = field(default=0.1, metadata={"help": "Share of pairs held out for pairwise accuracy "
                                                                 "(ignored when an eval source is given)."})
 
@@ -72,7 +77,7 @@ class RewardModelConfig(RewardConfig):
 REWARD_PRESETS: dict[str, dict[str, Any]] = {
     "paper": {},
     "tiny": {"learning_rate": 1e-3, "num_train_epochs": 4.0, "per_device_train_batch_size": 16,
-             "weight_decay": 0.0, "max_length": 256, "logging_steps": 20, "gradient_checkpointing": False},
+             "weight_decay": 0.0, "max_length": 256, "logging_steps": 20, "activation_checkpointing": False},
 }
 
 
@@ -188,7 +193,8 @@ def train_reward_model(source: str | os.PathLike[str], base_model: str, config: 
         torch.cuda.empty_cache()
 
     result: dict[str, Any] = {
-        "train": {"loss": train_output.training_loss, **train_output.metrics},
+        "train": {"loss": train_output.training_loss, "global_step": train_output.global_step,
+                  **train_output.metrics},
         "data": {"source": str(source), "eval_source": str(eval_source) if eval_source else None,
                  "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "skipped": report.skipped},
         "base_model": str(base_model), "world_size": config.world_size, "eval": None,
