@@ -78,6 +78,20 @@ def test_ppo_run_writes_metrics_checkpoints_and_hf_models(tiny_model_dir: Path, 
     assert any(not torch.equal(a, b) for a, b in zip(trained.parameters(), start.parameters(), strict=True))
 
 
+def test_oracle_metric_scores_the_controlled_task(tiny_model_dir: Path, tmp_path: Path) -> None:
+    from tlcr.data.pairs import load_preference_pairs, paper_split
+
+    trainer = PPOTrainer(tiny_config(tiny_model_dir, tmp_path / "run"), ParityRewards())
+    try:
+        assert trainer.oracle is not None
+        pair = paper_split(load_preference_pairs("controlled", limit=60, seed=42), seed=42)["ppo"][0]
+        assert pair.prompt in trainer.prompts
+        assert trainer.oracle(pair.prompt, pair.chosen) == 1.0
+        assert trainer.oracle(pair.prompt, pair.rejected) < 1.0
+    finally:
+        trainer.close()
+
+
 def test_refuses_to_mix_runs_and_resumes_only_with_a_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
     with pytest.raises(PPOConfigError, match="no complete checkpoint"):
