@@ -16,7 +16,7 @@ class BodyTooLarge(HTTPException):
     """Raised from receive() mid-stream; an HTTPException so FastAPI passes it through as a 413."""
 
     def __init__(self, detail: str) -> None:
-        super().__init__(status_code=413, detail=detail, headers={"Connection": "close"})
+        super().__init__(status_code=413, detail=detail)
 
 
 class BodySizeLimitMiddleware:
@@ -29,10 +29,12 @@ class BodySizeLimitMiddleware:
                 "(split the batch, or raise --max-body-bytes)")
 
     async def _reject(self, send: Send, detail: str) -> None:
+        # No 'Connection: close': uvicorn then discards the unread rest of the body instead of closing the
+        # socket with unread data, which makes the kernel reset the connection before the client reads the 413.
         body = json.dumps({"detail": detail}).encode()
         await send({"type": "http.response.start", "status": 413,
                     "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode()), (b"connection", b"close")]})
+                                (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

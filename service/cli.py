@@ -51,7 +51,10 @@ def main(args: Sequence[str]) -> int:
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
-        typer.echo(f"error: invalid service settings:\n{exc}", err=True)
+        # Name each bad setting without echoing inputs (one of them may be the API key).
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
+        typer.echo(f"error: invalid service settings: {problems}", err=True)
         return 2
     return run(settings)
 

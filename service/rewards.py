@@ -26,7 +26,9 @@ def fixed_rewards(probabilities: np.ndarray, threshold: float = DEFAULT_THRESHOL
         raise ValueError(f"threshold must be in (0.5, 1], got {threshold}")
     rewards = np.zeros_like(probabilities)
     rewards[probabilities >= threshold] = 1.0
-    rewards[probabilities <= 1.0 - threshold] = -1.0
+    # 1 - p >= tau rather than p <= 1 - tau: the same in exact arithmetic, but symmetric in floats
+    # (1 - 0.8 is 0.19999999999999996, which would miss p = 0.2).
+    rewards[1.0 - probabilities >= threshold] = -1.0
     return rewards
 
 
@@ -34,7 +36,7 @@ def rewards_from_probabilities(probabilities: Sequence[float] | np.ndarray, mode
                                threshold: float = DEFAULT_THRESHOLD) -> np.ndarray:
     """Token rewards for one response, as float64, in the given mode."""
     p = np.asarray(probabilities, dtype=np.float64)
-    if p.size and (np.nanmin(p) < 0.0 or np.nanmax(p) > 1.0 or np.isnan(p).any()):
+    if p.size and not ((p >= 0.0) & (p <= 1.0)).all():  # also catches NaN
         raise ValueError("probabilities must lie in [0, 1]")
     mode = RewardMode(mode)
     if mode is RewardMode.continuous:

@@ -7,9 +7,10 @@ Flags win over environment variables, which win over defaults. `tlcr serve --hel
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
 from service.schemas import RewardMode
@@ -18,11 +19,11 @@ from service.schemas import RewardMode
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TLCR_", cli_kebab_case=True, cli_implicit_flags=True, cli_hide_none_type=True,
-        cli_avoid_json=True, cli_prog_name="tlcr serve", extra="ignore",
+        cli_avoid_json=True, cli_prog_name="tlcr serve", cli_show_env_vars=True, extra="ignore",
     )
 
     # What to serve
-    model: Annotated[str, Field(description="Discriminator checkpoint: local path or Hub id (TLCR_MODEL).")]
+    model: Annotated[str, Field(description="Discriminator checkpoint: local path or Hub id.")]
     sequence_model: Annotated[str | None, Field(
         description="Optional one-label sequence reward model for POST /sequence_rewards.")] = None
     model_name: Annotated[str | None, Field(
@@ -30,8 +31,8 @@ class ServiceSettings(BaseSettings):
     revision: Annotated[str | None, Field(
         description="Revision reported in responses (default: Hub commit, else a fingerprint of the files).")] = None
     device: Annotated[str | None, Field(description="cuda, cuda:1, cpu... (default: CUDA if present).")] = None
-    dtype: Annotated[str, Field(
-        description="auto (bf16/fp16 on CUDA, fp32 on CPU), float32, bfloat16, float16.")] = "auto"
+    dtype: Annotated[Literal["auto", "float32", "fp32", "bfloat16", "bf16", "float16", "fp16"], Field(
+        description="auto: bf16 (or fp16) on CUDA, fp32 on CPU.")] = "auto"
     torch_threads: Annotated[int | None, Field(ge=1, description="CPU threads for torch (default: torch's).")] = None
 
     # Network
@@ -39,7 +40,7 @@ class ServiceSettings(BaseSettings):
     port: Annotated[int, Field(ge=0, le=65535, description="TCP port (0: any free port).")] = 8000
     fd: Annotated[int | None, Field(description="Serve on this inherited listening socket instead (launcher).")] = None
     api_key: Annotated[SecretStr | None, Field(
-        description="If set, inference routes need 'Authorization: Bearer KEY' (TLCR_API_KEY).")] = None
+        description="If set, inference routes need 'Authorization: Bearer KEY'.")] = None
     log_level: Annotated[str, Field(description="uvicorn log level.")] = "info"
     graceful_timeout_s: Annotated[float, Field(
         gt=0, description="On SIGTERM, wait this long for requests in flight.")] = 30.0
@@ -69,6 +70,15 @@ class ServiceSettings(BaseSettings):
     get_reward_reduction: Annotated[Literal["sum", "mean"], Field(
         description="How /get_reward turns token rewards into one scalar.")] = "sum"
     warmup: Annotated[bool, Field(description="Run a warm-up forward before reporting ready.")] = True
+
+    @field_validator("model", "sequence_model")
+    @classmethod
+    def _local_path_exists(cls, value: str | None) -> str | None:
+        # A Hub id never starts with '/', '.' or '~': such a value is a local path, checked now rather
+        # than after seconds of importing torch.
+        if value is not None and value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists():
+            raise ValueError(f"checkpoint directory {value!r} does not exist")
+        return value
 
     @model_validator(mode="after")
     def _consistent_limits(self) -> ServiceSettings:

@@ -1,0 +1,164 @@
+"""Dynamic batching: batch selection, merging, queue bounds, failures; batch invariance of real forwards."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from service.batcher import BatcherClosed, DynamicBatcher, QueueFull, select_batch
+from service.scorer import Encoded, TokenScorer
+
+# --- select_batch (pure) ------------------------------------------------------------------------
+
+
+def test_batch_grows_around_the_anchor_by_length_within_the_budget() -> None:
+    # sorted: 10 (anchor), 11, 12, 50, 200; adding 50 would cost 50 × 4 = 200 > 48
+    assert select_batch([10, 50, 12, 11, 200], anchor=0, token_budget=48, max_batch_size=8) == [0, 2, 3]
+
+
+def test_anchor_longer_than_the_budget_runs_alone() -> None:
+    assert select_batch([500, 10], anchor=0, token_budget=100, max_batch_size=8) == [0]
+
+
+def test_batch_size_is_capped() -> None:
+    chosen = select_batch([5] * 10, anchor=3, token_budget=1000, max_batch_size=4)
+    assert len(chosen) == 4 and 3 in chosen
+
+
+def test_nearest_lengths_join_first() -> None:
+    # anchor 20: 19 joins before 30 or 10; then 10 and 30 tie, the shorter (cheaper) side wins
+    assert select_batch([20, 10, 19, 30], anchor=0, token_budget=1000, max_batch_size=3) == [0, 1, 2]
+
+
+# --- DynamicBatcher with a recording forward -------------------------------------------------------
+
+
+class Recorder:
+    """forward(list of ints) → their doubles; records each batch; can block or fail on demand."""
+
+    def __init__(self) -> None:
+        self.batches: list[list[int]] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail_next = False
+
+    def __call__(self, payloads: list[int]) -> list[int]:
+        self.gate.wait(10)
+        self.batches.append(list(payloads))
+        if self.fail_next:
+            self.fail_next = False
+            raise RuntimeError("injected forward failure")
+        return [2 * p for p in payloads]
+
+
+def make(recorder: Recorder, **kwargs: float) -> DynamicBatcher[int, int]:
+    options = {"token_budget": 1000, "max_batch_size": 64, "max_wait_s": 0.05, "max_queue": 100, **kwargs}
+    return DynamicBatcher(recorder, lambda p: p, **options)  # type: ignore[arg-type]
+
+
+async def test_concurrent_requests_merge_into_one_forward() -> None:
+    recorder = Recorder()
+    batcher = make(recorder, max_wait_s=0.2)
+    batcher.start()
+    results = await asyncio.gather(batcher.submit([1, 2]), batcher.submit([3]), batcher.submit([4, 5, 6]))
+    await batcher.close()
+    assert results == [[2, 4], [6], [8, 10, 12]]
+    assert len(recorder.batches) == 1 and sorted(recorder.batches[0]) == [1, 2, 3, 4, 5, 6]
+
+
+async def test_token_budget_splits_batches() -> None:
+    recorder = Recorder()
+    batcher = make(recorder, token_budget=100, max_wait_s=0.2)
+    batcher.start()
+    results = await batcher.submit([40, 40, 40, 40])
+    await batcher.close()
+    assert results == [80, 80, 80, 80]
+    assert [len(b) for b in recorder.batches] == [2, 2]  # 40 × 2 = 80 ≤ 100 < 40 × 3
+
+
+async def test_full_queue_refuses_at_once_and_recovers() -> None:
+    recorder = Recorder()
+    recorder.gate.clear()  # the model is busy: nothing leaves the queue
+    batcher = make(recorder, max_queue=4, max_batch_size=2, max_wait_s=0.0)
+    batcher.start()
+    first = asyncio.ensure_future(batcher.submit([1, 2]))  # taken into the (blocked) forward
+    await asyncio.sleep(0.05)
+    queued = asyncio.ensure_future(batcher.submit([3, 4, 5, 6]))  # fills the queue
+    await asyncio.sleep(0.01)
+    with pytest.raises(QueueFull, match="queue limit of 4"):
+        await batcher.submit([7])
+    recorder.gate.set()
+    assert await first == [2, 4] and await queued == [6, 8, 10, 12]
+    assert await batcher.submit([7]) == [14]
+    await batcher.close()
+    with pytest.raises(BatcherClosed):
+        await batcher.submit([1])
+
+
+async def test_forward_failure_reaches_its_callers_only() -> None:
+    recorder = Recorder()
+    recorder.fail_next = True
+    batcher = make(recorder)
+    batcher.start()
+    with pytest.raises(RuntimeError, match="injected forward failure"):
+        await batcher.submit([1, 2])
+    assert await batcher.submit([3]) == [6]
+    await batcher.close()
+
+
+async def test_abandoned_requests_are_not_computed() -> None:
+    recorder = Recorder()
+    batcher = make(recorder, max_wait_s=0.3)
+    batcher.start()
+    abandoned = asyncio.ensure_future(batcher.submit([111, 222]))
+    await asyncio.sleep(0.01)
+    abandoned.cancel()
+    assert await batcher.submit([3]) == [6]
+    await batcher.close()
+    assert all(111 not in b for b in recorder.batches)
+
+
+async def test_close_finishes_queued_work() -> None:
+    recorder = Recorder()
+    batcher = make(recorder, max_wait_s=5.0)  # would wait long for companions
+    batcher.start()
+    pending = asyncio.ensure_future(batcher.submit([1, 2, 3]))
+    await asyncio.sleep(0.01)
+    await batcher.close()  # closing dispatches at once
+    assert await pending == [2, 4, 6]
+
+
+# --- batch invariance of the real forward -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def gpt2_discriminator_dir(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2_dir: Path) -> Path:
+    """GPT-2 has absolute position embeddings: padding mistakes would show here first."""
+    from tlcr.models import load_token_classifier, load_tokenizer, mark_discriminator_config
+
+    out = tmp_path_factory.mktemp("gpt2-discriminator")
+    model = load_token_classifier(tiny_gpt2_dir, num_labels=1, device="cpu", dtype="float32")
+    mark_discriminator_config(model.config, max_length=256, base_model=str(tiny_gpt2_dir))
+    model.save_pretrained(out)
+    load_tokenizer(tiny_gpt2_dir).save_pretrained(out)
+    return out
+
+
+@pytest.mark.parametrize("which", ["llama", "gpt2"])
+def test_probabilities_do_not_depend_on_batch_companions(which: str, tiny_token_classifier_dir: Path,
+                                                         gpt2_discriminator_dir: Path) -> None:
+    path = tiny_token_classifier_dir if which == "llama" else gpt2_discriminator_dir
+    scorer = TokenScorer.load(str(path), device="cpu", dtype="float32")
+    rng = np.random.default_rng(0)
+    items = [Encoded(rng.integers(2, scorer.vocab_size, n).tolist(), rng.integers(2, scorer.vocab_size, m).tolist())
+             for n, m in [(5, 3), (40, 17), (1, 1), (0, 9), (90, 60), (12, 2)]]
+    alone = [scorer.probabilities([item])[0] for item in items]
+    together = scorer.probabilities(items)
+    reversed_batch = scorer.probabilities(items[::-1])[::-1]
+    for a, b, c, item in zip(alone, together, reversed_batch, items, strict=True):
+        assert a.shape == (len(item.response_ids),)
+        assert np.abs(a - b).max() <= 1e-5 and np.abs(a - c).max() <= 1e-5
