@@ -93,7 +93,7 @@ def train_dpo(options: DPOOptions) -> Path:
         output_dir=options.output_dir, beta=options.beta, num_train_epochs=options.epochs,
         learning_rate=options.learning_rate, lr_scheduler_type=options.lr_scheduler, warmup_steps=options.warmup,
         per_device_train_batch_size=per_device, gradient_accumulation_steps=options.gradient_accumulation_steps,
-        max_length=options.max_length, seed=options.seed, gradient_checkpointing=options.gradient_checkpointing,
+        max_length=options.max_length, seed=options.seed, activation_checkpointing=options.gradient_checkpointing,
         logging_steps=options.logging_steps, save_strategy="no", report_to=options.report_to,
         use_cpu=resolve_device(None).type == "cpu", dataloader_num_workers=0,
         **mixed_precision_flags(options.dtype))
