@@ -74,6 +74,35 @@ def tiny_model_command(
     typer.echo(f"tiny {arch} model and tokenizer saved to {path}")
 
 
+@app.command("demo")
+def demo_command(
+    out_root: Annotated[Path, typer.Option(help="Folder that receives runs/demo-<time>/.")] = Path("runs"),
+    run_name: Annotated[str | None, typer.Option(help="Run folder name (default demo-<timestamp>).")] = None,
+    modes: Annotated[str, typer.Option(help="PPO reward modes, comma-separated: tlcr, tlcr_fixed, seq, "
+                                            "tlcr_positive_only, tlcr_negative_only.")] = "tlcr",
+    ppo_steps: Annotated[int | None, typer.Option(help="PPO steps per mode (default: the budget's).")] = None,
+    smoke: Annotated[bool, typer.Option(help="Tiny budget (~2 min): checks every stage runs; numbers mean little.")]
+    = False,
+) -> None:
+    """The whole pipeline offline: tiny models, SFT, labeling, discriminator + reward model, the service on
+    loopback, PPO with TLCR rewards over HTTP, evaluation, and a report in runs/demo-*/."""
+    from tlcr.demo import MODE_NAMES, DemoConfig, run_demo
+
+    mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
+    unknown = [m for m in mode_list if m not in MODE_NAMES]
+    if not mode_list or unknown:
+        raise typer.BadParameter(f"unknown reward mode(s) {unknown or modes!r}; choose from {', '.join(MODE_NAMES)}")
+    overrides: dict[str, object] = {"out_root": out_root, "run_name": run_name, "modes": mode_list}
+    if ppo_steps is not None:
+        overrides["ppo_steps"] = ppo_steps
+    config = DemoConfig.smoke(**overrides) if smoke else DemoConfig(**overrides)  # type: ignore[arg-type]
+    try:
+        run_demo(config)
+    except FileExistsError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
+
+
 def tiny_model_corpus(source: str, seed: int = 0) -> list[str]:
     """Texts to train a tiny tokenizer on: the controlled task's corpus, or a pairs file's texts."""
     if source == "controlled":
