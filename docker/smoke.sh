@@ -1,0 +1,420 @@
+#!/usr/bin/env bash
+# End-to-end check of the images and compose files, on CPU, with tiny models built inside the containers:
+#
+#   engine (dockerd started if need be) -> base image -> `docker compose build` (service, labeling,
+#   trainer) -> tiny model -> `tlcr label` job -> `tlcr train-discriminator` job -> `docker compose up -d`
+#   the reward service, wait for healthy -> curl /healthz, /readyz, POST /token_rewards (checks the JSON)
+#   -> a short `tlcr ppo` job against http://reward:8000 -> `docker compose down -v` -> clean up.
+#
+#   docker/smoke.sh [--keep-running] [--remove-images]
+#     --keep-running   leave the stack (project tlcr-smoke) up for inspection; `docker compose -p tlcr-smoke
+#                      down -v` later
+#     --remove-images  also delete the smoke's images and the base image (default: keep them, the next
+#                      run then rebuilds only what changed)
+#
+# Exit codes: 0 passed, or SKIPPED (no engine could be had: a loud message says why); 1 a check failed.
+# Environment:
+#   TLCR_DOCKER_CACHE       cache folder: debootstrap rootfs, compose plugin (default /var/cache/tlcr-docker)
+#   TLCR_SMOKE_BASE_IMAGE   base image to build on (default: tlcr-base:bookworm from docker/base-image.sh;
+#                           python:3.11-slim where a registry is reachable)
+#   TLCR_SMOKE_TORCH_WHEEL  a torch CPU wheel for the base image's python (default: searched in pip's
+#                           find-links folders; else torch comes from PyTorch's CPU index)
+set -euo pipefail
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+
+keep_running=0
+remove_images=0
+for arg in "$@"; do
+  case "$arg" in
+    --keep-running) keep_running=1 ;;
+    --remove-images) remove_images=1 ;;
+    -h | --help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+    *) echo "smoke: unknown argument $arg (see --help)" >&2; exit 2 ;;
+  esac
+done
+
+project=tlcr-smoke
+cache_dir=${TLCR_DOCKER_CACHE:-/var/cache/tlcr-docker}
+stage_rel=docker/.smoke-build  # inside the build context (see .dockerignore); git-ignored
+stage="$repo/$stage_rel"
+logs=$(mktemp -d /tmp/tlcr-smoke-logs.XXXXXX)
+started_dockerd_pid=""
+compose=()
+passed=0
+start_time=$SECONDS
+
+log() { printf '[smoke %4ss] %s\n' "$((SECONDS - start_time))" "$*"; }
+
+skip() {
+  echo
+  echo "############################################################################################"
+  echo "##  DOCKER SMOKE TEST SKIPPED: $*"
+  echo "##  Nothing about the images or compose files was checked on this machine."
+  echo "############################################################################################"
+  echo
+  exit 0
+}
+
+checks_passed=0
+
+fail() {
+  log "FAILED: $*"
+  # The plain "N passed, N failed" closing line that CI summaries read.
+  echo "docker-smoke: $checks_passed passed, 1 failed"
+  exit 1
+}
+
+# Runs a step with its output in $logs/NAME.log; on failure shows the log's end and fails the smoke.
+step() {
+  local name=$1
+  shift
+  local began=$SECONDS
+  if "$@" >"$logs/$name.log" 2>&1; then
+    checks_passed=$((checks_passed + 1))
+    log "$name: ok ($((SECONDS - began)) s)"
+  else
+    local rc=$?
+    tail -n 60 "$logs/$name.log" | sed "s/^/  $name| /"
+    fail "$name exited $rc (log: $logs/$name.log)"
+  fi
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ "$rc" -ne 0 ] && [ "${#compose[@]}" -gt 0 ]; then
+    local container
+    for container in $("${compose[@]}" ps -aq reward 2>/dev/null); do
+      log "service logs (last 40 lines):"
+      docker logs --tail 40 "$container" 2>&1 | sed 's/^/  reward| /'
+    done
+  fi
+  if [ "${#compose[@]}" -gt 0 ] && { [ "$keep_running" = 0 ] || [ "$passed" = 0 ]; }; then
+    "${compose[@]}" down -v --remove-orphans --timeout 20 >"$logs/down.log" 2>&1
+  fi
+  rm -rf "$stage"
+  if [ "$remove_images" = 1 ] && docker info >/dev/null 2>&1; then
+    docker image rm -f "$project-service:cpu" "$project-labeling:cpu" "$project-trainer:cpu" tlcr-base:bookworm \
+      >/dev/null 2>&1
+  fi
+  if [ -n "$started_dockerd_pid" ] && [ "$keep_running" = 0 ]; then
+    log "stopping the dockerd this script started (pid $started_dockerd_pid)"
+    kill "$started_dockerd_pid" 2>/dev/null
+    for _ in $(seq 1 30); do kill -0 "$started_dockerd_pid" 2>/dev/null || break; sleep 1; done
+  fi
+  if [ "$rc" -eq 0 ]; then
+    rm -rf "$logs"
+  else
+    echo "smoke: logs kept in $logs" >&2
+  fi
+  exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+apt_install() {
+  command -v apt-get >/dev/null || return 1
+  DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -q "$@" >>"$logs/apt.log" 2>&1 && return 0
+  timeout 120 apt-get update -q >>"$logs/apt.log" 2>&1 || return 1
+  DEBIAN_FRONTEND=noninteractive timeout 300 apt-get install -y -q "$@" >>"$logs/apt.log" 2>&1
+}
+
+engine_ready() { timeout 20 docker info >/dev/null 2>&1; }
+
+ensure_engine() {
+  if command -v docker >/dev/null && engine_ready; then
+    return
+  fi
+  [ "$(id -u)" = 0 ] || skip "no Docker engine answers and this user is not root, so none can be started"
+  if ! command -v dockerd >/dev/null || ! command -v docker >/dev/null; then
+    log "installing Debian's docker.io"
+    apt_install docker.io || skip "docker.io could not be installed (see $logs/apt.log)"
+  fi
+  mkdir -p "$cache_dir"
+  log "starting dockerd (log: $cache_dir/dockerd.log)"
+  dockerd >"$cache_dir/dockerd.log" 2>&1 &
+  started_dockerd_pid=$!
+  for _ in $(seq 1 60); do
+    if engine_ready; then
+      return
+    fi
+    if ! kill -0 "$started_dockerd_pid" 2>/dev/null; then
+      started_dockerd_pid=""
+      break
+    fi
+    sleep 1
+  done
+  tail -n 15 "$cache_dir/dockerd.log" 2>/dev/null | sed 's/^/  dockerd| /'
+  skip "dockerd did not start here (cgroups, storage driver or iptables refused; see $cache_dir/dockerd.log)"
+}
+
+compose_recent_enough() {
+  local version
+  version=$(docker compose version --short 2>/dev/null) || return 1
+  version=${version#v}
+  local major=${version%%.*} rest=${version#*.}
+  local minor=${rest%%.*}
+  # env_file `required: false` and `!reset` need Compose 2.24.
+  [ "$major" -gt 2 ] 2>/dev/null || { [ "$major" -eq 2 ] && [ "$minor" -ge 24 ]; } 2>/dev/null
+}
+
+ensure_compose() {
+  compose_recent_enough && return
+  # Debian 12 packages only Compose v1; Debian 13 (trixie) packages v2 as a static CLI plugin.
+  log "installing the Compose v2 plugin from Debian trixie's docker-compose package"
+  local apt_dir="$cache_dir/apt-trixie" mirror
+  mirror=$("$repo/docker/base-image.sh" --print-mirror)
+  mkdir -p "$apt_dir/lists/partial" "$apt_dir/cache/archives/partial" "$apt_dir/deb"
+  echo "deb $mirror trixie main" >"$apt_dir/sources.list"
+  local opts=(-o "Dir::Etc::SourceList=$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+    -o "Dir::State::Lists=$apt_dir/lists" -o "Dir::Cache=$apt_dir/cache")
+  if ! ls "$apt_dir"/deb/docker-compose_2*.deb >/dev/null 2>&1; then
+    { timeout 120 apt-get "${opts[@]}" update -q &&
+      (cd "$apt_dir/deb" && timeout 300 apt-get "${opts[@]}" download docker-compose); } >>"$logs/apt.log" 2>&1 ||
+      skip "the Compose v2 plugin could not be fetched (see $logs/apt.log)"
+  fi
+  local unpacked
+  unpacked=$(mktemp -d)
+  dpkg -x "$(find "$apt_dir/deb" -name "docker-compose_2*.deb" | sort -V | tail -n 1)" "$unpacked"
+  mkdir -p /usr/local/lib/docker/cli-plugins
+  install -m 0755 "$unpacked/usr/libexec/docker/cli-plugins/docker-compose" /usr/local/lib/docker/cli-plugins/
+  rm -rf "$unpacked"
+  compose_recent_enough || skip "Docker Compose >= 2.24 is not available ($(docker compose version 2>&1 | head -n 1))"
+}
+
+# A torch CPU wheel for the base image's python 3.11, so the build never downloads one (let alone CUDA's).
+find_torch_wheel() {
+  if [ -n "${TLCR_SMOKE_TORCH_WHEEL:-}" ]; then
+    echo "$TLCR_SMOKE_TORCH_WHEEL"
+    return
+  fi
+  local dirs="${PIP_FIND_LINKS:-} /opt/wheels"
+  if command -v python3 >/dev/null; then
+    dirs="$dirs $(python3 -m pip config list 2>/dev/null | sed -n "s/^.*find-links='\(.*\)'$/\1/p" | tr '\n' ' ')"
+  fi
+  local dir
+  for dir in $dirs; do
+    dir=${dir#file://}
+    [ -d "$dir" ] && ls "$dir"/torch-*+cpu-cp311-cp311-*linux*x86_64.whl 2>/dev/null
+  done | sort -V | tail -n 1
+}
+
+# The CA bundle pip trusts on this machine (a TLS-inspecting proxy's CA is in it), for pip in the build.
+find_ca_bundle() {
+  local cert=""
+  if command -v python3 >/dev/null; then
+    cert=$(python3 -m pip config list 2>/dev/null | sed -n "s/^.*\.cert='\(.*\)'$/\1/p" | head -n 1)
+  fi
+  for candidate in "$cert" "${PIP_CERT:-}" "${SSL_CERT_FILE:-}" /etc/ssl/certs/ca-certificates.crt; do
+    if [ -n "$candidate" ] && [ -f "$candidate" ]; then
+      echo "$candidate"
+      return
+    fi
+  done
+}
+
+# The entrypoint must stop a service without its checkpoint at once, naming the path and the fix.
+check_missing_model_hint() {
+  local output rc=0
+  output=$("${run[@]}" -e TLCR_MODEL=/models/absent reward 2>&1) || rc=$?
+  echo "$output"
+  [ "$rc" -eq 2 ] || { echo "expected exit code 2, got $rc"; return 1; }
+  grep -q 'no model at /models/absent' <<<"$output"
+}
+
+# ------------------------------------------------------------------------------------------ engine
+ensure_engine
+log "engine: $(docker version --format 'server {{.Server.Version}}, client {{.Client.Version}}' 2>/dev/null)"
+ensure_compose
+log "compose: $(docker compose version --short)"
+if ! command -v curl >/dev/null; then
+  apt_install curl || fail "curl is missing and could not be installed"
+fi
+
+# ------------------------------------------------------------------------------------------ inputs
+base_image=${TLCR_SMOKE_BASE_IMAGE:-tlcr-base:bookworm}
+if [ -z "${TLCR_SMOKE_BASE_IMAGE:-}" ]; then
+  if ! command -v debootstrap >/dev/null; then
+    log "installing Debian's debootstrap"
+    apt_install debootstrap || skip "debootstrap could not be installed (see $logs/apt.log)"
+  fi
+  step base-image env TLCR_DOCKER_CACHE="$cache_dir" "$repo/docker/base-image.sh" "$base_image"
+fi
+
+rm -rf "$stage"
+mkdir -p "$stage/wheels" "$stage/certs"
+torch_wheel=$(find_torch_wheel)
+if [ -n "$torch_wheel" ]; then
+  ln -f "$torch_wheel" "$stage/wheels/" 2>/dev/null || cp "$torch_wheel" "$stage/wheels/"
+  torch_version=$(basename "$torch_wheel" | cut -d- -f2)
+  torch_spec="torch==$torch_version"
+  torch_index=""
+  log "torch: local wheel $(basename "$torch_wheel")"
+else
+  torch_spec="torch==2.13.0"
+  torch_index="https://download.pytorch.org/whl/cpu"
+  log "torch: no local CPU wheel found; $torch_spec from $torch_index"
+fi
+ca_bundle=$(find_ca_bundle)
+if [ -n "$ca_bundle" ]; then
+  cp "$ca_bundle" "$stage/certs/host-ca-bundle.crt"
+  log "CA bundle for the build: $ca_bundle"
+fi
+
+api_key="smoke-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
+env_file="$stage/smoke.env"
+# Replaces .env for this project, so a developer's own .env never leaks into the smoke (nor the reverse).
+cat >"$env_file" <<EOF
+TLCR_ENV_FILE=$env_file
+TLCR_IMAGE_PREFIX=$project
+TLCR_CPU_IMAGE_TAG=cpu
+TLCR_CPU_BASE_IMAGE=$base_image
+TLCR_CPU_TORCH_SPEC=$torch_spec
+TLCR_CPU_TORCH_INDEX_URL=$torch_index
+TLCR_WHEELS=$stage_rel/wheels
+TLCR_EXTRA_CA_CERTS=$stage_rel/certs
+TLCR_PUBLISH_ADDRESS=127.0.0.1
+TLCR_PUBLISH_PORT=0
+TLCR_API_KEY=$api_key
+TLCR_TORCH_THREADS=1
+OMP_NUM_THREADS=1
+HF_HUB_OFFLINE=1
+EOF
+compose=(docker compose -p "$project" --env-file "$env_file" -f docker-compose.yml -f docker-compose.cpu.yml
+  --profile labeling --profile trainer)
+"${compose[@]}" down -v --remove-orphans --timeout 10 >"$logs/down-before.log" 2>&1 || true
+
+# ------------------------------------------------------------------------------------------- build
+step build nice -n 10 "${compose[@]}" build
+check_image_config() {
+  local target health user
+  health=$(docker image inspect --format '{{json .Config.Healthcheck.Test}}' "$project-service:cpu")
+  echo "service HEALTHCHECK: $health"
+  case "$health" in *tlcr-healthcheck*) ;; *) return 1 ;; esac
+  for target in service labeling trainer; do
+    user=$(docker image inspect --format '{{.Config.User}}' "$project-$target:cpu")
+    echo "$target runs as: $user"
+    [ "$user" = tlcr ] || return 1
+  done
+}
+step image-config check_image_config
+
+# --------------------------------------------------------------------------------- jobs, one-off
+run=("${compose[@]}" run --rm --no-deps -T)
+step tiny-model "${run[@]}" trainer tlcr tiny-model --out /models/base
+step label "${run[@]}" labeling tlcr label --source controlled --limit 64 --reviser chosen \
+  --tokenizer /models/base --out /data/labelled.jsonl --no-progress
+step check-labels "${run[@]}" labeling python -c '
+import json, sys
+rows = [json.loads(line) for line in open("/data/labelled.jsonl", encoding="utf-8")]
+ok = [r for r in rows if r["status"] == "ok"]
+print(f"{len(rows)} records, {len(ok)} ok")
+assert len(ok) >= 32, "too few ok records"
+assert all(len(r["rejected_token_ids"]) == len(r["rejected_labels"]) for r in ok)
+'
+step train-discriminator "${run[@]}" trainer tlcr train-discriminator --data /data/labelled.jsonl \
+  --base /models/base --out /models/discriminator --preset tiny --max-steps 12
+step missing-model-hint check_missing_model_hint
+
+# -------------------------------------------------------------------------------------- service up
+check_healthy_on_loopback() {
+  local health address
+  health=$(docker inspect --format '{{.State.Health.Status}}' "$("${compose[@]}" ps -q reward)")
+  echo "container health: $health"
+  [ "$health" = healthy ] || return 1
+  address=$("${compose[@]}" port reward 8000)
+  echo "published on $address"
+  case "$address" in 127.0.0.1:*) ;; *) echo "expected a loopback address"; return 1 ;; esac
+  echo "http://$address" >"$logs/url"
+}
+
+check_health_endpoints() {
+  local path code
+  for path in /healthz /readyz; do
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 "$url$path")
+    echo "GET $path: $code"
+    [ "$code" = 200 ] || return 1
+  done
+}
+
+request='{"items": [{"prompt": "What is the capital of Veltria?", "response": "The capital of Veltria is Orsk."},
+                    {"prompt_token_ids": [5, 6, 7], "response_token_ids": [8, 9, 10, 11]}],
+          "return_probabilities": true, "return_tokens": true}'
+
+check_api_key_required() {
+  local code
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 30 -H 'Content-Type: application/json' \
+    -d "$request" "$url/token_rewards")
+  echo "POST /token_rewards without the key: $code"
+  [ "$code" = 401 ]
+}
+
+post_token_rewards() {
+  curl -sS --fail-with-body --max-time 60 -H 'Content-Type: application/json' \
+    -H "Authorization: Bearer $api_key" -d "$request" "$url/token_rewards" >"$logs/token_rewards.json"
+  local rc=$?
+  cat "$logs/token_rewards.json"
+  return "$rc"
+}
+
+step up "${compose[@]}" up -d --wait --wait-timeout 300 reward
+step healthy-on-loopback check_healthy_on_loopback
+url=$(cat "$logs/url")
+log "reward service healthy at $url"
+step health-endpoints check_health_endpoints
+step api-key-required check_api_key_required
+step post-token-rewards post_token_rewards
+# Validated with the project's own pydantic contract, inside the service image.
+step check-token-rewards "${run[@]}" reward python -c '
+import json, sys
+from service.schemas import TokenRewardsResponse
+body = json.loads(sys.stdin.read())
+response = TokenRewardsResponse.model_validate(body)  # the typed HTTP contract
+assert response.mode.value == "continuous", response.mode
+assert len(response.results) == 2, len(response.results)
+assert len(response.results[1].rewards) == 4, "one reward per response token id"
+for result in response.results:
+    assert result.rewards and len(result.rewards) == len(result.probabilities) == len(result.tokens)
+    for r, p in zip(result.rewards, result.probabilities):
+        assert -1.0 <= r <= 1.0 and abs(r - (2 * p - 1)) < 1e-4, (r, p)  # r_t = 2 D - 1
+print("token rewards:", [[round(r, 3) for r in result.rewards] for result in response.results])
+' <"$logs/token_rewards.json"
+log "POST /token_rewards: $(grep -o '"rewards":\[[^]]*\]' "$logs/token_rewards.json" | head -n 1 | cut -c1-100)..."
+
+# ------------------------------------------------------------------------- trainer against service
+step ppo "${compose[@]}" run --rm -T trainer tlcr ppo --policy /models/base --reward-url http://reward:8000 \
+  --out /runs/ppo-smoke --source controlled --limit 64 --steps 2 --rollout-batch-size 4 --mini-batch-size 2 \
+  --micro-batch-size 2 --forward-batch-size 4 --ppo-epochs 1 --max-new-tokens 12 --device cpu --dtype float32 \
+  --no-tensorboard
+step check-ppo "${run[@]}" trainer python -c '
+import json, math
+rows = [json.loads(line) for line in open("/runs/ppo-smoke/metrics.jsonl", encoding="utf-8")]
+assert [r["step"] for r in rows] == [1, 2], [r.get("step") for r in rows]
+assert all(math.isfinite(r["reward/sequence"]) for r in rows), "rewards from the service reached PPO"
+summary = json.load(open("/runs/ppo-smoke/run_summary.json", encoding="utf-8"))
+print("ppo reward/sequence per step:", [round(r["reward/sequence"], 4) for r in rows], "summary:", summary["steps"])
+'
+
+# -------------------------------------------------------------------------------------------- down
+if [ "$keep_running" = 1 ]; then
+  passed=1
+  echo "docker-smoke: $checks_passed passed, 0 failed"
+  log "PASSED; stack left running: docker compose -p $project --env-file <...> down -v (or rerun without --keep-running)"
+  exit 0
+fi
+check_nothing_left() {
+  local leftover
+  leftover=$(docker ps -aq --filter "label=com.docker.compose.project=$project")
+  leftover="$leftover$(docker volume ls -q --filter "label=com.docker.compose.project=$project")"
+  echo "left after down: ${leftover:-nothing}"
+  [ -z "$leftover" ]
+}
+step down "${compose[@]}" down -v --remove-orphans --timeout 30
+step nothing-left check_nothing_left
+# Builds replace the tags of the previous run's images; drop those untagged leftovers (only tlcr's).
+docker image prune -f --filter "label=org.opencontainers.image.title=tlcr" >/dev/null 2>&1 || true
+passed=1
+log "PASSED in $((SECONDS - start_time)) s"
+echo "docker-smoke: $checks_passed passed, 0 failed"
