@@ -12,6 +12,7 @@ its own share of the prompts and fetches its own rewards; gradients are averaged
 
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import json
 import logging
@@ -87,6 +88,7 @@ class PPOConfig:
     reward_max_retries: int = 8
     reward_backoff: float = 0.5
     reward_deadline: float = 600.0  # seconds one reward call may keep retrying before the run checkpoints and stops
+    overlap_reward_fetch: bool = True  # fetch rewards while the forwards run (False: one after the other)
     # Prompts
     source: str = "controlled"
     data_limit: int | None = None
@@ -580,6 +582,10 @@ class PPOTrainer:
             prompt_ids=rollout.prompt_ids, text_token_ids=rollout.text_token_ids(),
             width=rollout.response_ids.shape[1], reward_mode=config.reward_mode, token_input=self.token_input,
             threshold=config.reward_threshold)
+        if not config.overlap_reward_fetch:
+            started = time.perf_counter()
+            concurrent.futures.wait([rewards])
+            timings["time/reward_wait"] = time.perf_counter() - started
 
         started = time.perf_counter()
         policy_out = forward_rollout(self.model, rollout, temperature=config.temperature,
@@ -781,7 +787,7 @@ class PPOTrainer:
                     fetched = collected.rewards.result()
                 except unavailable_errors() as exc:
                     failure = exc
-                reward_wait = time.perf_counter() - wait_started
+                reward_wait = time.perf_counter() - wait_started + collected.timings.pop("time/reward_wait", 0.0)
                 self._stop_if_any_failed(failure, step, rng_at_step_start)
                 batch, rollout_metrics = self._advantages(collected, fetched)
                 started = time.perf_counter()
