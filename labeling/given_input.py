@@ -79,6 +79,17 @@ def _release_pair(obj: dict[str, Any], where: str) -> PreferencePair:
     return PreferencePair(prompt=prompt, chosen=chosen, rejected=rejected, id=str(obj.get("id", "")), meta=meta)
 
 
+def _pair(obj: dict[str, Any], where: str) -> PreferencePair:
+    """A pair in HH or {prompt, chosen, rejected} format; the chosen response may be empty here, since
+    the revision is given (e.g. relabelling a labelled file made from the release format)."""
+    chosen = obj.get("chosen")
+    if "prompt" in obj and isinstance(chosen, str) and not chosen.strip():
+        checked = pair_from_record({**obj, "chosen": "(given)"}, where)
+        return PreferencePair(prompt=checked.prompt, chosen=chosen, rejected=checked.rejected,
+                              id=str(obj.get("id", "")), meta=checked.meta)
+    return pair_from_record(obj, where)
+
+
 def _given_revision(obj: dict[str, Any], pair: PreferencePair, where: str) -> GivenRevision:
     if "raw_response" in obj:
         return GivenRevision(raw_output=_string(obj, "raw_response", where))
@@ -107,7 +118,7 @@ def load_given_input(source: str | os.PathLike[str], *, on_error: OnError = "rai
     for where, obj in _records(path, on_error, report):
         try:
             is_release = any(k in obj for k in RELEASE_KEYS) and "rejected" not in obj
-            pair = _release_pair(obj, where) if is_release else pair_from_record(obj, where)
+            pair = _release_pair(obj, where) if is_release else _pair(obj, where)
             given = _given_revision(obj, pair, where)
             if pair.id in first_seen:
                 first_where, first_pair = first_seen[pair.id]

@@ -1,0 +1,64 @@
+"""SIGKILL a real `tlcr label` worker mid-run; the resumed run must end with exactly the records of an
+uninterrupted run (compared byte for byte: the final file is in input order) and pay at most the calls
+that were in flight when it was killed."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from labeling.fake_openai_server import FakeOpenAIServer, Script
+from tlcr.cli import app
+
+N_PAIRS = 80
+CONCURRENCY = 4
+
+
+def _args(out: Path, tokenizer: Path, base_url: str) -> list[str]:
+    return ["label", "--no-progress", "--out", str(out), "--tokenizer", str(tokenizer), "--limit", str(N_PAIRS),
+            "--reviser", "openai", "--model", "fake-reviser", "--base-url", base_url, "--api-key-env",
+            "TLCR_TEST_KEY", "--concurrency", str(CONCURRENCY), "--seed", "7"]
+
+
+def _count_lines(path: Path) -> int:
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def test_sigkill_mid_run_then_resume_equals_uninterrupted(fake_llm: FakeOpenAIServer, tiny_model_dir: Path,
+                                                          tmp_path: Path) -> None:
+    fake_llm.set_script(Script(latency_s=0.05))  # 80 pairs / 4 in flight * 0.05 s: a 1 s window to kill in
+    env = {**os.environ, "TLCR_TEST_KEY": "k", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+    reference = tmp_path / "reference" / "labels.jsonl"
+    result = CliRunner(env={"TLCR_TEST_KEY": "k"}).invoke(app, _args(reference, tiny_model_dir, fake_llm.base_url))
+    assert result.exit_code == 0, result.output
+    assert _count_lines(reference) == N_PAIRS
+
+    fake_llm.set_script(Script(latency_s=0.05))  # resets the request counters
+    out = tmp_path / "killed" / "labels.jsonl"
+    worker = subprocess.Popen([sys.executable, "-m", "tlcr.cli", *_args(out, tiny_model_dir, fake_llm.base_url)],
+                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while _count_lines(out) < 15:
+        assert worker.poll() is None, f"worker ended before the kill: {worker.stderr.read()!r}"  # type: ignore[union-attr]
+        assert time.monotonic() < deadline, "worker made no progress"
+        time.sleep(0.005)
+    os.kill(worker.pid, signal.SIGKILL)
+    assert worker.wait(timeout=30) == -signal.SIGKILL, worker.stderr.read()  # type: ignore[union-attr]
+    done_at_kill = _count_lines(out)
+    assert 15 <= done_at_kill < N_PAIRS, f"the kill must land mid-run, not after {done_at_kill} records"
+
+    resumed = CliRunner(env={"TLCR_TEST_KEY": "k"}).invoke(app, _args(out, tiny_model_dir, fake_llm.base_url))
+    assert resumed.exit_code == 0, resumed.output
+    # the resume skips exactly the complete records the killed worker had written
+    assert f"{done_at_kill} already there" in resumed.output, resumed.output
+    assert out.read_bytes() == reference.read_bytes()  # none lost, none duplicated, same order
+    # the killed run's answers came from the cache: at most the calls in flight were paid twice
+    requests = fake_llm.stats()["requests"]
+    assert N_PAIRS <= requests <= N_PAIRS + CONCURRENCY, (requests, done_at_kill, resumed.output)

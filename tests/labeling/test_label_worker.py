@@ -1,0 +1,173 @@
+"""The labelling pipeline: records, filters, resume, partial lines, shards, retries left for a rerun."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from transformers import PreTrainedTokenizerBase
+
+from labeling.cache import RevisionCache
+from labeling.fake_openai_server import FakeOpenAIServer, Rule, Script
+from labeling.revisers import ChosenReviser, OpenAIReviser, RetryPolicy
+from labeling.usage import UsageLedger
+from labeling.worker import (
+    WorkerConfig,
+    dedupe_pairs,
+    label_pairs,
+    output_lock,
+    parse_shard,
+    select_shard,
+)
+from tlcr.data.jsonl import DataError
+from tlcr.data.pairs import PreferencePair
+
+SCHEMA_KEYS = {"id", "prompt", "chosen", "rejected", "revision", "status", "reason", "reviser",
+               "instruction_version", "tokenizer", "rejected_token_ids", "rejected_labels", "revised_token_ids",
+               "revised_labels", "ops", "edit_distance", "edit_ratio", "meta"}
+
+
+def _config(out: Path, **kwargs: object) -> WorkerConfig:
+    return WorkerConfig(out=out, tokenizer_name="tiny", progress=False, **kwargs)  # type: ignore[arg-type]
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+async def test_chosen_reviser_labels_controlled_pairs_exactly(controlled_pairs: list[PreferencePair],
+                                                              label_tokenizer: PreTrainedTokenizerBase,
+                                                              tmp_path: Path) -> None:
+    out = tmp_path / "labels.jsonl"
+    result = await label_pairs(controlled_pairs, ChosenReviser(), label_tokenizer, _config(out))
+    records = _records(out)
+    assert [r["id"] for r in records] == [p.id for p in controlled_pairs]
+    assert result.written == 12 and result.complete and result.summary.by_status["ok"] == 12
+    for record, pair in zip(records, controlled_pairs, strict=True):
+        assert set(record) == SCHEMA_KEYS
+        assert record["revision"] == pair.chosen and record["tokenizer"] == "tiny"
+        assert record["reviser"] == "chosen" and record["instruction_version"] == "none"
+        assert len(record["rejected_labels"]) == len(record["rejected_token_ids"])
+        assert len(record["revised_labels"]) == len(record["revised_token_ids"])
+        if "wrong_fact" not in pair.meta["faults"]:
+            # rude / hedge / repetition faults are pure insertions in rejected: the fix only deletes
+            assert set(record["revised_labels"]) == {0.5}
+            assert record["ops"] == {"insert": 0, "delete": len(record["rejected_token_ids"])
+                                     - len(record["revised_token_ids"]), "replace": 0}
+        else:
+            assert 1.0 in record["revised_labels"] and 0.0 in record["rejected_labels"]
+
+
+async def test_output_loads_with_datasets(controlled_pairs: list[PreferencePair],
+                                          label_tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
+    import datasets
+
+    out = tmp_path / "labels.jsonl"
+    pairs = [*controlled_pairs[:3], PreferencePair(prompt="\n\nHuman: hi\n\nAssistant:", chosen=" ",
+                                                   rejected=" Go away.", id="empty-chosen")]
+    await label_pairs(pairs, ChosenReviser(), label_tokenizer, _config(out))
+    ds = datasets.load_dataset("json", data_files=str(out), split="train")
+    assert set(ds.column_names) == SCHEMA_KEYS and len(ds) == 4
+    failed = ds[3]
+    assert failed["status"] == "failed" and failed["reason"] == "empty_revision" and failed["revision"] is None
+
+
+async def test_resume_skips_done_ids_and_ends_identical(controlled_pairs: list[PreferencePair],
+                                                        label_tokenizer: PreTrainedTokenizerBase,
+                                                        tmp_path: Path) -> None:
+    full, resumed = tmp_path / "full.jsonl", tmp_path / "resumed.jsonl"
+    await label_pairs(controlled_pairs, ChosenReviser(), label_tokenizer, _config(full))
+    # an interrupted run: some records in append order, the last one cut mid-line by a kill
+    lines = full.read_bytes().splitlines(keepends=True)
+    resumed.write_bytes(lines[5] + lines[2] + lines[7][: len(lines[7]) // 2])
+    result = await label_pairs(controlled_pairs, ChosenReviser(), label_tokenizer, _config(resumed))
+    assert result.cut_partial_line and result.already_done == 2 and result.written == 10
+    assert resumed.read_bytes() == full.read_bytes()
+    again = await label_pairs(controlled_pairs, ChosenReviser(), label_tokenizer, _config(resumed))
+    assert again.written == 0 and again.already_done == 12
+    assert resumed.read_bytes() == full.read_bytes()
+
+
+async def test_bad_existing_output_is_an_error_not_overwritten(controlled_pairs: list[PreferencePair],
+                                                               label_tokenizer: PreTrainedTokenizerBase,
+                                                               tmp_path: Path) -> None:
+    out = tmp_path / "labels.jsonl"
+    await label_pairs(controlled_pairs[:3], ChosenReviser(), label_tokenizer, _config(out))
+    good = out.read_bytes()
+    with pytest.raises(DataError, match=r"labels\.jsonl:1: written with tokenizer 'tiny' but this run uses 'other'"):
+        await label_pairs(controlled_pairs, ChosenReviser(), label_tokenizer,
+                          WorkerConfig(out=out, tokenizer_name="other", progress=False))
+    lines = good.splitlines(keepends=True)
+    out.write_bytes(lines[0] + b"{broken\n" + lines[2])
+    with pytest.raises(DataError, match=r"labels\.jsonl:2: corrupt output line"):
+        await label_pairs(controlled_pairs, ChosenReviser(), label_tokenizer, _config(out))
+    out.write_bytes(lines[0] + lines[0])
+    with pytest.raises(DataError, match=r"labels\.jsonl:2: id .* appears twice"):
+        await label_pairs(controlled_pairs, ChosenReviser(), label_tokenizer, _config(out))
+    assert out.read_bytes() == lines[0] + lines[0]  # left as found
+
+
+def test_shards_partition_the_pairs(controlled_pairs: list[PreferencePair]) -> None:
+    shards = [select_shard(controlled_pairs, i, 3) for i in range(3)]
+    ids = [p.id for shard in shards for p in shard]
+    assert sorted(ids) == sorted(p.id for p in controlled_pairs) and len(set(ids)) == len(ids)
+    assert all(shards)  # 12 pairs over 3 shards: none empty for these ids
+    assert parse_shard("2/4") == (2, 4)
+    for bad in ("4/4", "a/b", "1", "-1/2", "0/0"):
+        with pytest.raises(ValueError, match="shard"):
+            parse_shard(bad)
+
+
+def test_duplicates_dropped_and_conflicting_ids_rejected(controlled_pairs: list[PreferencePair]) -> None:
+    unique, dropped = dedupe_pairs([*controlled_pairs[:3], controlled_pairs[1]])
+    assert len(unique) == 3 and dropped == 1
+    clash = PreferencePair(prompt="x", chosen="y", rejected="z", id=controlled_pairs[0].id)
+    with pytest.raises(DataError, match="used by two different pairs"):
+        dedupe_pairs([controlled_pairs[0], clash])
+
+
+def test_one_worker_per_output_file(tmp_path: Path) -> None:
+    out = tmp_path / "labels.jsonl"
+    with output_lock(out), pytest.raises(RuntimeError, match="being written by another"), output_lock(out):
+        pass
+
+
+def _openai(server: FakeOpenAIServer, tmp_path: Path, max_retries: int = 1) -> OpenAIReviser:
+    return OpenAIReviser("fake-reviser", api_key="k", base_url=server.base_url,
+                         retry=RetryPolicy(max_retries=max_retries, backoff_s=0.01, max_backoff_s=0.01),
+                         cache=RevisionCache(tmp_path / "cache.sqlite"), ledger=UsageLedger())
+
+
+async def test_pairs_failing_all_retries_stay_for_the_rerun(fake_llm: FakeOpenAIServer,
+                                                            controlled_pairs: list[PreferencePair],
+                                                            label_tokenizer: PreTrainedTokenizerBase,
+                                                            tmp_path: Path) -> None:
+    victim = controlled_pairs[4]
+    fake_llm.set_script(Script(rules=[Rule("500", match=victim.rejected.strip())]))
+    out = tmp_path / "labels.jsonl"
+    reviser = _openai(fake_llm, tmp_path)
+    result = await label_pairs(controlled_pairs, reviser, label_tokenizer, _config(out, concurrency=4))
+    await reviser.aclose()
+    assert result.unfinished == [victim.id] and not result.complete
+    assert victim.id not in {r["id"] for r in _records(out)} and len(_records(out)) == 11
+    fake_llm.set_script(Script())  # the endpoint recovers
+    reviser = _openai(fake_llm, tmp_path)
+    again = await label_pairs(controlled_pairs, reviser, label_tokenizer, _config(out, concurrency=4))
+    await reviser.aclose()
+    assert again.complete and again.written == 1
+    assert fake_llm.stats()["requests"] == 1  # only the victim is asked again
+    records = _records(out)
+    assert [r["id"] for r in records] == [p.id for p in controlled_pairs]
+    assert all(r["status"] == "ok" and r["reviser"] == "openai:fake-reviser" for r in records)
+    assert all(r["revision"] == p.chosen for r, p in zip(records, controlled_pairs, strict=True))
+
+
+async def test_concurrency_is_bounded_and_used(fake_llm: FakeOpenAIServer, controlled_pairs: list[PreferencePair],
+                                               label_tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
+    fake_llm.set_script(Script(latency_s=0.1))
+    reviser = _openai(fake_llm, tmp_path)
+    await label_pairs(controlled_pairs, reviser, label_tokenizer, _config(tmp_path / "o.jsonl", concurrency=4))
+    await reviser.aclose()
+    stats = fake_llm.stats()
+    assert stats["requests"] == 12 and stats["max_in_flight"] == 4
