@@ -134,7 +134,9 @@ ensure_engine() {
   fi
   mkdir -p "$cache_dir"
   log "starting dockerd (log: $cache_dir/dockerd.log)"
-  dockerd >"$cache_dir/dockerd.log" 2>&1 &
+  # Its own session: a Ctrl-C or CI's timeout signals the smoke's process group, and the engine must
+  # outlive those long enough for the cleanup's `compose down`.
+  setsid dockerd >"$cache_dir/dockerd.log" 2>&1 </dev/null &
   started_dockerd_pid=$!
   for _ in $(seq 1 60); do
     if engine_ready; then
@@ -301,8 +303,24 @@ check_image_config() {
 }
 step image-config check_image_config
 
+# The labeling and trainer services' default commands must still parse: click rejects an unknown
+# option before it acts on --help.
+check_default_commands() {
+  local service
+  local -a command
+  for service in labeling trainer; do
+    mapfile -t command < <("${compose[@]}" config --format json | python3 -c '
+import json, sys
+print("\n".join(json.load(sys.stdin)["services"][sys.argv[1]]["command"]))' "$service")
+    echo "$service: ${command[*]} --help"
+    [ "${#command[@]}" -gt 2 ] || return 1
+    "${run[@]}" "$service" "${command[@]}" --help >/dev/null || return 1
+  done
+}
+
 # --------------------------------------------------------------------------------- jobs, one-off
 run=("${compose[@]}" run --rm --no-deps -T)
+step default-commands check_default_commands
 step tiny-model "${run[@]}" trainer tlcr tiny-model --out /models/base
 step label "${run[@]}" labeling tlcr label --source controlled --limit 64 --reviser chosen \
   --tokenizer /models/base --out /data/labelled.jsonl --no-progress
