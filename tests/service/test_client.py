@@ -224,3 +224,12 @@ async def test_async_client_rides_out_a_restart(in_process_service: Callable[...
         results = await client.token_rewards(ITEMS[:3])
     await restart
     assert len(results) == 3
+
+
+def test_client_and_launcher_import_without_torch() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, service.client, service.launcher, service.schemas; "
+            "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
