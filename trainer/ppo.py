@@ -400,6 +400,7 @@ class PPOTrainer:
             raise PPOConfigError(f"every prompt is longer than max_prompt_length={config.max_prompt_length}")
 
         self.client_owned = reward_backend is None
+        self._client_closed = False
         self.reward_backend = reward_backend if reward_backend is not None else self._make_client()
         try:
             self._build(config)
@@ -459,6 +460,7 @@ class PPOTrainer:
         # Not passed to accelerator.prepare: it would step it once per process; checkpointed explicitly.
         self.scheduler = get_scheduler(config.lr_scheduler, optimizer, num_warmup_steps=config.warmup_steps,
                                        num_training_steps=config.num_steps * updates_per_step)
+        self._configure_deepspeed()
         self.model, self.optimizer = self.accelerator.prepare(wrapper, optimizer)
         self.accelerator.register_for_checkpointing(self.scheduler)
         if self.accelerator.state.deepspeed_plugin is not None:
@@ -494,6 +496,17 @@ class PPOTrainer:
             ids, _ = encode_prompt_response(self.tokenizer, prompt, "")
             out.append(ids if 0 < len(ids) <= self.config.max_prompt_length else None)
         return out
+
+    def _configure_deepspeed(self) -> None:
+        """Fill DeepSpeed's batch size and clipping: without a dataloader accelerate cannot infer them."""
+        plugin = self.accelerator.state.deepspeed_plugin
+        if plugin is None:
+            return
+        ds_config = plugin.deepspeed_config
+        if ds_config.get("train_micro_batch_size_per_gpu", "auto") == "auto":
+            ds_config["train_micro_batch_size_per_gpu"] = self.config.micro_batch_size
+        if ds_config.get("gradient_clipping", "auto") == "auto":
+            ds_config["gradient_clipping"] = self.config.max_grad_norm
 
     def _fit_service_length(self, service_max_length: int) -> None:
         """Keep prompts whose tokens plus a full-length response fit the discriminator's max_length.
@@ -549,11 +562,12 @@ class PPOTrainer:
         return str(source)
 
     def _oracle(self) -> Callable[[str, str], float] | None:
-        if self.config.source != "controlled":
-            return None
+        """The controlled task's oracle score, when every prompt is one of its questions (any source)."""
         from tlcr.data.controlled import ControlledTask
 
         task = ControlledTask()  # the fixed KB that load_preference_pairs("controlled") draws from
+        if not all(task.parse_prompt(prompt) is not None for prompt in self.prompts):
+            return None
         return lambda prompt, response: task.oracle(prompt, response).score
 
     # ----------------------------------------------------------------------------------------- one step
@@ -765,7 +779,15 @@ class PPOTrainer:
     # ----------------------------------------------------------------------------------------- loop
 
     def train(self) -> dict[str, Any]:
-        """Run (or resume) to `num_steps`; returns the last step's metrics and where outputs went."""
+        """Run (or resume) to `num_steps`; returns the last step's metrics and where outputs went.
+
+        Closes the trainer's reward client and fetch thread when done (or stopped)."""
+        try:
+            return self._train()
+        finally:
+            self.close()
+
+    def _train(self) -> dict[str, Any]:
         config = self.config
         acc = self.accelerator
         start_step = self._resume() if config.resume else 0
@@ -836,19 +858,18 @@ class PPOTrainer:
                               checkpoint=checkpoint)
 
     def close(self) -> None:
+        """Stop the fetch thread and close the reward client this trainer made (idempotent)."""
         self.executor.shutdown(wait=False, cancel_futures=True)
         self._close_client()
 
     def _close_client(self) -> None:
-        if self.client_owned:
+        if self.client_owned and not self._client_closed:
+            self._client_closed = True
             close = getattr(self.reward_backend, "close", None)
             if close is not None:
                 close()
 
 
 def train_ppo(config: PPOConfig, reward_backend: RewardBackend | None = None) -> dict[str, Any]:
-    trainer = PPOTrainer(config, reward_backend)
-    try:
-        return trainer.train()
-    finally:
-        trainer.close()
+    """Build a PPOTrainer and run it (see `PPOTrainer.train`)."""
+    return PPOTrainer(config, reward_backend).train()
