@@ -739,6 +739,7 @@ class PPOTrainer:
         acc.wait_for_everyone()
         acc.save_state(str(tmp), safe_serialization=False)  # tied embeddings: safetensors rejects shared storage
         self.export_hf(tmp)
+        acc.wait_for_everyone()  # every process's RNG file is in `tmp` before it is renamed
         if acc.is_main_process:
             state = {"step": step, "num_steps": self.config.num_steps, "reward_mode": self.config.reward_mode,
                      "num_processes": acc.num_processes, "time": time.time()}
