@@ -119,7 +119,9 @@ def train_reward_model_command(
                                                 "models on CPU.")] = Preset.paper,
     eval_pairs: Annotated[str | None, typer.Option(help="Held-out pairs (default: hold out --eval-fraction).")] = None,
     eval_fraction: Annotated[float | None, typer.Option(help="Share of pairs held out [default 0.1].")] = None,
-    limit: Annotated[int | None, typer.Option(help="Use at most this many pairs.")] = None,
+    limit: Annotated[int | None, typer.Option(help="Use at most this many pairs (controlled: how many).")] = None,
+    part: Annotated[str, typer.Option(help="Paper split part to train on: all, sft, rm or ppo.")] = "all",
+    data_seed: Annotated[int, typer.Option(help="Seed of the controlled task and the 20/40/40 split.")] = 42,
     learning_rate: Annotated[float | None, typer.Option(help="Peak learning rate [paper 1e-5].")] = None,
     epochs: Annotated[float | None, typer.Option(help="Training epochs [paper 2].")] = None,
     max_steps: Annotated[int | None, typer.Option(help="Stop after N optimizer steps (overrides epochs).")] = None,
@@ -152,7 +154,8 @@ def train_reward_model_command(
     try:
         config = RewardModelConfig(output_dir=str(out), **settings)
         result = train_reward_model(pairs, base, config, eval_source=eval_pairs, dtype=dtype,
-                                    on_error=on_error.value, limit=limit)  # type: ignore[arg-type]
+                                    on_error=on_error.value, limit=limit,  # type: ignore[arg-type]
+                                    data_seed=data_seed, part=part)
     except (DataError, ModelLoadError, ValueError) as exc:
         raise _fail(exc) from exc
     if result["eval"] is None:

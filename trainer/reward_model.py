@@ -23,7 +23,7 @@ from transformers.trainer_utils import SchedulerType
 from trl import RewardConfig, RewardTrainer
 
 from tlcr.data.jsonl import DataError, OnError, SkipReport
-from tlcr.data.pairs import PreferencePair, load_preference_pairs
+from tlcr.data.pairs import PreferencePair, load_preference_pairs, paper_split
 from tlcr.models import SEQUENCE_RM_KIND, load_sequence_classifier, load_tokenizer
 from tlcr.scoring import fit_prompt_response, prompt_response_scores
 from trainer.discriminator import json_safe, running_without_accelerator
@@ -144,10 +144,17 @@ def evaluate_reward_model(model: Any, tokenizer: PreTrainedTokenizerBase, pairs:
 
 
 def load_pairs(source: str | os.PathLike[str], *, on_error: OnError, limit: int | None = None,
-               seed: int = 42) -> tuple[list[PreferencePair], SkipReport]:
-    """Preference pairs from "controlled", a pairs/labelled JSONL file, or a Hub id; DataError if none."""
+               seed: int = 42, part: str = "all") -> tuple[list[PreferencePair], SkipReport]:
+    """Preference pairs from "controlled", a pairs/labelled JSONL file, or a Hub id; DataError if none.
+
+    `part` keeps one part of the paper's 20/40/40 split (the paper trains reward models on "rm").
+    """
+    if part not in ("all", "sft", "rm", "ppo"):
+        raise ValueError(f"part must be all, sft, rm or ppo, not {part!r}")
     report = SkipReport()
     pairs = load_preference_pairs(source, on_error=on_error, report=report, limit=limit, seed=seed)
+    if part != "all":
+        pairs = paper_split(pairs, seed=seed)[part]
     if not pairs:
         raise DataError(f"{source}: no preference pairs to train on ({report.summary()})")
     return pairs, report
@@ -155,18 +162,21 @@ def load_pairs(source: str | os.PathLike[str], *, on_error: OnError, limit: int 
 
 def train_reward_model(source: str | os.PathLike[str], base_model: str, config: RewardModelConfig, *,
                        eval_source: str | os.PathLike[str] | None = None, dtype: str = "float32",
-                       on_error: OnError = "raise", limit: int | None = None) -> dict[str, Any]:
+                       on_error: OnError = "raise", limit: int | None = None, data_seed: int = 42,
+                       part: str = "all") -> dict[str, Any]:
     """Train with TRL's RewardTrainer, save to `config.output_dir`, reload it and report held-out pairwise accuracy.
 
+    `data_seed`: seed of the controlled task and of the 20/40/40 split (42, as in `tlcr data`); `part`: which
+    part of that split to train on (all, sft, rm, ppo). An eval source is used whole.
     Returns the metrics (also written to `<output_dir>/reward_model_metrics.json` by the main process).
     """
     from datasets import Dataset
 
     max_length = int(config.max_length or 512)
     tokenizer = load_tokenizer(base_model, padding_side="right")
-    pairs, report = load_pairs(source, on_error=on_error, limit=limit, seed=config.seed)
+    pairs, report = load_pairs(source, on_error=on_error, limit=limit, seed=data_seed, part=part)
     if eval_source is not None:
-        train_pairs, eval_pairs = pairs, load_pairs(eval_source, on_error=on_error, seed=config.seed)[0]
+        train_pairs, eval_pairs = pairs, load_pairs(eval_source, on_error=on_error, seed=data_seed)[0]
     else:
         train_pairs, eval_pairs = split_pairs(pairs, config.eval_fraction, config.seed)
     rows = tokenize_pairs(train_pairs, tokenizer, max_length)
@@ -195,7 +205,7 @@ def train_reward_model(source: str | os.PathLike[str], base_model: str, config: 
     result: dict[str, Any] = {
         "train": {"loss": train_output.training_loss, "global_step": train_output.global_step,
                   **train_output.metrics},
-        "data": {"source": str(source), "eval_source": str(eval_source) if eval_source else None,
+        "data": {"source": str(source), "part": part, "eval_source": str(eval_source) if eval_source else None,
                  "train_pairs": len(train_pairs), "eval_pairs": len(eval_pairs), "skipped": report.skipped},
         "base_model": str(base_model), "world_size": config.world_size, "eval": None,
         "config": {k: v for k, v in asdict(config).items()

@@ -98,3 +98,13 @@ def test_tiny_reward_model_learns_the_controlled_preferences(tmp_path: Path, tin
     result = train_reward_model("controlled", str(tiny_model_dir), config, limit=800)
     assert result["eval"]["n_pairs"] == 80
     assert result["eval"]["pairwise_accuracy"] >= 0.85
+
+
+def test_part_keeps_one_part_of_the_paper_split(tmp_path: Path, tiny_model_dir: Path) -> None:
+    rm_part, _ = load_pairs("controlled", on_error="raise", limit=100, part="rm")
+    sft_part, _ = load_pairs("controlled", on_error="raise", limit=100, part="sft")
+    assert (len(rm_part), len(sft_part)) == (40, 20)
+    assert not {p.id for p in rm_part} & {p.id for p in sft_part}
+    result = runner.invoke(app, ["train-reward-model", "--pairs", "controlled", "--base", str(tiny_model_dir),
+                                 "--out", str(tmp_path / "rm"), "--part", "middle"])
+    assert result.exit_code == 2 and "part must be all, sft, rm or ppo" in result.output
