@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import openai
+from openai.types.chat import ChatCompletion
 
 from labeling.cache import CachedAnswer, RevisionCache, cache_key
 from labeling.instruction import EMPTY_REVISION, INSTRUCTION_VERSION, build_messages, parse_revision
@@ -179,12 +180,11 @@ class OpenAIReviser:
 
     async def _call_with_retries(self, pair: PreferencePair) -> CachedAnswer | Revision:
         usage = self.ledger.model(self.model)
-        messages = build_messages(pair)
-        extra: dict[str, object] = {}
+        body: dict[str, object] = {"model": self.model, "messages": build_messages(pair)}
         if self.temperature is not None:
-            extra["temperature"] = self.temperature
+            body["temperature"] = self.temperature
         if self.max_tokens is not None:
-            extra["max_tokens"] = self.max_tokens
+            body["max_tokens"] = self.max_tokens
         last_error = ""
         for attempt in range(self.retry.max_retries + 1):
             if attempt:
@@ -192,9 +192,11 @@ class OpenAIReviser:
             usage.requests += 1
             retry_after: float | None = None
             try:
+                # The client's generic POST: the same auth, errors and ChatCompletion parsing as
+                # `chat.completions.create`, without its recursive TypedDict transform of the request,
+                # which costs ~0.5 ms of CPU per call and is moot for plain string messages.
                 response = await asyncio.wait_for(
-                    self.client.chat.completions.create(model=self.model, messages=messages,  # type: ignore[arg-type]
-                                                        **extra),  # type: ignore[call-overload]
+                    self.client.post("/chat/completions", cast_to=ChatCompletion, body=body),
                     timeout=self.timeout_s)
             except (asyncio.TimeoutError, openai.APITimeoutError):
                 last_error = "timeout"

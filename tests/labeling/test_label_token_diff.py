@@ -61,3 +61,28 @@ def test_unicode_substitution_marks_both_sides(label_tokenizer: PreTrainedTokeni
     assert label_tokenizer.decode(positive) == " kluger"
     assert len(negative) == labels.deletes + labels.replaces
     assert len(positive) == labels.inserts + labels.replaces
+
+
+def test_labels_agree_with_editops_one_operation_at_a_time() -> None:
+    """The block-wise labelling equals the definition applied to each `Levenshtein.editops` operation."""
+    import random
+
+    import Levenshtein
+
+    rng = random.Random(0)
+    for _ in range(300):
+        rejected = [rng.randrange(12) for _ in range(rng.randrange(0, 30))]
+        revised = [rng.randrange(12) for _ in range(rng.randrange(0, 30))]
+        expected_rejected, expected_revised = [0.5] * len(rejected), [0.5] * len(revised)
+        counts = {"insert": 0, "delete": 0, "replace": 0}
+        for op, src, dst in Levenshtein.editops(rejected, revised):
+            counts[op] += 1
+            if op in ("delete", "replace"):
+                expected_rejected[src] = 0.0
+            if op in ("insert", "replace"):
+                expected_revised[dst] = 1.0
+        labels = label_tokens(rejected, revised)
+        assert labels.rejected_labels == expected_rejected and labels.revised_labels == expected_revised
+        assert (labels.inserts, labels.deletes, labels.replaces) == (counts["insert"], counts["delete"],
+                                                                     counts["replace"])
+        assert labels.edit_distance == Levenshtein.distance(rejected, revised)

@@ -1,0 +1,195 @@
+"""Labeling benchmarks; every ratio is measured side by side in this one run.
+
+1. Token-diff labelling throughput on the 2,312 HH-RLHF harmless-base test pairs (rejected vs chosen):
+   `labeling.token_labels.label_tokens` (Levenshtein.editops, C) against a straightforward pure-Python
+   O(n*m) dynamic-programming alignment written here. Every pair's edit distance must agree.
+   Target: >= 200x faster.
+2. Revision throughput of the full `tlcr label` pipeline (openai client, cache, tokenization, filters,
+   fsync'd append) against the loopback fake OpenAI server with 200 ms latency, at concurrency
+   1, 8, 32 and 64. Target: >= 0.8 * concurrency / latency pairs per second.
+
+Run:  python benchmarks/labeling.py [--hh PATH] [--tokenizer NAME_OR_PATH] [--json results.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+# This script is named labeling.py: drop its own folder from the path so `import labeling` finds the package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+sys.path.insert(0, str(ROOT))
+DEFAULT_HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
+
+
+# ----------------------------------------------------------------------------- 1. token diff
+def dp_edit_labels(rejected: list[int], revised: list[int]) -> tuple[int, list[float], list[float]]:
+    """The textbook O(n*m) Levenshtein table plus a backtrace, in pure Python (the baseline)."""
+    n, m = len(rejected), len(revised)
+    table = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(n + 1):
+        table[i][0] = i
+    for j in range(m + 1):
+        table[0][j] = j
+    for i in range(1, n + 1):
+        for j in range(1, m + 1):
+            if rejected[i - 1] == revised[j - 1]:
+                table[i][j] = table[i - 1][j - 1]
+            else:
+                table[i][j] = 1 + min(table[i - 1][j], table[i][j - 1], table[i - 1][j - 1])
+    rejected_labels, revised_labels = [0.5] * n, [0.5] * m
+    i, j = n, m
+    while i > 0 or j > 0:
+        if i > 0 and j > 0 and rejected[i - 1] == revised[j - 1] and table[i][j] == table[i - 1][j - 1]:
+            i, j = i - 1, j - 1
+        elif i > 0 and j > 0 and table[i][j] == table[i - 1][j - 1] + 1:
+            rejected_labels[i - 1], revised_labels[j - 1] = 0.0, 1.0
+            i, j = i - 1, j - 1
+        elif i > 0 and table[i][j] == table[i - 1][j] + 1:
+            rejected_labels[i - 1] = 0.0
+            i -= 1
+        else:
+            revised_labels[j - 1] = 1.0
+            j -= 1
+    return table[n][m], rejected_labels, revised_labels
+
+
+def load_hh_responses(path: Path) -> list[tuple[str, str]]:
+    """(rejected, chosen) responses of every line, each split from its own transcript."""
+    from tlcr.data.jsonl import iter_jsonl
+    from tlcr.data.pairs import split_transcript
+
+    out = []
+    for _, obj in iter_jsonl(path):
+        out.append((split_transcript(obj["rejected"])[1], split_transcript(obj["chosen"])[1]))
+    return out
+
+
+def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) -> dict[str, Any]:
+    from labeling.token_labels import label_tokens
+
+    responses = load_hh_responses(hh_path)
+    if tokenizer_name:
+        from tlcr.models import load_tokenizer
+
+        tokenizer = load_tokenizer(tokenizer_name)
+        tok_desc = tokenizer_name
+    else:  # offline: a byte-level BPE trained on the data, like the tiny models of the tests
+        from tlcr.models import train_bpe_tokenizer
+
+        tokenizer = train_bpe_tokenizer([t for pair in responses for t in pair], vocab_size=8192)
+        tok_desc = "byte-level BPE (8192) trained on these responses"
+    ids = [(tokenizer(r, add_special_tokens=False)["input_ids"], tokenizer(c, add_special_tokens=False)["input_ids"])
+           for r, c in responses]
+    n_tokens = sum(len(a) + len(b) for a, b in ids)
+
+    best_fast = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fast = [label_tokens(a, b) for a, b in ids]
+        best_fast = min(best_fast, time.perf_counter() - start)
+    start = time.perf_counter()
+    slow = [dp_edit_labels(a, b) for a, b in ids]
+    dp_time = time.perf_counter() - start
+
+    mismatches = [k for k, (f, s) in enumerate(zip(fast, slow, strict=True)) if f.edit_distance != s[0]]
+    negatives_match = sum(f.rejected_labels.count(0.0) == s[1].count(0.0) for f, s in zip(fast, slow, strict=True))
+    return {
+        "pairs": len(ids), "tokens": n_tokens, "tokenizer": tok_desc,
+        "levenshtein_s": best_fast, "python_dp_s": dp_time, "speedup": dp_time / best_fast,
+        "pairs_per_s": len(ids) / best_fast, "edit_distance_mismatches": len(mismatches),
+        "same_negative_count": negatives_match, "target_speedup": 200.0,
+    }
+
+
+# ----------------------------------------------------------------------------- 2. revision throughput
+async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrency: int, workdir: Path) -> float:
+    from labeling.cache import RevisionCache
+    from labeling.revisers import OpenAIReviser, RetryPolicy
+    from labeling.usage import UsageLedger
+    from labeling.worker import WorkerConfig, label_pairs
+
+    reviser = OpenAIReviser("fake-reviser", api_key="benchmark", base_url=base_url, timeout_s=30,
+                            retry=RetryPolicy(max_retries=0), cache=RevisionCache(workdir / "cache.sqlite"),
+                            ledger=UsageLedger())
+    config = WorkerConfig(out=workdir / "labels.jsonl", tokenizer_name="bench", concurrency=concurrency,
+                          progress=False)
+    try:
+        start = time.perf_counter()
+        result = await label_pairs(pairs, reviser, tokenizer, config)
+        elapsed = time.perf_counter() - start
+    finally:
+        await reviser.aclose()
+    if result.written != len(pairs) or not result.complete:
+        raise RuntimeError(f"benchmark run incomplete: {result.written}/{len(pairs)} written")
+    return elapsed
+
+
+def bench_revision_throughput(latency_s: float, levels: list[int], waves: int) -> list[dict[str, Any]]:
+    from labeling.fake_openai_server import FakeOpenAIServerProcess, Script
+    from tlcr.data.controlled import ControlledTask
+    from tlcr.models import train_bpe_tokenizer
+
+    task = ControlledTask(seed=0)
+    tokenizer = train_bpe_tokenizer(task.corpus(), vocab_size=512)
+    rows = []
+    with FakeOpenAIServerProcess(Script(latency_s=latency_s)) as server, \
+            tempfile.TemporaryDirectory() as tmp:
+        # warm-up (imports, first connections), not timed
+        asyncio.run(_label_run(task.pairs(4, seed=999), tokenizer, server.base_url, 4, Path(tmp) / "warm"))
+        for level, concurrency in enumerate(levels):
+            n_pairs = max(concurrency * waves, 8)
+            pairs = task.pairs(n_pairs, seed=level)  # fresh pairs and a fresh cache: every call is paid
+            elapsed = asyncio.run(_label_run(pairs, tokenizer, server.base_url, concurrency,
+                                             Path(tmp) / f"c{concurrency}"))
+            ideal = concurrency / latency_s
+            rows.append({"concurrency": concurrency, "pairs": n_pairs, "seconds": elapsed,
+                         "pairs_per_s": n_pairs / elapsed, "ideal_pairs_per_s": ideal,
+                         "fraction_of_ideal": n_pairs / elapsed / ideal, "target_fraction": 0.8})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--hh", type=Path, default=DEFAULT_HH, help="HH-RLHF .jsonl.gz for the diff benchmark")
+    parser.add_argument("--tokenizer", default=None, help="tokenizer name/path (default: BPE trained offline)")
+    parser.add_argument("--repeats", type=int, default=5, help="repeats of the fast diff (best time kept)")
+    parser.add_argument("--latency", type=float, default=0.2, help="fake endpoint latency, seconds")
+    parser.add_argument("--concurrency", default="1,8,32,64", help="comma-separated concurrency levels")
+    parser.add_argument("--waves", type=int, default=4, help="pairs per level = waves * concurrency")
+    parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    args = parser.parse_args(argv)
+
+    diff = bench_token_diff(args.hh, args.tokenizer, args.repeats)
+    print(f"1. token-diff labelling on {diff['pairs']} HH harmless-base pairs ({diff['tokens']} tokens, "
+          f"{diff['tokenizer']})")
+    print(f"   Levenshtein.editops: {diff['levenshtein_s'] * 1e3:.1f} ms ({diff['pairs_per_s']:.0f} pairs/s); "
+          f"pure-Python DP: {diff['python_dp_s']:.2f} s")
+    print(f"   speedup {diff['speedup']:.0f}x (target >= 200x: {'met' if diff['speedup'] >= 200 else 'MISSED'}); "
+          f"edit distances differing: {diff['edit_distance_mismatches']}; same negative-token count on "
+          f"{diff['same_negative_count']}/{diff['pairs']} pairs (alignments may tie)")
+
+    levels = [int(c) for c in args.concurrency.split(",")]
+    rows = bench_revision_throughput(args.latency, levels, args.waves)
+    print(f"2. revision throughput, full pipeline, loopback endpoint with {args.latency * 1e3:.0f} ms latency")
+    print("   concurrency  pairs  seconds  pairs/s  ideal c/latency  fraction (target >= 0.80)")
+    for row in rows:
+        verdict = "met" if row["fraction_of_ideal"] >= 0.8 else "MISSED"
+        print(f"   {row['concurrency']:>11}  {row['pairs']:>5}  {row['seconds']:>7.2f}  {row['pairs_per_s']:>7.1f}  "
+              f"{row['ideal_pairs_per_s']:>15.1f}  {row['fraction_of_ideal']:.2f} {verdict}")
+    if args.json:
+        args.json.write_text(json.dumps({"token_diff": diff, "revision_throughput": rows}, indent=1))
+    met = diff["speedup"] >= 200 and diff["edit_distance_mismatches"] == 0 and all(
+        r["fraction_of_ideal"] >= 0.8 for r in rows)
+    return 0 if met else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
