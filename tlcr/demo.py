@@ -12,17 +12,15 @@ import asyncio
 import json
 import math
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-
-T = TypeVar("T")
 
 # reward modes of `tlcr ppo` and their names in the report (the paper's rows)
 MODE_NAMES = {"tlcr": "TLCR", "tlcr_fixed": "TLCR_fixed", "seq": "PPO_seq",
@@ -85,15 +83,21 @@ class StageLog:
         self.console.print(f"[green]✓[/green] {name} in {self.timings[name]:.1f}s")
 
 
-def _run_quietly(fn: Callable[[], T]) -> T:
-    # Trainer progress bars from several stages interleave badly; the stage log is the progress display.
+def _quiet_libraries(console: Console) -> None:
+    """Keep the console to stage headers, training progress bars and PPO step lines."""
+    import logging
+
+    from rich.logging import RichHandler
     from transformers.utils import logging as hf_logging
 
-    hf_logging.disable_progress_bar()
-    try:
-        return fn()
-    finally:
-        hf_logging.enable_progress_bar()
+    hf_logging.set_verbosity_error()  # checkpoint load reports ("score.weight MISSING" is expected here)
+    hf_logging.disable_progress_bar()  # weight loading / shard writing bars
+    handler = RichHandler(console=console, show_path=False, show_time=False)
+    for name in ("trainer", "labeling", "service"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.INFO)
+        if not any(isinstance(h, RichHandler) for h in logger.handlers):
+            logger.addHandler(handler)
 
 
 def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
@@ -106,6 +110,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "demo_config.json").write_text(json.dumps(asdict(config), default=str, indent=2))
     log = StageLog(console)
+    _quiet_libraries(console)
     console.print(f"[bold]tlcr demo[/bold] → {run_dir}")
 
     import torch
@@ -132,11 +137,11 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     with log.stage("2/8 SFT"):
         from trainer.sft import SFTOptions, train_sft
 
-        sft = _run_quietly(lambda: train_sft(SFTOptions(
+        sft = train_sft(SFTOptions(
             model=str(base), output_dir=str(models / "sft"), source=str(run_dir / "data" / "sft.jsonl"), part="all",
             noisy_fraction=config.sft_noisy_fraction, epochs=config.sft_epochs,
             learning_rate=config.sft_learning_rate, batch_size=16, max_length=256, seed=config.seed,
-            dtype="float32", logging_steps=50, report_to="none", data_seed=config.data_seed)))
+            dtype="float32", logging_steps=50, report_to="none", data_seed=config.data_seed))
 
     with log.stage("3/8 labeling (chosen reviser)"):
         from labeling.revisers import ChosenReviser
@@ -155,22 +160,22 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
 
         disc_dir = models / "discriminator"
         settings = {**PRESETS["tiny"], "num_train_epochs": config.discriminator_epochs}
-        disc_metrics = _run_quietly(lambda: train_discriminator(
+        disc_metrics = train_discriminator(
             labels_path, str(sft), DiscriminatorConfig(output_dir=str(disc_dir), seed=config.seed,
-                                                       report_to="none", **settings)))
+                                                       report_to="none", **settings))
         extra["discriminator"] = disc_metrics
-        console.print(_short_metrics(disc_metrics))
+        console.print(_short_metrics(disc_metrics.get("eval", {})))
 
     with log.stage("5/8 sequence reward model"):
         from trainer.reward_model import REWARD_PRESETS, RewardModelConfig, train_reward_model
 
         rm_dir = models / "reward_model"
         settings = {**REWARD_PRESETS["tiny"], "num_train_epochs": config.reward_model_epochs}
-        rm_metrics = _run_quietly(lambda: train_reward_model(
+        rm_metrics = train_reward_model(
             run_dir / "data" / "rm.jsonl", str(sft), RewardModelConfig(output_dir=str(rm_dir), seed=config.seed,
-                                                                       report_to="none", **settings)))
+                                                                       report_to="none", **settings))
         extra["reward_model"] = rm_metrics
-        console.print(_short_metrics(rm_metrics))
+        console.print(_short_metrics(rm_metrics.get("eval", {})))
 
     from service.client import TokenRewardClient
     from service.launcher import start_service
