@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import Levenshtein
+from rapidfuzz.distance import Levenshtein
 
 NEGATIVE = 0.0
 NEUTRAL = 0.5
@@ -31,14 +31,15 @@ class TokenLabels:
 def label_tokens(rejected_ids: list[int], revised_ids: list[int]) -> TokenLabels:
     """Labels for both sequences from the Levenshtein edit operations over their token-id lists.
 
-    `Levenshtein.opcodes` is the block form of `Levenshtein.editops` (same alignment, consecutive
-    operations grouped), so the labels are set with a few slice assignments instead of one Python
-    step per edited token: about 2-3x faster on HH-RLHF responses.
+    The opcodes are the block form of `Levenshtein.editops` (same alignment, consecutive operations
+    grouped), so the labels are set with a few slice assignments instead of one Python step per edited
+    token; rapidfuzz (the engine of the `Levenshtein` package) is called directly to skip the wrapper.
+    Together about 2-3x faster than a loop over `Levenshtein.editops` on HH-RLHF responses.
     """
     rejected_labels = [NEUTRAL] * len(rejected_ids)
     revised_labels = [NEUTRAL] * len(revised_ids)
     inserts = deletes = replaces = 0
-    for tag, src_start, src_end, dst_start, dst_end in Levenshtein.opcodes(rejected_ids, revised_ids):
+    for tag, src_start, src_end, dst_start, dst_end in Levenshtein.opcodes(rejected_ids, revised_ids).as_list():
         if tag == "equal":
             continue
         if tag != "insert":  # delete or replace: these rejected tokens are negative
