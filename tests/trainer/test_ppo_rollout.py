@@ -61,12 +61,14 @@ def test_generate_rollout_records_eos_and_truncation(tiny_model_dir: Path) -> No
             assert n == 6
 
 
-def test_logprobs_and_values_sit_on_the_action_that_made_each_token(tiny_model_dir: Path,
-                                                                     tiny_token_classifier_dir: Path) -> None:
-    """Batched, padded forwards must equal token-by-token forwards of each sequence alone."""
-    tokenizer = load_tokenizer(tiny_model_dir)
-    policy = load_causal_lm(tiny_model_dir, device="cpu", dtype="float32")
-    value_model = load_token_classifier(tiny_token_classifier_dir, num_labels=1, device="cpu", dtype="float32")
+@pytest.mark.parametrize("policy_fixture", ["tiny_model_dir", "tiny_gpt2_dir"])  # rotary and absolute positions
+def test_logprobs_and_values_sit_on_the_action_that_made_each_token(policy_fixture: str,
+                                                                     request: pytest.FixtureRequest) -> None:
+    """Batched, left-padded forwards must equal token-by-token forwards of each sequence alone."""
+    model_dir = request.getfixturevalue(policy_fixture)
+    tokenizer = load_tokenizer(model_dir)
+    policy = load_causal_lm(model_dir, device="cpu", dtype="float32")
+    value_model = load_token_classifier(model_dir, num_labels=1, device="cpu", dtype="float32")
     wrapper = PolicyAndValue(policy, value_model).eval()
     prompt_ids = [encode_prompt_response(tokenizer, p, "")[0] for p in PROMPTS]
     eos = tokenizer.eos_token_id
