@@ -90,3 +90,20 @@ def test_paper_split_is_deterministic_and_disjoint() -> None:
     assert paper_split(pairs, seed=2)["sft"] != a["sft"]
     with pytest.raises(ValueError, match="sum to 1"):
         paper_split(pairs, fractions=(0.5, 0.5, 0.5))
+
+
+def test_hub_code_path_on_a_local_dataset_repo(tmp_path: Path, hh_harmless_test: Path) -> None:
+    """The same `datasets.load_dataset(id, data_dir=..., split=...)` call as for Anthropic/hh-rlhf on the Hub."""
+    import shutil
+
+    repo = tmp_path / "hh-rlhf"
+    (repo / "harmless-base").mkdir(parents=True)
+    shutil.copy(hh_harmless_test, repo / "harmless-base" / "test.jsonl.gz")
+    report = SkipReport()
+    pairs = load_preference_pairs(repo, split="test", data_dir="harmless-base", on_error="skip", report=report,
+                                  limit=100)
+    from_file = load_preference_pairs(hh_harmless_test, on_error="skip", limit=100)
+    assert pairs == from_file
+    assert report.skipped == 1 and "hh-rlhf[test][86]: empty chosen response" in report.reasons[0]
+    with pytest.raises(DataError, match="cannot load dataset"):
+        load_preference_pairs(repo, split="train", data_dir="harmless-base")

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import os
 import random
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -84,7 +84,8 @@ def load_preference_pairs(source: str | os.PathLike[str], *, split: str = "train
 
     - "controlled": the built-in offline controlled task (no files needed);
     - a local .jsonl / .jsonl.gz path in HH-RLHF or {prompt, chosen, rejected} format;
-    - anything else: a Hub dataset id (e.g. "Anthropic/hh-rlhf"), loaded with `datasets`.
+    - anything else: a Hub dataset id (e.g. "Anthropic/hh-rlhf") or a local folder laid out like one,
+      loaded with `datasets.load_dataset(source, data_dir=data_dir, split=split)`.
     """
     report = report if report is not None else SkipReport()
     src = str(source)
@@ -92,30 +93,24 @@ def load_preference_pairs(source: str | os.PathLike[str], *, split: str = "train
         from tlcr.data.controlled import ControlledTask
 
         return ControlledTask().pairs(limit or 2000, seed=seed)  # one fixed KB; the seed draws pairs
-    pairs: list[PreferencePair] = []
     path = Path(src)
-    if path.suffix in (".jsonl", ".gz", ".json") or path.exists():
+    records: Iterator[tuple[str, dict[str, Any]]]
+    if path.is_file() or path.suffix in (".jsonl", ".gz", ".json"):
         if not path.exists():
             raise DataError(f"{path}: file not found")
-        for lineno, obj in iter_jsonl(path, on_error=on_error, report=report):
-            try:
-                pairs.append(pair_from_record(obj, f"{path}:{lineno}"))
-            except DataError as exc:
-                if on_error == "raise":
-                    raise
-                report.add(str(exc))
-            if limit is not None and len(pairs) >= limit:
-                break
-        return pairs
-    import datasets
+        records = ((f"{path}:{lineno}", obj) for lineno, obj in iter_jsonl(path, on_error=on_error, report=report))
+    else:  # a Hub id, or a local folder laid out like a Hub dataset repo
+        import datasets
 
-    try:
-        ds = datasets.load_dataset(src, data_dir=data_dir, split=split)
-    except Exception as exc:
-        raise DataError(f"cannot load dataset {src!r} (data_dir={data_dir!r}, split={split!r}): {exc}") from exc
-    for index, obj in enumerate(ds):
         try:
-            pairs.append(pair_from_record(dict(obj), f"{src}[{split}][{index}]"))
+            ds = datasets.load_dataset(src, data_dir=data_dir, split=split)
+        except Exception as exc:
+            raise DataError(f"cannot load dataset {src!r} (data_dir={data_dir!r}, split={split!r}): {exc}") from exc
+        records = ((f"{src}[{split}][{index}]", dict(obj)) for index, obj in enumerate(ds))
+    pairs: list[PreferencePair] = []
+    for where, obj in records:
+        try:
+            pairs.append(pair_from_record(obj, where))
         except DataError as exc:
             if on_error == "raise":
                 raise
