@@ -156,7 +156,7 @@ async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrenc
 
     reviser = OpenAIReviser("fake-reviser", api_key="benchmark", base_url=base_url, timeout_s=30,
                             retry=RetryPolicy(max_retries=0), cache=RevisionCache(workdir / "cache.sqlite"),
-                            ledger=UsageLedger())
+                            ledger=UsageLedger(), concurrency=concurrency)
     config = WorkerConfig(out=workdir / "labels.jsonl", tokenizer_name="bench", concurrency=concurrency,
                           progress=False)
     try:
@@ -201,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=5, help="repeats of the fast diff (best time kept)")
     parser.add_argument("--latency", type=float, default=0.2, help="fake endpoint latency, seconds")
     parser.add_argument("--concurrency", default="1,8,32,64", help="comma-separated concurrency levels")
-    parser.add_argument("--waves", type=int, default=4, help="pairs per level = waves * concurrency")
+    parser.add_argument("--waves", type=int, default=10,
+                        help="pairs per level = waves * concurrency (steady state: fixed costs amortised)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--only", choices=("diff", "throughput"), default=None, help="run one benchmark only")
     args = parser.parse_args(argv)

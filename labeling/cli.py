@@ -119,7 +119,7 @@ def label_command(
         rev = GivenReviser(given_revisions)
     else:
         rev, ledger_file = _openai_reviser(out, model or "", base_url, api_key_env, timeout, max_retries, backoff,
-                                           max_backoff, temperature, max_tokens, cache, no_cache)
+                                           max_backoff, temperature, max_tokens, cache, no_cache, concurrency)
 
     config = WorkerConfig(out=out, tokenizer_name=tokenizer, concurrency=concurrency,
                           filters=FilterConfig(max_edit_ratio=max_edit_ratio), progress=progress)
@@ -178,8 +178,8 @@ def _load_input(source: str, reviser: str, *, split: str, data_dir: str, limit: 
 
 def _openai_reviser(out: Path, model: str, base_url: str | None, api_key_env: str, timeout: float,
                     max_retries: int, backoff: float, max_backoff: float, temperature: float,
-                    max_tokens: int | None, cache_path: Path | None,
-                    no_cache: bool) -> tuple[OpenAIReviser, LedgerFile]:
+                    max_tokens: int | None, cache_path: Path | None, no_cache: bool,
+                    concurrency: int) -> tuple[OpenAIReviser, LedgerFile]:
     from labeling.cache import RevisionCache
     from labeling.revisers import OpenAIReviser, RetryPolicy
     from labeling.usage import LedgerFile, UsageLedger
@@ -203,5 +203,6 @@ def _openai_reviser(out: Path, model: str, base_url: str | None, api_key_env: st
         _fail(f"error: {exc}")
     reviser = OpenAIReviser(model, api_key=api_key, base_url=base_url, timeout_s=timeout,
                             retry=RetryPolicy(max_retries=max_retries, backoff_s=backoff, max_backoff_s=max_backoff),
-                            temperature=temperature, max_tokens=max_tokens, cache=cache, ledger=ledger)
+                            temperature=temperature, max_tokens=max_tokens, cache=cache, ledger=ledger,
+                            concurrency=concurrency)
     return reviser, ledger_file

@@ -133,10 +133,11 @@ def test_one_worker_per_output_file(tmp_path: Path) -> None:
         pass
 
 
-def _openai(server: FakeOpenAIServer, tmp_path: Path, max_retries: int = 1) -> OpenAIReviser:
+def _openai(server: FakeOpenAIServer, tmp_path: Path, max_retries: int = 1, concurrency: int = 4) -> OpenAIReviser:
     return OpenAIReviser("fake-reviser", api_key="k", base_url=server.base_url,
                          retry=RetryPolicy(max_retries=max_retries, backoff_s=0.01, max_backoff_s=0.01),
-                         cache=RevisionCache(tmp_path / "cache.sqlite"), ledger=UsageLedger())
+                         cache=RevisionCache(tmp_path / "cache.sqlite"), ledger=UsageLedger(),
+                         concurrency=concurrency)
 
 
 async def test_pairs_failing_all_retries_stay_for_the_rerun(fake_llm: FakeOpenAIServer,
@@ -165,9 +166,10 @@ async def test_pairs_failing_all_retries_stay_for_the_rerun(fake_llm: FakeOpenAI
 
 async def test_concurrency_is_bounded_and_used(fake_llm: FakeOpenAIServer, controlled_pairs: list[PreferencePair],
                                                label_tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
-    fake_llm.set_script(Script(latency_s=0.1))
-    reviser = _openai(fake_llm, tmp_path)
-    await label_pairs(controlled_pairs, reviser, label_tokenizer, _config(tmp_path / "o.jsonl", concurrency=4))
+    fake_llm.set_script(Script(latency_s=0.2))
+    reviser = _openai(fake_llm, tmp_path, concurrency=10)
+    assert len(reviser.clients) == 2  # one HTTP client per 8 calls in flight, used in turn
+    await label_pairs(controlled_pairs, reviser, label_tokenizer, _config(tmp_path / "o.jsonl", concurrency=10))
     await reviser.aclose()
     stats = fake_llm.stats()
-    assert stats["requests"] == 12 and stats["max_in_flight"] == 4
+    assert stats["requests"] == 12 and stats["max_in_flight"] == 10
