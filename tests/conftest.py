@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -62,3 +63,44 @@ def hh_harmless_test() -> Path:
     if not HH_HARMLESS_TEST.exists():
         pytest.skip(f"shared HH-RLHF sample not found at {HH_HARMLESS_TEST}")
     return HH_HARMLESS_TEST
+
+
+@dataclass(frozen=True)
+class DemoSmokeRun:
+    run_dir: Path
+    console_text: str  # what `tlcr demo` printed (stage headers, the summary table)
+    wall_seconds: float
+
+
+@pytest.fixture(scope="session")
+def demo_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> DemoSmokeRun:
+    """`tlcr demo --smoke` once per session (the demo smoke test and the report-page browser test share it).
+
+    The demo quiets library logging for its console; the previous logging state is restored afterwards so
+    later tests see the defaults.
+    """
+    import io
+    import logging
+    import time
+
+    from rich.console import Console
+    from transformers.utils import logging as hf_logging
+
+    from tlcr.demo import DemoConfig, run_demo
+
+    demo_loggers = [logging.getLogger(name) for name in ("trainer", "labeling", "service")]
+    saved = [(logger, logger.level, list(logger.handlers)) for logger in demo_loggers]
+    hf_verbosity, hf_bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    output = io.StringIO()
+    start = time.perf_counter()
+    try:
+        run_dir = run_demo(DemoConfig.smoke(out_root=tmp_path_factory.mktemp("demo-smoke"), run_name="smoke"),
+                           console=Console(file=output, width=160, color_system=None))
+    finally:
+        for logger, level, handlers in saved:
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+        hf_logging.set_verbosity(hf_verbosity)
+        if hf_bars:
+            hf_logging.enable_progress_bar()
+    return DemoSmokeRun(run_dir, output.getvalue(), time.perf_counter() - start)
