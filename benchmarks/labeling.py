@@ -14,7 +14,6 @@ Run:  python benchmarks/labeling.py [--hh PATH] [--tokenizer NAME_OR_PATH] [--js
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 import tempfile
@@ -172,6 +171,7 @@ async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrenc
 
 def bench_revision_throughput(latency_s: float, levels: list[int], waves: int) -> list[dict[str, Any]]:
     from labeling.fake_openai_server import FakeOpenAIServerProcess, Script
+    from labeling.worker import run_event_loop
     from tlcr.data.controlled import ControlledTask
     from tlcr.models import train_bpe_tokenizer
 
@@ -181,11 +181,11 @@ def bench_revision_throughput(latency_s: float, levels: list[int], waves: int) -
     with FakeOpenAIServerProcess(Script(latency_s=latency_s)) as server, \
             tempfile.TemporaryDirectory() as tmp:
         # warm-up (imports, first connections), not timed
-        asyncio.run(_label_run(task.pairs(4, seed=999), tokenizer, server.base_url, 4, Path(tmp) / "warm"))
+        run_event_loop(_label_run(task.pairs(4, seed=999), tokenizer, server.base_url, 4, Path(tmp) / "warm"))
         for level, concurrency in enumerate(levels):
             n_pairs = max(concurrency * waves, 8)
             pairs = task.pairs(n_pairs, seed=level)  # fresh pairs and a fresh cache: every call is paid
-            elapsed = asyncio.run(_label_run(pairs, tokenizer, server.base_url, concurrency,
+            elapsed = run_event_loop(_label_run(pairs, tokenizer, server.base_url, concurrency,
                                              Path(tmp) / f"c{concurrency}"))
             ideal = concurrency / latency_s
             rows.append({"concurrency": concurrency, "pairs": n_pairs, "seconds": elapsed,

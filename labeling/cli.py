@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
@@ -68,7 +68,7 @@ def label_command(
     """Revise rejected responses minimally, label tokens by a Levenshtein diff, write records as JSONL."""
     from labeling.filters import FilterConfig
     from labeling.revisers import ReviserError
-    from labeling.worker import WorkerConfig, label_pairs, parse_shard
+    from labeling.worker import WorkerConfig, label_pairs, parse_shard, run_event_loop
     from tlcr.data.jsonl import DataError, SkipReport
     from tlcr.models import ModelLoadError, load_tokenizer
 
@@ -106,6 +106,9 @@ def label_command(
         tok = load_tokenizer(tokenizer)
     except ModelLoadError as exc:
         _fail(f"error: {exc}")
+    # Labelling tokenizes whole responses and feeds no model: the model's length limit (and its warning)
+    # is for the discriminator's training, which truncates.
+    tok.model_max_length = sys.maxsize
 
     ledger_file: LedgerFile | None = None
     rev: Reviser
@@ -131,7 +134,7 @@ def label_command(
             await rev.aclose()
 
     try:
-        result = asyncio.run(run())
+        result = run_event_loop(run())
     except ReviserError as exc:
         _fail(f"error: {exc}", code=3)
     except (DataError, RuntimeError, ValueError) as exc:

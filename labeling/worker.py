@@ -20,10 +20,10 @@ import hashlib
 import json
 import logging
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
@@ -36,6 +36,7 @@ from tlcr.data.jsonl import DataError
 from tlcr.data.pairs import PreferencePair
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 # ----------------------------------------------------------------------------- shards and input
@@ -187,6 +188,19 @@ def output_lock(path: Path) -> Iterator[None]:
 
 
 # ----------------------------------------------------------------------------- the run
+def run_event_loop(main: Coroutine[Any, Any, T]) -> T:
+    """Run `main` on uvloop when installed (it comes with uvicorn[standard]), else on asyncio.
+
+    Why: at high concurrency the HTTP stack is CPU-bound, and uvloop cut the CPU per revised pair by
+    ~15% in benchmarks/labeling.py.
+    """
+    try:
+        import uvloop
+    except ImportError:
+        return asyncio.run(main)
+    return uvloop.run(main)
+
+
 @dataclass(frozen=True)
 class WorkerConfig:
     out: Path
