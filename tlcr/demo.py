@@ -8,13 +8,12 @@ The service is shut down however the run ends.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,38 +21,27 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-# reward modes of `tlcr ppo` and their names in the report (the paper's rows)
-MODE_NAMES = {"tlcr": "TLCR", "tlcr_fixed": "TLCR_fixed", "seq": "PPO_seq",
-              "tlcr_positive_only": "TLCR w/o negative", "tlcr_negative_only": "TLCR w/o positive"}
+from tlcr.pipeline import MODE_NAMES, PipelineConfig
+
+__all__ = ["MODE_NAMES", "DemoConfig", "run_demo"]
 
 
 @dataclass
-class DemoConfig:
-    """Sizes of every stage. The defaults fit ≤ 10 minutes on 2 CPU cores; `smoke()` fits CI."""
+class DemoConfig(PipelineConfig):
+    """The demo's run folder, PPO modes and evaluation, on top of every stage's sizes (`PipelineConfig`).
+
+    The defaults fit ≤ 10 minutes of 2 unloaded CPU cores; `smoke()` fits CI.
+    """
 
     out_root: Path = Path("runs")
     run_name: str | None = None  # default: demo-<timestamp>
-    pairs: int = 3000  # controlled-task pairs, split 20/40/40 into SFT / reward models / PPO prompts
-    data_seed: int = 42
-    hidden_size: int = 128
-    num_layers: int = 2
-    vocab_size: int = 1024
-    sft_noisy_fraction: float = 0.5  # the SFT demonstrator is faulty half of the time
-    sft_epochs: float = 3.0
-    sft_learning_rate: float = 1e-3
-    discriminator_epochs: float = 6.0
-    reward_model_epochs: float = 4.0
     modes: tuple[str, ...] = ("tlcr",)
-    ppo_steps: int = 40
-    ppo_rollout_batch: int = 32
-    ppo_learning_rate: float = 1e-4
-    ppo_epochs: int = 2
-    ppo_kl_coef: float = 0.05
-    max_new_tokens: int = 40
     eval_prompts: int = 96
     eval_seed: int = 12345
-    seed: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
+    # Held-out responses are sampled the way PPO samples (temperature 1, top-p 0.9): greedy decoding
+    # would hide the faults the noisy SFT demonstrations put into the policy's distribution.
+    eval_do_sample: bool = True
+    eval_top_p: float = 0.9
 
     @classmethod
     def smoke(cls, **overrides: Any) -> DemoConfig:
@@ -83,7 +71,7 @@ class StageLog:
         self.console.print(f"[green]✓[/green] {name} in {self.timings[name]:.1f}s")
 
 
-def _quiet_libraries(console: Console) -> None:
+def quiet_libraries(console: Console) -> None:
     """Keep the console to stage headers, training progress bars and PPO step lines."""
     import logging
 
@@ -110,99 +98,48 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "demo_config.json").write_text(json.dumps(asdict(config), default=str, indent=2))
     log = StageLog(console)
-    _quiet_libraries(console)
+    quiet_libraries(console)
     console.print(f"[bold]tlcr demo[/bold] → {run_dir}")
 
     import torch
 
-    from tlcr.data.controlled import ControlledTask
-    from tlcr.data.jsonl import write_jsonl
-    from tlcr.data.pairs import load_preference_pairs, paper_split
-    from tlcr.models import build_tiny_model
+    from tlcr import pipeline
 
     torch.manual_seed(config.seed)
-    task = ControlledTask()
-    models = run_dir / "models"
+    task = pipeline.controlled_task()
     extra: dict[str, Any] = {}
 
     with log.stage("1/8 tokenizer + tiny model"):
-        base = build_tiny_model(task.corpus(), models / "base", vocab_size=config.vocab_size,
-                                hidden_size=config.hidden_size, num_layers=config.num_layers, seed=config.seed)
-        pairs = load_preference_pairs("controlled", limit=config.pairs, seed=config.data_seed)
-        split = paper_split(pairs, seed=config.data_seed)
-        for part, part_pairs in split.items():
-            write_jsonl(run_dir / "data" / f"{part}.jsonl", [p.to_dict() for p in part_pairs])
-        console.print(f"{len(pairs)} pairs: " + ", ".join(f"{k} {len(v)}" for k, v in split.items()))
+        data, _ = pipeline.prepare_data(config, run_dir)
+        console.print(f"{config.pairs} pairs: " + ", ".join(f"{k} {len(v)}" for k, v in data.split.items()))
 
     with log.stage("2/8 SFT"):
-        from trainer.sft import SFTOptions, train_sft
-
-        sft = train_sft(SFTOptions(
-            model=str(base), output_dir=str(models / "sft"), source=str(run_dir / "data" / "sft.jsonl"), part="all",
-            noisy_fraction=config.sft_noisy_fraction, epochs=config.sft_epochs,
-            learning_rate=config.sft_learning_rate, batch_size=16, max_length=256, seed=config.seed,
-            dtype="float32", logging_steps=50, report_to="none", data_seed=config.data_seed))
+        sft = pipeline.sft_stage(config, data, run_dir)
 
     with log.stage("3/8 labeling (chosen reviser)"):
-        from labeling.revisers import ChosenReviser
-        from labeling.worker import WorkerConfig, label_pairs
-        from tlcr.models import load_tokenizer
-
-        labels_path = run_dir / "data" / "labels.jsonl"
-        result = asyncio.run(label_pairs(split["rm"], ChosenReviser(), load_tokenizer(sft),
-                                         WorkerConfig(out=labels_path, tokenizer_name=str(sft), progress=False)))
-        extra["labeling"] = {"status": dict(result.summary.by_status),
-                             "labels": dict(result.summary.label_counts)}
+        labels_path, extra["labeling"] = pipeline.label_stage(data, sft, run_dir)
         console.print(f"labels: {extra['labeling']}")
 
     with log.stage("4/8 token discriminator"):
-        from trainer.discriminator import PRESETS, DiscriminatorConfig, train_discriminator
-
-        disc_dir = models / "discriminator"
-        settings = {**PRESETS["tiny"], "num_train_epochs": config.discriminator_epochs}
-        disc_metrics = train_discriminator(
-            labels_path, str(sft), DiscriminatorConfig(output_dir=str(disc_dir), seed=config.seed,
-                                                       report_to="none", **settings))
-        extra["discriminator"] = disc_metrics
-        console.print(_short_metrics(disc_metrics.get("eval", {})))
+        disc_dir, extra["discriminator"] = pipeline.discriminator_stage(config, labels_path, sft, run_dir)
+        console.print(_short_metrics(extra["discriminator"].get("eval", {})))
 
     with log.stage("5/8 sequence reward model"):
-        from trainer.reward_model import REWARD_PRESETS, RewardModelConfig, train_reward_model
-
-        rm_dir = models / "reward_model"
-        settings = {**REWARD_PRESETS["tiny"], "num_train_epochs": config.reward_model_epochs}
-        rm_metrics = train_reward_model(
-            run_dir / "data" / "rm.jsonl", str(sft), RewardModelConfig(output_dir=str(rm_dir), seed=config.seed,
-                                                                       report_to="none", **settings))
-        extra["reward_model"] = rm_metrics
-        console.print(_short_metrics(rm_metrics.get("eval", {})))
+        rm_dir, extra["reward_model"] = pipeline.reward_model_stage(config, data, sft, run_dir)
+        console.print(_short_metrics(extra["reward_model"].get("eval", {})))
 
     from service.client import TokenRewardClient
-    from service.launcher import start_service
 
     with log.stage("6/8 reward service"):
-        service = start_service(disc_dir, sequence_model=rm_dir, log_path=run_dir / "service.log",
-                                extra_args=["--torch-threads", "1"])
+        service = pipeline.start_reward_service(disc_dir, rm_dir, run_dir)
         console.print(f"serving on {service.url} (log: {run_dir / 'service.log'})")
     try:
         ppo_runs: dict[str, Path] = {}
         with log.stage(f"7/8 PPO ({', '.join(config.modes)}) with rewards over HTTP"):
-            from trainer.ppo import PPOConfig, PPOTrainer
-
             for mode in config.modes:
-                out = run_dir / "ppo" / mode
-                ppo_config = PPOConfig(
-                    policy=str(sft), reward_url=service.url, reward_mode=mode, value_init="discriminator",
-                    value_model=str(disc_dir), source=str(run_dir / "data" / "ppo.jsonl"), split_part="all",
-                    data_seed=config.data_seed, max_new_tokens=config.max_new_tokens, num_steps=config.ppo_steps,
-                    rollout_batch_size=config.ppo_rollout_batch, mini_batch_size=config.ppo_rollout_batch // 2,
-                    micro_batch_size=config.ppo_rollout_batch // 2, forward_batch_size=config.ppo_rollout_batch,
-                    ppo_epochs=config.ppo_epochs, learning_rate=config.ppo_learning_rate,
-                    kl_coef=config.ppo_kl_coef, output_dir=str(out), seed=config.seed, dtype="float32",
-                    save_steps=max(config.ppo_steps, 1), tensorboard=False)
                 console.print(f"PPO mode {mode}: {config.ppo_steps} steps × {config.ppo_rollout_batch} rollouts")
-                summary = PPOTrainer(ppo_config).train()
-                ppo_runs[mode] = out
+                ppo_runs[mode], summary = pipeline.ppo_stage(config, mode, sft, service.url, disc_dir,
+                                                             data.files["ppo"], run_dir / "ppo" / mode)
                 console.print(_short_metrics(summary["metrics"]))
 
         with log.stage("8/8 evaluation through the service"):
@@ -212,12 +149,13 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
             eval_prompts = [p.prompt for p in task.pairs(config.eval_prompts, seed=config.eval_seed)]
             policies: dict[str, Path] = {"SFT": sft}
             policies.update({MODE_NAMES.get(m, m): ppo_runs[m] / "policy" for m in config.modes})
+            eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=32,
+                                     do_sample=config.eval_do_sample, top_p=config.eval_top_p, seed=config.seed)
             with TokenRewardClient(service.url) as client:
                 summary_table = run_evaluation(
-                    policies, eval_prompts, client, EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=32),
-                    run_dir, task=task, ppo_runs=list(ppo_runs.values()), title=f"tlcr demo — {name}",
-                    notes=_notes(config), extra_metrics={"stages": extra, "timings": log.timings,
-                                                         "config": asdict(config)})
+                    policies, eval_prompts, client, eval_config, run_dir, task=task,
+                    ppo_runs=list(ppo_runs.values()), title=f"tlcr demo — {name}", notes=_notes(config),
+                    extra_metrics={"stages": extra, "timings": log.timings, "config": asdict(config)})
     finally:
         service.stop()
     total = time.perf_counter() - log.started
@@ -230,7 +168,9 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
 def _notes(config: DemoConfig) -> list[str]:
     return [f"Offline controlled task: {config.pairs} generated pairs (20/40/40 SFT / reward models / PPO); "
             f"SFT targets are the faulty rejected response {config.sft_noisy_fraction:.0%} of the time. "
-            f"Held-out prompts are freshly drawn (seed {config.eval_seed}) from the same knowledge base.",
+            f"Held-out prompts are freshly drawn (seed {config.eval_seed}) from the same knowledge base; "
+            + ("responses are sampled as in PPO (temperature 1, top-p "
+               f"{config.eval_top_p}, seed {config.seed})." if config.eval_do_sample else "responses are greedy."),
             "oracle_score: (correct − wrong facts)/asked − 0.5·rude − 0.25·(repetitions + hedges); 1.0 is perfect."]
 
 

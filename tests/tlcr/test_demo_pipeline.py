@@ -1,0 +1,47 @@
+"""`tlcr.pipeline`: the KL of a policy to its reference on held-out prompts, and the demo's config layering."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict
+from pathlib import Path
+
+import pytest
+import torch
+
+from tlcr.data.controlled import ControlledTask
+from tlcr.demo import DemoConfig
+from tlcr.models import load_causal_lm, load_tokenizer
+from tlcr.pipeline import PipelineConfig, policy_kl
+
+
+def test_kl_of_a_policy_to_itself_is_zero(tiny_model_dir: Path, controlled_task: ControlledTask) -> None:
+    prompts = [p.prompt for p in controlled_task.pairs(6, seed=1)]
+    assert policy_kl(tiny_model_dir, tiny_model_dir, prompts, max_new_tokens=8) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_kl_to_a_perturbed_reference_is_positive_and_reproducible(
+        tiny_model_dir: Path, controlled_task: ControlledTask, tmp_path: Path) -> None:
+    model = load_causal_lm(tiny_model_dir)
+    torch.manual_seed(3)
+    with torch.no_grad():
+        for parameter in model.parameters():
+            parameter.add_(0.05 * torch.randn_like(parameter))
+    model.save_pretrained(tmp_path / "perturbed")
+    load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "perturbed")
+    prompts = [p.prompt for p in controlled_task.pairs(6, seed=1)]
+    first = policy_kl(tmp_path / "perturbed", tiny_model_dir, prompts, max_new_tokens=8, seed=5)
+    again = policy_kl(tmp_path / "perturbed", tiny_model_dir, prompts, max_new_tokens=8, seed=5)
+    assert first > 0.0 and math.isfinite(first)
+    assert first == pytest.approx(again)
+
+
+def test_kl_without_prompts_is_nan(tiny_model_dir: Path) -> None:
+    assert math.isnan(policy_kl(tiny_model_dir, tiny_model_dir, [], max_new_tokens=4))
+
+
+def test_demo_config_is_a_pipeline_config_with_the_smoke_overrides() -> None:
+    smoke = DemoConfig.smoke(seed=3)
+    assert isinstance(smoke, PipelineConfig)
+    assert smoke.seed == 3 and smoke.ppo_steps == 2 and smoke.pairs == 200
+    assert asdict(DemoConfig())["sft_epochs"] == PipelineConfig().sft_epochs

@@ -1,0 +1,207 @@
+"""The TLCR pipeline's stages as reusable functions: `tlcr demo` and `benchmarks/compare_methods.py` both call them.
+
+Each stage takes the sizes it needs from one `PipelineConfig` and the paths of what earlier stages wrote,
+writes its outputs under a run folder and returns their paths (or metrics). `policy_kl` measures a policy's
+KL to its SFT reference on held-out prompts, the KL column of the comparison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tlcr.data.pairs import PreferencePair
+
+# reward modes of `tlcr ppo` and their names in reports (the paper's rows)
+MODE_NAMES = {"tlcr": "TLCR", "tlcr_fixed": "TLCR_fixed", "seq": "PPO_seq",
+              "tlcr_positive_only": "TLCR w/o negative", "tlcr_negative_only": "TLCR w/o positive"}
+
+
+@dataclass
+class PipelineConfig:
+    """Sizes and learning settings of every stage (defaults: the demo's recipe for 2 CPU cores)."""
+
+    pairs: int = 3000  # pairs, split 20/40/40 into SFT / reward models / PPO prompts
+    data_seed: int = 42
+    hidden_size: int = 128
+    num_layers: int = 2
+    vocab_size: int = 1024
+    sft_noisy_fraction: float = 0.6  # the SFT demonstrator is faulty this fraction of the time
+    sft_epochs: float = 12.0
+    sft_learning_rate: float = 3e-3
+    sft_batch_size: int = 16
+    discriminator_epochs: float = 4.0
+    reward_model_epochs: float = 4.0
+    ppo_steps: int = 30
+    ppo_rollout_batch: int = 32
+    ppo_learning_rate: float = 5e-5
+    ppo_value_learning_rate: float | None = 1e-3
+    ppo_epochs: int = 2
+    ppo_kl_coef: float = 0.1
+    ppo_value_init: str = "discriminator"
+    max_new_tokens: int = 40
+    dpo_epochs: float = 1.0
+    dpo_learning_rate: float = 1e-4
+    dpo_beta: float = 0.1
+    seed: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class PreparedData:
+    base: Path  # tokenizer + untrained tiny model
+    split: dict[str, list[PreferencePair]]  # "sft", "rm", "ppo"
+    files: dict[str, Path]  # the split parts as .jsonl files, same keys
+
+
+def controlled_task() -> Any:
+    """The controlled task with the one fixed knowledge base every stage (and PPO's oracle metric) uses."""
+    from tlcr.data.controlled import ControlledTask
+
+    return ControlledTask()
+
+
+def prepare_data(config: PipelineConfig, run_dir: Path, source: str = "controlled", *,
+                 holdout: int = 0) -> tuple[PreparedData, list[PreferencePair]]:
+    """Tokenizer + tiny model trained on the source's text, and the 20/40/40 split written as .jsonl.
+
+    `holdout` pairs are kept out of the split (for another source than "controlled", whose held-out
+    prompts are drawn fresh); returns (prepared data, held-out pairs).
+    """
+    from tlcr.data.jsonl import write_jsonl
+    from tlcr.data.pairs import load_preference_pairs, paper_split
+    from tlcr.models import build_tiny_model
+
+    if source == "controlled":
+        task = controlled_task()
+        pairs = task.pairs(config.pairs, seed=config.data_seed)
+        corpus = task.corpus()
+    else:
+        pairs = load_preference_pairs(source, on_error="skip")
+        if len(pairs) <= holdout:
+            raise ValueError(f"{source}: {len(pairs)} usable pairs, fewer than the {holdout} held out")
+        pairs = list(pairs)
+        # a fixed tail is held out, the rest shuffled by the split's seed
+        held_out, pairs = pairs[len(pairs) - holdout:], pairs[: len(pairs) - holdout][: config.pairs]
+        corpus = [t for p in pairs for t in (p.prompt + p.chosen, p.rejected)]
+    held = [] if source == "controlled" else held_out
+    base = build_tiny_model(corpus, run_dir / "models" / "base", vocab_size=config.vocab_size,
+                            hidden_size=config.hidden_size, num_layers=config.num_layers, seed=config.seed)
+    split = paper_split(pairs, seed=config.data_seed)
+    files = {}
+    for part, part_pairs in split.items():
+        files[part] = run_dir / "data" / f"{part}.jsonl"
+        write_jsonl(files[part], [p.to_dict() for p in part_pairs])
+    return PreparedData(base, split, files), held
+
+
+def sft_stage(config: PipelineConfig, data: PreparedData, run_dir: Path) -> Path:
+    from trainer.sft import SFTOptions, train_sft
+
+    return train_sft(SFTOptions(
+        model=str(data.base), output_dir=str(run_dir / "models" / "sft"), source=str(data.files["sft"]),
+        part="all", noisy_fraction=config.sft_noisy_fraction, epochs=config.sft_epochs,
+        learning_rate=config.sft_learning_rate, batch_size=config.sft_batch_size, max_length=256, seed=config.seed,
+        dtype="float32", logging_steps=50, report_to="none", data_seed=config.data_seed))
+
+
+def label_stage(data: PreparedData, sft: Path, run_dir: Path) -> tuple[Path, dict[str, Any]]:
+    """Labels of the reward-model part with the chosen reviser (revision := chosen)."""
+    from labeling.revisers import ChosenReviser
+    from labeling.worker import WorkerConfig, label_pairs
+    from tlcr.models import load_tokenizer
+
+    labels_path = run_dir / "data" / "labels.jsonl"
+    result = asyncio.run(label_pairs(data.split["rm"], ChosenReviser(), load_tokenizer(sft),
+                                     WorkerConfig(out=labels_path, tokenizer_name=str(sft), progress=False)))
+    return labels_path, {"status": dict(result.summary.by_status), "labels": dict(result.summary.label_counts)}
+
+
+def discriminator_stage(config: PipelineConfig, labels_path: Path, sft: Path, run_dir: Path,
+                        ) -> tuple[Path, dict[str, Any]]:
+    from trainer.discriminator import PRESETS, DiscriminatorConfig, train_discriminator
+
+    out = run_dir / "models" / "discriminator"
+    settings = {**PRESETS["tiny"], "num_train_epochs": config.discriminator_epochs}
+    metrics = train_discriminator(labels_path, str(sft), DiscriminatorConfig(
+        output_dir=str(out), seed=config.seed, report_to="none", **settings))
+    return out, metrics
+
+
+def reward_model_stage(config: PipelineConfig, data: PreparedData, sft: Path, run_dir: Path,
+                       ) -> tuple[Path, dict[str, Any]]:
+    from trainer.reward_model import REWARD_PRESETS, RewardModelConfig, train_reward_model
+
+    out = run_dir / "models" / "reward_model"
+    settings = {**REWARD_PRESETS["tiny"], "num_train_epochs": config.reward_model_epochs}
+    metrics = train_reward_model(data.files["rm"], str(sft), RewardModelConfig(
+        output_dir=str(out), seed=config.seed, report_to="none", **settings))
+    return out, metrics
+
+
+def start_reward_service(discriminator: Path, reward_model: Path | None, run_dir: Path) -> Any:
+    """The reward service on a free loopback port (a `ServiceProcess`: `.url`, `.stop()`)."""
+    from service.launcher import start_service
+
+    return start_service(discriminator, sequence_model=reward_model, log_path=run_dir / "service.log",
+                         extra_args=["--torch-threads", "1"])
+
+
+def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, discriminator: Path,
+              prompts_file: Path, out: Path) -> tuple[Path, dict[str, Any]]:
+    """PPO from the SFT policy with rewards of `mode` fetched from the service; returns (run dir, summary)."""
+    from trainer.ppo import PPOConfig, PPOTrainer
+
+    batch = config.ppo_rollout_batch
+    ppo_config = PPOConfig(
+        policy=str(sft), reward_url=reward_url, reward_mode=mode, value_init=config.ppo_value_init,
+        value_model=str(discriminator) if config.ppo_value_init == "discriminator" else None,
+        source=str(prompts_file), split_part="all", data_seed=config.data_seed,
+        max_new_tokens=config.max_new_tokens, num_steps=config.ppo_steps, rollout_batch_size=batch,
+        mini_batch_size=max(batch // 2, 1), micro_batch_size=max(batch // 2, 1), forward_batch_size=batch,
+        ppo_epochs=config.ppo_epochs, learning_rate=config.ppo_learning_rate,
+        value_learning_rate=config.ppo_value_learning_rate, kl_coef=config.ppo_kl_coef, output_dir=str(out),
+        seed=config.seed, dtype="float32", save_steps=max(config.ppo_steps, 1), tensorboard=False)
+    summary = PPOTrainer(ppo_config).train()
+    return out, summary
+
+
+def dpo_stage(config: PipelineConfig, sft: Path, data: PreparedData, run_dir: Path) -> Path:
+    """DPO from the SFT policy on the reward models' preference part (the paper's DPO row)."""
+    from trainer.dpo import DPOOptions, train_dpo
+
+    return train_dpo(DPOOptions(
+        model=str(sft), output_dir=str(run_dir / "models" / "dpo"), source=str(data.files["rm"]), part="all",
+        beta=config.dpo_beta, epochs=config.dpo_epochs, learning_rate=config.dpo_learning_rate, batch_size=16,
+        max_length=256, seed=config.seed, dtype="float32", logging_steps=50, report_to="none",
+        data_seed=config.data_seed))
+
+
+def policy_kl(policy: str | Path, reference: str | Path, prompts: Sequence[str], *, max_new_tokens: int,
+              seed: int = 0, batch_size: int = 32) -> float:
+    """Monte-Carlo KL(π ‖ π_ref) per response: responses sampled from π (temperature 1, no top-p cut),
+    Σ_t log π(y_t) − log π_ref(y_t) over response tokens (EOS included), averaged over prompts."""
+    import torch
+
+    from tlcr.models import encode_prompt_response, load_causal_lm, load_tokenizer
+    from trainer.rollout import forward_rollout, generate_rollout, sampling_config
+
+    if not prompts:
+        return math.nan
+    tokenizer = load_tokenizer(policy)
+    model = load_causal_lm(policy).eval()
+    ref_model = load_causal_lm(reference).eval()
+    torch.manual_seed(seed)
+    generation = sampling_config(tokenizer, max_new_tokens=max_new_tokens, temperature=1.0, top_p=1.0)
+    prompt_ids = [encode_prompt_response(tokenizer, p, "")[0] for p in prompts]
+    rollout = generate_rollout(model, prompts, prompt_ids, generation, pad_token_id=tokenizer.pad_token_id,
+                               eos_token_ids=tokenizer.eos_token_id, batch_size=batch_size)
+    kwargs: dict[str, Any] = dict(temperature=1.0, batch_size=batch_size, with_values=False, with_entropy=False)
+    logprobs = forward_rollout(model, rollout, **kwargs).logprobs
+    ref_logprobs = forward_rollout(ref_model, rollout, **kwargs).logprobs
+    per_response = ((logprobs - ref_logprobs) * rollout.mask.float()).sum(dim=1)
+    return float(per_response.mean())
