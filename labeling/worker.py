@@ -111,6 +111,27 @@ class ExistingOutput:
     cut_partial_line: bool = False
 
 
+def cut_partial_last_line(f: IO[bytes]) -> int:
+    """Truncate a file opened rb+ after its last newline; returns how many bytes were cut."""
+    size = f.seek(0, os.SEEK_END)
+    if size == 0:
+        return 0
+    f.seek(size - 1)
+    if f.read(1) == b"\n":
+        return 0
+    keep, pos = 0, size
+    while pos > 0:  # search backwards in chunks: the file may be large
+        step = min(1 << 16, pos)
+        pos -= step
+        f.seek(pos)
+        newline = f.read(step).rfind(b"\n")
+        if newline >= 0:
+            keep = pos + newline + 1
+            break
+    f.truncate(keep)
+    return size - keep
+
+
 def scan_output(path: Path, *, reviser: str, instruction_version: str, tokenizer_name: str) -> ExistingOutput:
     """Ids already labelled in `path`. A partial last line (cut by a kill) is removed from the file;
     a malformed complete line, a repeated id or a record of another reviser/tokenizer is an error."""
@@ -118,46 +139,55 @@ def scan_output(path: Path, *, reviser: str, instruction_version: str, tokenizer
     if not path.exists():
         return found
     with open(path, "rb+") as f:
-        data = f.read()
-        if data and not data.endswith(b"\n"):
-            keep = data.rfind(b"\n") + 1
-            log.warning("%s: cutting a partial last line (%d bytes) left by an interrupted run",
-                        path, len(data) - keep)
-            f.truncate(keep)
-            data = data[:keep]
+        cut = cut_partial_last_line(f)
+        if cut:
+            log.warning("%s: cutting a partial last line (%d bytes) left by an interrupted run", path, cut)
             found.cut_partial_line = True
-    expected = {"reviser": reviser, "instruction_version": instruction_version, "tokenizer": tokenizer_name}
-    for lineno, raw in enumerate(data.split(b"\n")[:-1], start=1):
-        if not raw.strip():
-            continue
-        where = f"{path}:{lineno}"
-        try:
-            record = json.loads(raw.decode("utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise DataError(f"{where}: corrupt output line ({exc}); fix or move the file away") from exc
-        if not isinstance(record, dict) or not isinstance(record.get("id"), str):
-            raise DataError(f"{where}: not a labelled record (no string 'id')")
-        for key, value in expected.items():
-            if record.get(key) != value:
-                raise DataError(f"{where}: written with {key} {record.get(key)!r} but this run uses {value!r}; "
-                                "write to another --out (or move this file away)")
-        if record["id"] in found.ids:
-            raise DataError(f"{where}: id {record['id']!r} appears twice in the output")
-        found.ids.add(record["id"])
-        found.records += 1
+        f.seek(0)
+        expected = {"reviser": reviser, "instruction_version": instruction_version, "tokenizer": tokenizer_name}
+        for lineno, raw in enumerate(f, start=1):
+            if not raw.strip():
+                continue
+            where = f"{path}:{lineno}"
+            try:
+                record = json.loads(raw.decode("utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+                raise DataError(f"{where}: corrupt output line ({exc}); fix or move the file away") from exc
+            if not isinstance(record, dict) or not isinstance(record.get("id"), str):
+                raise DataError(f"{where}: not a labelled record (no string 'id')")
+            for key, value in expected.items():
+                if record.get(key) != value:
+                    raise DataError(f"{where}: written with {key} {record.get(key)!r} but this run uses "
+                                    f"{value!r}; write to another --out (or move this file away)")
+            if record["id"] in found.ids:
+                raise DataError(f"{where}: id {record['id']!r} appears twice in the output")
+            found.ids.add(record["id"])
+            found.records += 1
     return found
 
 
 def reorder_output(path: Path, order: Sequence[str]) -> None:
-    """Rewrite `path` atomically with its records in the order of `order` (unknown ids last, as found)."""
+    """Rewrite `path` atomically with its records in the order of `order` (unknown ids last, as found).
+
+    Streams: only (rank, offset, length) per line is held in memory, not the records.
+    """
     rank = {pair_id: i for i, pair_id in enumerate(order)}
-    lines = [line for line in path.read_bytes().split(b"\n") if line.strip()]
-    keyed = sorted(enumerate(lines), key=lambda item: (rank.get(json.loads(item[1])["id"], len(rank)), item[0]))
+    entries: list[tuple[int, int, int, int]] = []
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(b"".join(line + b"\n" for _, line in keyed))
-        f.flush()
-        os.fsync(f.fileno())
+    with open(path, "rb") as src:
+        offset = 0
+        for index, line in enumerate(src):
+            if line.strip():
+                entries.append((rank.get(json.loads(line)["id"], len(rank)), index, offset, len(line)))
+            offset += len(line)
+        entries.sort()
+        with open(tmp, "wb") as dst:
+            for _, _, line_offset, length in entries:
+                src.seek(line_offset)
+                line = src.read(length)
+                dst.write(line if line.endswith(b"\n") else line + b"\n")
+            dst.flush()
+            os.fsync(dst.fileno())
     os.replace(tmp, path)
 
 

@@ -14,6 +14,7 @@ from labeling.revisers import ChosenReviser, OpenAIReviser, RetryPolicy
 from labeling.usage import UsageLedger
 from labeling.worker import (
     WorkerConfig,
+    cut_partial_last_line,
     dedupe_pairs,
     label_pairs,
     output_lock,
@@ -173,3 +174,18 @@ async def test_concurrency_is_bounded_and_used(fake_llm: FakeOpenAIServer, contr
     await reviser.aclose()
     stats = fake_llm.stats()
     assert stats["requests"] == 12 and stats["max_in_flight"] == 10
+
+
+@pytest.mark.parametrize(("content", "kept"), [
+    (b"", b""),
+    (b'{"a": 1}\n', b'{"a": 1}\n'),
+    (b'{"a": 1', b""),
+    (b'{"a": 1}\n{"b": 2}\n{"c', b'{"a": 1}\n{"b": 2}\n'),
+    (b'{"a": 1}\n' + b"x" * 200_000, b'{"a": 1}\n'),  # partial line longer than one search chunk
+])
+def test_cut_partial_last_line(tmp_path: Path, content: bytes, kept: bytes) -> None:
+    path = tmp_path / "o.jsonl"
+    path.write_bytes(content)
+    with open(path, "rb+") as f:
+        assert cut_partial_last_line(f) == len(content) - len(kept)
+    assert path.read_bytes() == kept
