@@ -28,11 +28,15 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from rich.console import Console
-from rich.table import Table
+# Run as a script, this folder comes first on sys.path, where benchmarks/service.py would hide the
+# `service` package: drop it.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from tlcr.demo import DemoConfig, StageLog, quiet_libraries
-from tlcr.pipeline import MODE_NAMES
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
+from tlcr.demo import DemoConfig, StageLog, quiet_libraries  # noqa: E402
+from tlcr.pipeline import MODE_NAMES  # noqa: E402
 
 METHODS = ("sft", "dpo", "seq", "tlcr_fixed", "tlcr", "tlcr_positive_only", "tlcr_negative_only")
 METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", **MODE_NAMES}
@@ -146,7 +150,7 @@ def print_table(console: Console, table: Mapping[str, Mapping[str, Mapping[str, 
         rich_table.add_column(SHORT[metric], justify="right")
     for policy, row in table.items():
         rich_table.add_row(policy, *(_cell(row.get(m)) for m in metrics))
-    console.print(rich_table)
+    console.print(rich_table, width=200)
 
 
 def _cell(cell: Mapping[str, float] | None) -> str:
