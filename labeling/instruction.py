@@ -60,6 +60,7 @@ MISSING_MARKER = "missing_marker"
 EMPTY_REVISION = "empty_revision"
 TRUNCATED = "truncated_output"
 EMPTY_OUTPUT = "empty_output"
+CONTENT_FILTER = "content_filter"
 
 
 def build_messages(pair: PreferencePair) -> list[dict[str, str]]:
@@ -102,7 +103,7 @@ def parse_revision(output: str | None, rejected: str, *, finish_reason: str | No
     is a failure.
     """
     if output is None or not output.strip():
-        return ParsedRevision(None, failure=EMPTY_OUTPUT)
+        return ParsedRevision(None, failure=CONTENT_FILTER if finish_reason == "content_filter" else EMPTY_OUTPUT)
     reasoning = _REASONING_RE.search(output)
     reasons = (reasoning.group(1).strip() or None) if reasoning else None
     starts = list(_REVISION_START_RE.finditer(output))

@@ -62,6 +62,7 @@ def test_parse_takes_text_after_the_last_marker_and_ignores_text_after_end_marke
         (f"{REVISION_START}\nIt is", "length", TRUNCATED),
         ("", "stop", EMPTY_OUTPUT),
         (None, None, EMPTY_OUTPUT),
+        (None, "content_filter", "content_filter"),
         ("I'm sorry, but I can't help with modifying this response.", "stop", "refusal"),
     ],
 )
