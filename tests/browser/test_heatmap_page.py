@@ -171,6 +171,8 @@ def test_fixed_mode_colours_only_tokens_past_the_threshold(page: Any, heatmap_se
     type_into(page, "#apikey", API_KEY)
     page.evaluate("document.getElementById('mode').value = 'fixed'")
     type_into(page, "#threshold", "0.9")
+    assert page.evaluate("[document.getElementById('mode').value, document.getElementById('threshold').value]") == [
+        "fixed", "0.9"]
     score_and_wait(page)
     expected = api_rewards(heatmap_service, "fixed", threshold=0.9)
     assert set(expected["rewards"]) <= {-1.0, 0.0, 1.0} and 0.0 in expected["rewards"], expected["rewards"]
