@@ -8,7 +8,7 @@ from transformers import PreTrainedTokenizerBase
 
 from labeling.token_labels import label_tokens
 from tlcr.data.pairs import PreferencePair
-from tlcr.models import encode_prompt_response
+from tlcr.models import encode_text
 
 
 def build_labelled_record(pair: PreferencePair, revision: str, tokenizer: PreTrainedTokenizerBase, *,
@@ -17,8 +17,8 @@ def build_labelled_record(pair: PreferencePair, revision: str, tokenizer: PreTra
 
     Filters (edit ratio, refusal, unchanged...) are applied by the caller and may change status/reason.
     """
-    _, rejected_ids = encode_prompt_response(tokenizer, pair.prompt, pair.rejected)
-    _, revised_ids = encode_prompt_response(tokenizer, pair.prompt, revision)
+    rejected_ids = encode_text(tokenizer, pair.rejected)
+    revised_ids = encode_text(tokenizer, revision)
     labels = label_tokens(rejected_ids, revised_ids)
     return {
         "id": pair.id, "prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,

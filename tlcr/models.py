@@ -204,6 +204,9 @@ def encode_prompt_response(tokenizer: PreTrainedTokenizerBase, prompt: str,
     Every stage (labels, discriminator, service, PPO) uses this split so a response token means the
     same thing everywhere.
     """
-    prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
-    return list(prompt_ids), list(response_ids)
+    return encode_text(tokenizer, prompt), encode_text(tokenizer, response)
+
+
+def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
+    """One side (prompt or response) of `encode_prompt_response`: tokenized alone, no special tokens."""
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])
