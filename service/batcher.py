@@ -1,10 +1,15 @@
 """Dynamic batching: requests' sequences wait in a bounded queue and are merged into forward batches.
 
 A batch goes to the model when the queued sequences fill the token budget or the batch size, or when the
-oldest one has waited `max_wait_s`. Each batch is built around the oldest sequence (so none starves) from
-the queued sequences closest to it in length (so padding stays small). One forward runs at a time, in a
-worker thread, so the event loop keeps accepting and validating requests meanwhile. A full queue raises
-`QueueFull` at once (the route answers 503 + Retry-After): a request is never left hanging.
+oldest one has waited long enough for companions: `max_wait_s`, or with adaptive waiting the smaller of
+`max_wait_s` and a quarter of the recent forward time (waiting costs the device idle time, so it is only
+worth it in proportion to how long a forward takes: a few ms on a GPU, tens of ms on a CPU), and no wait
+at all once as many sequences are queued as went into the last batch.
+
+Each batch is built around the oldest sequence (so none starves) from the queued sequences closest to it
+in length (so padding stays small). One forward runs at a time, in a worker thread, so the event loop
+keeps accepting and validating requests meanwhile. A full queue raises `QueueFull` at once (the route
+answers 503 + Retry-After): a request is never left hanging.
 """
 
 from __future__ import annotations
@@ -29,6 +34,32 @@ class QueueFull(RuntimeError):
 
 class BatcherClosed(RuntimeError):
     """The batcher is shutting down and takes no new work."""
+
+
+WAIT_FRACTION = 0.25  # adaptive waiting: at most this fraction of the recent forward time
+FORWARD_TIME_SMOOTHING = 0.2  # weight of the newest forward in the running average
+
+
+def companion_wait(max_wait_s: float, recent_forward_s: float | None) -> float:
+    """How long the oldest queued sequence may wait for companions (pure: unit-tested).
+
+    `recent_forward_s` None means fixed waiting (always `max_wait_s`).
+    """
+    if recent_forward_s is None:
+        return max_wait_s
+    return min(max_wait_s, WAIT_FRACTION * recent_forward_s)
+
+
+def should_dispatch(*, queued: int, queued_tokens: int, oldest_wait_s: float, wait_s: float,
+                    last_batch_size: int, max_batch_size: int, token_budget: int, closing: bool) -> bool:
+    """Whether to send a batch now rather than wait for more companions (pure: unit-tested)."""
+    if closing or queued >= max_batch_size or queued_tokens >= token_budget:
+        return True
+    # As many sequences as the last batch are back: waiting longer is unlikely to gather more (with
+    # clients that each wait for their answer, the whole wave has returned) and would idle the model.
+    if last_batch_size and queued >= last_batch_size:
+        return True
+    return oldest_wait_s >= wait_s
 
 
 class BatchObserver(Protocol):
@@ -79,13 +110,17 @@ class DynamicBatcher(Generic[Payload, Result]):
 
     def __init__(self, forward: Callable[[list[Payload]], list[Result]], length: Callable[[Payload], int], *,
                  token_budget: int, max_batch_size: int, max_wait_s: float, max_queue: int,
-                 observer: BatchObserver | None = None, name: str = "batcher") -> None:
+                 adaptive_wait: bool = False, observer: BatchObserver | None = None,
+                 name: str = "batcher") -> None:
         self._forward = forward
         self._length = length
         self.token_budget = token_budget
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
         self.max_queue = max_queue
+        # Running average of forward seconds (adaptive waiting); None: always wait max_wait_s.
+        self._recent_forward_s: float | None = 0.0 if adaptive_wait else None
+        self._last_batch_size = 0  # adaptive waiting: dispatch at once when this many are queued
         self._observer = observer
         self._name = name
         self._pending: list[_Entry[Payload, Result]] = []
@@ -98,6 +133,11 @@ class DynamicBatcher(Generic[Payload, Result]):
     @property
     def depth(self) -> int:
         return len(self._pending)
+
+    @property
+    def wait_s(self) -> float:
+        """The current wait for companions."""
+        return companion_wait(self.max_wait_s, self._recent_forward_s)
 
     def start(self) -> None:
         if self._worker is None:
@@ -137,11 +177,11 @@ class DynamicBatcher(Generic[Payload, Result]):
             self._observer.queue_depth(len(self._pending))
 
     def _ready(self) -> bool:
-        if self._closing or len(self._pending) >= self.max_batch_size:
-            return True
-        if sum(e.length for e in self._pending) >= self.token_budget:
-            return True
-        return time.monotonic() - self._pending[0].enqueued_at >= self.max_wait_s
+        return should_dispatch(
+            queued=len(self._pending), queued_tokens=sum(e.length for e in self._pending),
+            oldest_wait_s=time.monotonic() - self._pending[0].enqueued_at, wait_s=self.wait_s,
+            last_batch_size=self._last_batch_size, max_batch_size=self.max_batch_size,
+            token_budget=self.token_budget, closing=self._closing)
 
     def _take_batch(self) -> list[_Entry[Payload, Result]]:
         # Callers that gave up (timeout, disconnect) cancelled their futures: drop their sequences.
@@ -164,7 +204,7 @@ class DynamicBatcher(Generic[Payload, Result]):
                 await self._wakeup.wait()
                 continue
             if not self._ready():
-                wait = self.max_wait_s - (time.monotonic() - self._pending[0].enqueued_at)
+                wait = self.wait_s - (time.monotonic() - self._pending[0].enqueued_at)
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait, 0.0))
@@ -187,6 +227,9 @@ class DynamicBatcher(Generic[Payload, Result]):
                         e.future.set_exception(exc)
                 continue
             seconds = time.perf_counter() - started
+            if self._recent_forward_s is not None:
+                self._recent_forward_s += FORWARD_TIME_SMOOTHING * (seconds - self._recent_forward_s)
+                self._last_batch_size = len(batch)
             for e, result in zip(batch, results, strict=True):
                 if not e.future.done():
                     e.future.set_result(result)

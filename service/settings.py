@@ -59,7 +59,10 @@ class ServiceSettings(BaseSettings):
     # Dynamic batching
     token_budget: Annotated[int, Field(ge=1, description="Most padded tokens in one forward batch.")] = 16384
     max_batch_size: Annotated[int, Field(ge=1, description="Most sequences in one forward batch.")] = 64
-    max_wait_ms: Annotated[float, Field(ge=0, description="Longest a sequence waits for batch companions.")] = 5.0
+    max_wait_ms: Annotated[float, Field(ge=0, description="Longest a sequence waits for batch companions.")] = 50.0
+    adaptive_wait: Annotated[bool, Field(description=(
+        "Wait for companions at most a quarter of the recent forward time (capped by --max-wait-ms): a few "
+        "ms on a GPU, tens on a CPU. --no-adaptive-wait: always wait --max-wait-ms."))] = True
     max_queue_items: Annotated[int, Field(ge=1, description="Most sequences queued; beyond, 503 + Retry-After.")] = 2048
     retry_after_s: Annotated[int, Field(ge=1, description="Retry-After seconds sent with 503.")] = 1
 

@@ -55,6 +55,7 @@ class ServiceState:
         s = self.settings
         return DynamicBatcher(forward, lambda e: e.length, token_budget=s.token_budget,
                               max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_ms / 1000.0,
+                              adaptive_wait=s.adaptive_wait,
                               max_queue=s.max_queue_items, observer=self.metrics.observer(name), name=name)
 
     async def load(self) -> None:

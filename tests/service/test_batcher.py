@@ -4,12 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from service.batcher import BatcherClosed, DynamicBatcher, QueueFull, select_batch
+from service.batcher import (
+    BatcherClosed,
+    DynamicBatcher,
+    QueueFull,
+    companion_wait,
+    select_batch,
+    should_dispatch,
+)
 from service.scorer import Encoded, TokenScorer
 
 # --- select_batch (pure) ------------------------------------------------------------------------
@@ -34,20 +42,41 @@ def test_nearest_lengths_join_first() -> None:
     assert select_batch([20, 10, 19, 30], anchor=0, token_budget=1000, max_batch_size=3) == [0, 1, 2]
 
 
+def test_companion_wait_is_a_fraction_of_recent_forward_time_capped() -> None:
+    assert companion_wait(0.05, None) == 0.05  # fixed waiting
+    assert companion_wait(0.05, 0.0) == 0.0  # nothing measured yet: no reason to wait
+    assert companion_wait(0.05, 0.1) == pytest.approx(0.025)  # a quarter of a 100 ms forward
+    assert companion_wait(0.05, 1.0) == 0.05  # capped
+
+
+def test_dispatch_rules() -> None:
+    base = {"queued": 3, "queued_tokens": 300, "oldest_wait_s": 0.001, "wait_s": 0.02, "last_batch_size": 0,
+            "max_batch_size": 8, "token_budget": 1000, "closing": False}
+    assert not should_dispatch(**base)  # young queue: wait for companions
+    assert should_dispatch(**{**base, "oldest_wait_s": 0.02})  # waited long enough
+    assert should_dispatch(**{**base, "queued": 8})  # batch full
+    assert should_dispatch(**{**base, "queued_tokens": 1000})  # token budget full
+    assert should_dispatch(**{**base, "closing": True})  # shutting down: no waiting
+    assert should_dispatch(**{**base, "last_batch_size": 3})  # the last batch's worth is back
+    assert not should_dispatch(**{**base, "last_batch_size": 4})
+
+
 # --- DynamicBatcher with a recording forward -------------------------------------------------------
 
 
 class Recorder:
-    """forward(list of ints) → their doubles; records each batch; can block or fail on demand."""
+    """forward(list of ints) → their doubles; records each batch; can block, be slow or fail on demand."""
 
-    def __init__(self) -> None:
+    def __init__(self, seconds: float = 0.0) -> None:
         self.batches: list[list[int]] = []
         self.gate = threading.Event()
         self.gate.set()
         self.fail_next = False
+        self.seconds = seconds
 
     def __call__(self, payloads: list[int]) -> list[int]:
         self.gate.wait(10)
+        time.sleep(self.seconds)
         self.batches.append(list(payloads))
         if self.fail_next:
             self.fail_next = False
@@ -120,6 +149,17 @@ async def test_abandoned_requests_are_not_computed() -> None:
     assert await batcher.submit([3]) == [6]
     await batcher.close()
     assert all(111 not in b for b in recorder.batches)
+
+
+async def test_adaptive_wait_follows_forward_time() -> None:
+    recorder = Recorder(seconds=0.2)
+    batcher = make(recorder, max_wait_s=0.05, adaptive_wait=True)
+    batcher.start()
+    assert batcher.wait_s == 0.0  # no forward seen yet: a lone request goes at once
+    assert await batcher.submit([1]) == [2]
+    # running average 0.2 × (≥ 0.2 s) → wait a quarter of it, at most the 50 ms cap
+    assert 0.25 * 0.2 * 0.2 <= batcher.wait_s <= 0.05
+    await batcher.close()
 
 
 async def test_close_finishes_queued_work() -> None:

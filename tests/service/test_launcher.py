@@ -44,7 +44,7 @@ def test_missing_model_fails_fast_with_the_log(tmp_path: Path) -> None:
 def test_stop_drains_requests_in_flight(tiny_token_classifier_dir: Path, tmp_path: Path) -> None:
     """SIGTERM while requests are queued: each one still gets its answer, then the process exits."""
     service = start_service(tiny_token_classifier_dir, log_path=tmp_path / "drain.log",
-                            extra_args=["--max-wait-ms", "1000", "--torch-threads", "1"])
+                            extra_args=["--max-wait-ms", "1000", "--no-adaptive-wait", "--torch-threads", "1"])
     long_item = {"prompt_token_ids": list(range(3, 200)), "response_token_ids": list(range(3, 50))}
     statuses: list[int] = []
     lock = threading.Lock()

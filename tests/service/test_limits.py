@@ -33,16 +33,20 @@ def test_api_key_guards_inference_but_not_health(in_process_service: Callable[..
 
 
 def test_full_queue_answers_503_with_retry_after(in_process_service: Callable[..., Any]) -> None:
-    # The first request's 8 sequences fill the queue and wait up to 0.5 s for companions.
-    server = in_process_service(max_queue_items=8, max_items_per_request=8, max_wait_ms=500, retry_after_s=2)
+    # The first request's 8 sequences fill the queue and wait up to 2 s for companions.
+    server = in_process_service(max_queue_items=8, max_items_per_request=8, max_wait_ms=2000, adaptive_wait=False,
+                                retry_after_s=2)
     first: dict[str, httpx.Response] = {}
     thread = threading.Thread(target=lambda: first.setdefault(
         "response", httpx.post(server.url + "/token_rewards", json={"items": [GOOD] * 8}, timeout=30)))
     thread.start()
-    time.sleep(0.2)
+    deadline = time.monotonic() + 10
+    while 'tlcr_queue_depth{model="discriminator"} 8.0' not in httpx.get(server.url + "/metrics").text:
+        assert time.monotonic() < deadline, "the first request never reached the queue"
+        time.sleep(0.01)
     started = time.monotonic()
     refused = httpx.post(server.url + "/token_rewards", json={"items": [GOOD]}, timeout=30)
-    assert time.monotonic() - started < 0.25  # refused at once, not after waiting
+    assert time.monotonic() - started < 1.0  # refused at once, not after the queue drained
     thread.join()
     assert refused.status_code == 503 and refused.headers["Retry-After"] == "2"
     assert "queue limit of 8" in refused.json()["detail"]
@@ -52,7 +56,7 @@ def test_full_queue_answers_503_with_retry_after(in_process_service: Callable[..
 
 
 def test_request_that_waits_too_long_gets_503_not_a_hang(in_process_service: Callable[..., Any]) -> None:
-    server = in_process_service(max_wait_ms=2000, request_timeout_s=0.2)
+    server = in_process_service(max_wait_ms=2000, adaptive_wait=False, request_timeout_s=0.2)
     started = time.monotonic()
     response = httpx.post(server.url + "/token_rewards", json={"items": [GOOD]}, timeout=30)
     assert time.monotonic() - started < 1.5
