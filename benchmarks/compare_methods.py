@@ -56,7 +56,7 @@ def budget_config(budget: str, seed: int) -> DemoConfig:
         return DemoConfig.smoke(**seeds)
     if budget == "hh-small":
         return DemoConfig(**seeds, pairs=1000, discriminator_epochs=3.0, reward_model_epochs=2.0,
-                          ppo_steps=10, ppo_rollout_batch=16, max_new_tokens=32, eval_prompts=48)
+                          ppo_steps=30, ppo_rollout_batch=16, max_new_tokens=32, eval_prompts=48)
     raise ValueError(f"unknown budget {budget!r}: choose full, smoke or hh-small")
 
 

@@ -36,9 +36,9 @@ class PipelineConfig:
     sft_batch_size: int = 16
     discriminator_epochs: float = 4.0
     reward_model_epochs: float = 4.0
-    ppo_steps: int = 30
+    ppo_steps: int = 100
     ppo_rollout_batch: int = 32
-    ppo_learning_rate: float = 5e-5
+    ppo_learning_rate: float = 1e-4
     ppo_value_learning_rate: float | None = 1e-3
     ppo_epochs: int = 2
     ppo_kl_coef: float = 0.1
