@@ -124,7 +124,8 @@ def test_dockerfile_targets_user_healthcheck_and_volumes() -> None:
     service = dockerfile.split("AS service", 1)[1].split("\nFROM ", 1)[0]
     assert re.search(r"^HEALTHCHECK .*CMD \[\"tlcr-healthcheck\"\]$", service, re.MULTILINE)
     assert re.search(r"^USER tlcr$", dockerfile, re.MULTILINE)
-    assert 'VOLUME ["/models", "/data", "/runs"]' in dockerfile
+    provision = (ROOT / "docker" / "provision.sh").read_text(encoding="utf-8")
+    assert "mkdir -p /models /data /runs\nchown tlcr:tlcr /models /data /runs" in provision
     for arg in ("BASE_IMAGE", "EXTRA_CA_CERTS", "WHEELS", "TORCH_SPEC"):
         assert re.search(rf"^ARG {arg}=", dockerfile, re.MULTILINE), arg
     compose_targets = {s["build"]["target"] for s in load_compose("docker-compose.yml")["services"].values()}
