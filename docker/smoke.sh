@@ -35,6 +35,15 @@ for arg in "$@"; do
   esac
 done
 
+# Compose settings from the caller's shell would override the smoke's own env file: drop them (the
+# script's own TLCR_DOCKER_CACHE / TLCR_SMOKE_* / base-image variables stay).
+for name in $(compgen -e); do
+  case "$name" in
+    TLCR_DOCKER_CACHE | TLCR_SMOKE_* | TLCR_DEBIAN_* | TLCR_REBUILD_BASE) ;;
+    TLCR_* | COMPOSE_FILE | COMPOSE_PROFILES | COMPOSE_PROJECT_NAME | COMPOSE_ENV_FILES) unset "$name" ;;
+  esac
+done
+
 project=tlcr-smoke
 cache_dir=${TLCR_DOCKER_CACHE:-/var/cache/tlcr-docker}
 stage_rel=docker/.smoke-build  # inside the build context (see .dockerignore); git-ignored
