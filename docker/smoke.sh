@@ -428,7 +428,7 @@ print("ppo reward/sequence per step:", [round(r["reward/sequence"], 4) for r in 
 if [ "$keep_running" = 1 ]; then
   passed=1
   echo "docker-smoke: $checks_passed passed, 0 failed"
-  log "PASSED; stack left running: docker compose -p $project --env-file <...> down -v (or rerun without --keep-running)"
+  log "PASSED; stack left running: stop it with docker compose -p $project down -v"
   exit 0
 fi
 check_nothing_left() {
