@@ -208,7 +208,7 @@ class DynamicBatcher(Generic[Payload, Result]):
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait, 0.0))
-                except TimeoutError:
+                except asyncio.TimeoutError:  # (TimeoutError itself only from Python 3.11)
                     pass
                 continue
             batch = self._take_batch()

@@ -21,7 +21,7 @@ import email.utils
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -141,7 +141,7 @@ class _Endpoints:
             return any(u not in avoid and self._cool_until[u] <= now for u in self.urls)
 
     @contextmanager
-    def use(self, url: str):  # type: ignore[no-untyped-def]
+    def use(self, url: str) -> Iterator[None]:
         with self._lock:
             self._in_flight[url] += 1
         try:

@@ -55,7 +55,7 @@ async def _score(state: ServiceState, batcher: DynamicBatcher[Encoded, Result],
                  encoded: Sequence[Encoded]) -> list[Result]:
     try:
         return await asyncio.wait_for(batcher.submit(encoded), timeout=state.settings.request_timeout_s)
-    except TimeoutError as exc:
+    except asyncio.TimeoutError as exc:  # (TimeoutError itself only from Python 3.11)
         state.metrics.errors.labels("timeout").inc()
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
                             f"no result within {state.settings.request_timeout_s:g} s; the service is overloaded",
