@@ -35,17 +35,18 @@ def run(settings: object) -> int:
     config = uvicorn.Config(
         app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
         timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s), lifespan="on",
-        # The service parses and validates JSON itself; headers and keep-alive stay uvicorn's defaults.
-        access_log=settings.log_level.lower() == "debug",
+        access_log=settings.log_level.lower() == "debug",  # a line per request is noise at training rates
     )
     server = uvicorn.Server(config)
-    if settings.fd is None:
-        server.run()
-    else:
+    if settings.fd is not None:
         # Not uvicorn's own fd option: it wraps the descriptor as AF_UNIX, so asyncio never sets
         # TCP_NODELAY on accepted connections and Nagle + delayed ACKs add ~40 ms to every response.
         # socket(fileno=...) detects the real family.
         server.run(sockets=[socket.socket(fileno=settings.fd)])
+    elif settings.port == 0:
+        server.run(sockets=[config.bind_socket()])  # bound first, so uvicorn's log names the real port
+    else:
+        server.run()
     return 1 if failures else 0
 
 

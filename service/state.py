@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -16,6 +17,34 @@ from service.scorer import Encoded, SequenceScorer, TokenScorer, describe
 from service.settings import ServiceSettings
 
 logger = logging.getLogger("tlcr.service")
+
+
+async def run_in_daemon_thread(fn: Callable[[], Any], name: str) -> Any:
+    """`fn()` in a daemon thread: unlike the default executor's threads, it does not hold up the process
+    exiting (a SIGTERM in the middle of a long model load stops the service at once)."""
+    loop = asyncio.get_running_loop()
+    future: asyncio.Future[Any] = loop.create_future()
+
+    def settle(error: BaseException | None, result: Any) -> None:
+        if future.done():  # the waiter was cancelled (shutdown)
+            return
+        if error is not None:
+            future.set_exception(error)
+        else:
+            future.set_result(result)
+
+    def run() -> None:
+        try:
+            outcome: tuple[BaseException | None, Any] = (None, fn())
+        except BaseException as exc:  # handed to the awaiting coroutine, which re-raises it
+            outcome = (exc, None)
+        try:
+            loop.call_soon_threadsafe(settle, *outcome)
+        except RuntimeError:  # the event loop is already closed: nobody is waiting any more
+            pass
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return await future
 
 
 class ServiceState:
@@ -60,7 +89,7 @@ class ServiceState:
 
     async def load(self) -> None:
         """Load models, warm up, start the batchers; then the service is ready."""
-        await asyncio.to_thread(self._load_models)
+        await run_in_daemon_thread(self._load_models, "tlcr-load-models")
         assert self.token_scorer is not None
         self.token_batcher = self._batcher(self.token_scorer.probabilities, "discriminator")
         self.token_batcher.start()
