@@ -7,6 +7,7 @@ Importable without torch (the child process loads the model).
 
 from __future__ import annotations
 
+import atexit
 import os
 import signal
 import socket
@@ -42,8 +43,21 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host else host
 
 
+_RUNNING: set[ServiceProcess] = set()  # strong references: a dropped handle still gets stopped
+
+
+@atexit.register
+def _stop_leftovers() -> None:
+    # A script that dies of an exception without stop() would otherwise leave its services running.
+    for service in list(_RUNNING):
+        service.stop(timeout=10.0)
+
+
 class ServiceProcess:
-    """A running service; `.url`, `.port`, `.stop()`; a context manager that stops it on exit."""
+    """A running service; `.url`, `.port`, `.stop()`; a context manager that stops it on exit.
+
+    Services still running when the Python process that started them exits are stopped then.
+    """
 
     def __init__(self, process: subprocess.Popen[bytes], host: str, port: int, log_path: Path) -> None:
         self.process = process
@@ -51,6 +65,7 @@ class ServiceProcess:
         self.port = port
         self.log_path = log_path
         self.url = f"http://{_url_host(host)}:{port}"
+        _RUNNING.add(self)
 
     @property
     def pid(self) -> int:
@@ -71,6 +86,7 @@ class ServiceProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        _RUNNING.discard(self)
         return int(self.process.returncode)
 
     def __enter__(self) -> ServiceProcess:

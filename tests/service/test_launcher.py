@@ -73,3 +73,21 @@ def test_stop_drains_requests_in_flight(tiny_token_classifier_dir: Path, tmp_pat
     assert not service.alive() and code in (0, -15)  # uvicorn re-raises SIGTERM after a clean shutdown
     with pytest.raises(httpx.ConnectError):
         httpx.get(service.url + "/healthz", timeout=2)
+
+
+def test_services_are_stopped_when_their_starter_exits(tiny_token_classifier_dir: Path, tmp_path: Path) -> None:
+    """A script that forgets stop() and dies of an exception does not leave its service running."""
+    import os
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "pid"
+    script = (f"from service.launcher import start_service\n"
+              f"service = start_service({str(tiny_token_classifier_dir)!r}, extra_args=['--torch-threads', '1'])\n"
+              f"open({str(pid_file)!r}, 'w').write(str(service.pid))\n"
+              f"raise SystemExit('the starter crashes')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert "the starter crashes" in done.stderr
+    pid = int(pid_file.read_text())
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)  # gone (and reaped by its parent before that parent exited)
