@@ -20,6 +20,7 @@ class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="TLCR_", cli_kebab_case=True, cli_implicit_flags=True, cli_hide_none_type=True,
         cli_avoid_json=True, cli_prog_name="tlcr serve", cli_show_env_vars=True, extra="ignore",
+        env_ignore_empty=True,  # TLCR_API_KEY= (as compose env files write it) means no key, not the key ""
     )
 
     # What to serve

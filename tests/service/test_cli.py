@@ -30,6 +30,11 @@ def test_flags_override_environment_which_overrides_defaults(monkeypatch: pytest
         "token_budget"].default
 
 
+def test_empty_api_key_variable_means_no_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TLCR_API_KEY", "")
+    assert settings_from_args(["--model", "m"]).api_key is None
+
+
 def test_bad_flags_exit_2_naming_the_problem(capsys: pytest.CaptureFixture[str]) -> None:
     runner = CliRunner()
     unknown = runner.invoke(app, ["serve", "--model", "m", "--max-queue", "3"])
