@@ -74,6 +74,25 @@ async def _prepare_all(items: Sequence[TokenRewardItem], tokenizer: PreTrainedTo
     return await asyncio.to_thread(prepare) if chars > _INLINE_TOKENIZE_CHARS else prepare()
 
 
+def token_strings(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> list[str]:
+    """The text each token adds to the decoded response; they concatenate to the whole response.
+
+    Decoding tokens one by one garbles characters split over several byte-level tokens ("" or "�");
+    instead each token gets the new text of the decoded prefix, and a token that ends mid-character
+    gets "" while the token that completes the character carries it.
+    """
+    pieces: list[str] = []
+    emitted = ""
+    for end in range(1, len(ids) + 1):
+        text = tokenizer.decode(list(ids[:end]))
+        if text.endswith("\ufffd") and end < len(ids):
+            pieces.append("")  # incomplete character: wait for the token that finishes it
+            continue
+        pieces.append(text[len(emitted):] if text.startswith(emitted) else text)
+        emitted = text
+    return pieces
+
+
 def build_result(prepared: PreparedItem, probabilities: np.ndarray, mode: RewardMode, threshold: float,
                  return_probabilities: bool, return_tokens: bool,
                  tokenizer: PreTrainedTokenizerBase) -> TokenRewardResult:
@@ -86,7 +105,7 @@ def build_result(prepared: PreparedItem, probabilities: np.ndarray, mode: Reward
         probs = prepared.alignment.mean(probabilities)
         tokens = prepared.caller_tokens
     elif return_tokens:
-        tokens = [tokenizer.decode([t]) for t in prepared.encoded.response_ids]
+        tokens = token_strings(tokenizer, prepared.encoded.response_ids)
     return TokenRewardResult(
         rewards=rewards.tolist(),
         probabilities=np.asarray(probs, dtype=np.float64).tolist() if return_probabilities else None,
