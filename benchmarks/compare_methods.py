@@ -63,7 +63,7 @@ def budget_config(budget: str, seed: int) -> DemoConfig:
 def eval_prompts(config: DemoConfig, source: str, held_out: Sequence[Any], tokenizer_dir: Path,
                  max_length: int = 256) -> list[str]:
     """Held-out prompts: fresh controlled-task questions, or the source's held-out pairs whose prompt
-    plus a full response fits the service's max_length (it answers 422 beyond it)."""
+    plus a full response (and 8 tokens of re-tokenization slack) fits the service's max_length (422 beyond it)."""
     if source == "controlled":
         from tlcr.pipeline import controlled_task
 
@@ -72,7 +72,7 @@ def eval_prompts(config: DemoConfig, source: str, held_out: Sequence[Any], token
 
     tokenizer = load_tokenizer(tokenizer_dir)
     fits = [p.prompt for p in held_out
-            if len(encode_prompt_response(tokenizer, p.prompt, "")[0]) + config.max_new_tokens < max_length]
+            if len(encode_prompt_response(tokenizer, p.prompt, "")[0]) + config.max_new_tokens + 8 <= max_length]
     return fits[: config.eval_prompts]
 
 

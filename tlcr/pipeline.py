@@ -154,13 +154,17 @@ def start_reward_service(discriminator: Path, reward_model: Path | None, run_dir
 def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, discriminator: Path,
               prompts_file: Path, out: Path) -> tuple[Path, dict[str, Any]]:
     """PPO from the SFT policy with rewards of `mode` fetched from the service; returns (run dir, summary)."""
+    from trainer.discriminator import PRESETS
     from trainer.ppo import PPOConfig, PPOTrainer
 
     batch = config.ppo_rollout_batch
+    # The service refuses items longer than the discriminator's max_length, on /sequence_rewards too, and
+    # PPOTrainer drops such prompts only in the token modes: keep every prompt that fits a full response.
+    max_prompt_length = PRESETS["tiny"]["max_length"] - config.max_new_tokens
     ppo_config = PPOConfig(
         policy=str(sft), reward_url=reward_url, reward_mode=mode, value_init=config.ppo_value_init,
         value_model=str(discriminator) if config.ppo_value_init == "discriminator" else None,
-        source=str(prompts_file), split_part="all", data_seed=config.data_seed,
+        source=str(prompts_file), split_part="all", data_seed=config.data_seed, max_prompt_length=max_prompt_length,
         max_new_tokens=config.max_new_tokens, num_steps=config.ppo_steps, rollout_batch_size=batch,
         mini_batch_size=max(batch // 2, 1), micro_batch_size=max(batch // 2, 1), forward_batch_size=batch,
         ppo_epochs=config.ppo_epochs, learning_rate=config.ppo_learning_rate,
