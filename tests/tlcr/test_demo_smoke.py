@@ -76,10 +76,8 @@ def test_summary_numbers_are_finite(metrics: dict[str, Any], run_dir: Path) -> N
     for policy in POLICIES:
         assert_finite(metrics["summary"][policy], SUMMARY_METRICS, f"metrics.json summary[{policy}]")
         row = metrics["summary"][policy]
-        # (response_tokens counts the service's tokens of the decoded text, so it may exceed max_new_tokens)
-        assert row["response_tokens"] > 0
-        # a continuous token reward lies in [-1, 1], so its per-response sum is bounded by the length
-        assert abs(row["continuous_token_reward_sum"]) <= row["response_tokens"] + 1e-6
+        # response_tokens counts the policy's generated tokens (EOS excluded), capped by max_new_tokens
+        assert 0 <= row["response_tokens"] <= metrics["config"]["max_new_tokens"]
     assert metrics["n_prompts"] == 8
     assert set(metrics["policies"]) == set(POLICIES)
     assert Path(metrics["policies"]["TLCR"]) == run_dir / "ppo" / "tlcr" / "policy"

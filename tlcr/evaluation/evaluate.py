@@ -50,9 +50,15 @@ class PolicyEval:
     per_item: list[dict[str, Any]] = field(default_factory=list)
 
 
-@torch.no_grad()
 def generate_responses(policy: str | Path, prompts: Sequence[str], config: EvalConfig) -> list[str]:
     """Response texts for `prompts`, generated the way PPO rollouts are (stops at EOS or max_new_tokens)."""
+    return generate_responses_with_lengths(policy, prompts, config)[0]
+
+
+@torch.no_grad()
+def generate_responses_with_lengths(policy: str | Path, prompts: Sequence[str],
+                                    config: EvalConfig) -> tuple[list[str], list[int]]:
+    """Response texts and their lengths in policy tokens (EOS not counted)."""
     tokenizer = load_tokenizer(policy)
     model = load_causal_lm(policy, device=config.device).eval()
     torch.manual_seed(config.seed)
@@ -63,8 +69,10 @@ def generate_responses(policy: str | Path, prompts: Sequence[str], config: EvalC
     prompt_ids = [encode_prompt_response(tokenizer, p, "")[0] for p in prompts]
     rollout = generate_rollout(model, prompts, prompt_ids, generation, pad_token_id=tokenizer.pad_token_id,
                                eos_token_ids=tokenizer.eos_token_id, batch_size=config.batch_size)
-    return [tokenizer.decode(row[:length], skip_special_tokens=True)
-            for row, length in zip(rollout.response_ids.tolist(), rollout.lengths.tolist(), strict=True)]
+    texts = [tokenizer.decode(row[:length], skip_special_tokens=True)
+             for row, length in zip(rollout.response_ids.tolist(), rollout.lengths.tolist(), strict=True)]
+    lengths = (rollout.lengths - rollout.ended.long()).tolist()
+    return texts, lengths
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -99,11 +107,13 @@ def evaluate_policies(policies: Mapping[str, str | Path], prompts: Sequence[str]
     use_seq = client.info().sequence_model is not None
     results = []
     for name, path in policies.items():
-        responses = generate_responses(path, prompts, config)
+        responses, lengths = generate_responses_with_lengths(path, prompts, config)
         rows = score_with_service(client, prompts, responses, use_seq)
+        for row, length in zip(rows, lengths, strict=True):
+            row["policy_tokens"] = length
         metrics = {key: _mean([r[key] for r in rows]) for key in
                    ("sequence_reward", "fixed_token_reward_sum", "continuous_token_reward_sum")}
-        metrics["response_tokens"] = _mean([float(len(r["tokens"])) for r in rows])
+        metrics["response_tokens"] = _mean([float(r["policy_tokens"]) for r in rows])  # as the policy counts them
         if task is not None:
             for row in rows:
                 row["oracle"] = task.oracle(row["prompt"], row["response"]).to_dict()
