@@ -59,6 +59,17 @@ def tiny_token_classifier_dir(tmp_path_factory: pytest.TempPathFactory, tiny_mod
 
 
 @pytest.fixture(scope="session")
+def sequence_rm_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """A one-label sequence classifier (untrained head) saved like a sequence reward model checkpoint."""
+    from tlcr.models import load_sequence_classifier, load_tokenizer
+
+    out = tmp_path_factory.mktemp("tiny-sequence-rm")
+    load_sequence_classifier(tiny_model_dir, num_labels=1, device="cpu", dtype="float32").save_pretrained(out)
+    load_tokenizer(tiny_model_dir).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="session")
 def hh_harmless_test() -> Path:
     if not HH_HARMLESS_TEST.exists():
         pytest.skip(f"shared HH-RLHF sample not found at {HH_HARMLESS_TEST}")

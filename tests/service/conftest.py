@@ -23,18 +23,6 @@ SHARED_MAX_BODY = 200_000
 
 
 @pytest.fixture(scope="session")
-def sequence_rm_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """A one-label sequence classifier (untrained head) saved like a reward model checkpoint."""
-    from tlcr.models import load_sequence_classifier, load_tokenizer
-
-    out = tmp_path_factory.mktemp("tiny-sequence-rm")
-    model = load_sequence_classifier(tiny_model_dir, num_labels=1, device="cpu", dtype="float32")
-    model.save_pretrained(out)
-    load_tokenizer(tiny_model_dir).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="session")
 def shared_service(tiny_token_classifier_dir: Path, sequence_rm_dir: Path,
                    tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """One real service (subprocess, loopback) for every test that needs only default behaviour."""

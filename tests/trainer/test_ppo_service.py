@@ -17,17 +17,6 @@ from trainer.ppo import PPOConfig, PPOConfigError, PPOTrainer, train_ppo
 
 
 @pytest.fixture(scope="module")
-def sequence_rm_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """A one-label sequence classifier (untrained head) saved like a sequence reward model."""
-    from tlcr.models import load_sequence_classifier, load_tokenizer
-
-    out = tmp_path_factory.mktemp("ppo-sequence-rm")
-    load_sequence_classifier(tiny_model_dir, num_labels=1, device="cpu", dtype="float32").save_pretrained(out)
-    load_tokenizer(tiny_model_dir).save_pretrained(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def service(tiny_token_classifier_dir: Path, sequence_rm_dir: Path,
             tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     log = tmp_path_factory.mktemp("ppo-service-logs") / "service.log"
