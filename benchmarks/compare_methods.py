@@ -150,7 +150,7 @@ def print_table(console: Console, table: Mapping[str, Mapping[str, Mapping[str, 
         rich_table.add_column(SHORT[metric], justify="right")
     for policy, row in table.items():
         rich_table.add_row(policy, *(_cell(row.get(m)) for m in metrics))
-    console.print(rich_table, width=200)
+    console.print(rich_table)
 
 
 def _cell(cell: Mapping[str, float] | None) -> str:
@@ -214,7 +214,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets the whole table
     quiet_libraries(console)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

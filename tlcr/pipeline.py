@@ -45,7 +45,7 @@ class PipelineConfig:
     ppo_value_init: str = "discriminator"
     max_new_tokens: int = 40
     dpo_epochs: float = 1.0
-    dpo_learning_rate: float = 1e-4
+    dpo_learning_rate: float = 2e-5  # 1e-4 diverged (KL to SFT 11-98 nats, longer responses) on 3 seeds
     dpo_beta: float = 0.1
     seed: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
