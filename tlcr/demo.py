@@ -23,7 +23,7 @@ from rich.table import Table
 
 from tlcr.pipeline import MODE_NAMES, PipelineConfig
 
-__all__ = ["MODE_NAMES", "DemoConfig", "run_demo"]
+__all__ = ["MODE_NAMES", "DemoConfig", "StageLog", "quiet_libraries", "run_demo"]
 
 
 @dataclass
