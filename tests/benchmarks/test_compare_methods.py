@@ -58,3 +58,33 @@ def test_budgets(compare: ModuleType) -> None:
     assert compare.budget_config("smoke", 1).data_seed == 43
     with pytest.raises(ValueError, match="unknown budget"):
         compare.budget_config("huge", 0)
+
+
+def test_smoke_budget_two_methods_one_seed_end_to_end(tmp_path: Path) -> None:
+    """The real script (its own process: real service on loopback, real training at smoke size), then a rerun
+    that reuses the seed's results instead of training again."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "compare"
+    command = [sys.executable, str(SCRIPT), "--seeds", "0", "--methods", "dpo,tlcr", "--budget", "smoke",
+               "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert first.returncode == 0, first.stderr[-3000:]
+    report = json.loads((out / "comparison.json").read_text())
+    assert set(report["aggregate"]) == {"SFT", "DPO", "TLCR"}
+    for policy, row in report["aggregate"].items():
+        for metric in ("oracle_score", "continuous_token_reward_sum", "sequence_reward", "response_tokens",
+                       "kl_to_sft"):
+            assert row[metric]["n"] == 1 and math.isfinite(row[metric]["mean"]), (policy, metric, row)
+    assert report["aggregate"]["SFT"]["kl_to_sft"]["mean"] == 0.0
+    assert (out / "comparison.png").stat().st_size > 1000
+    assert "| TLCR |" in (out / "comparison.md").read_text()
+
+    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "reusing" in again.stdout
+    assert json.loads((out / "comparison.json").read_text())["aggregate"] == report["aggregate"]
