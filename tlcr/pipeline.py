@@ -148,7 +148,8 @@ def start_reward_service(discriminator: Path, reward_model: Path | None, run_dir
     from service.launcher import start_service
 
     return start_service(discriminator, sequence_model=reward_model, log_path=run_dir / "service.log",
-                         extra_args=["--torch-threads", "1"])
+                         # seq mode sends decoded text, which can re-tokenize longer than sampled (docs/trainer.md)
+                         extra_args=["--torch-threads", "1", "--truncation", "prompt_left"])
 
 
 def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, discriminator: Path,

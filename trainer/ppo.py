@@ -418,7 +418,7 @@ class PPOTrainer:
         if config.reward_mode == "seq" and service_info is not None and not service_info.sequence_model:
             raise PPOConfigError("reward_mode 'seq' needs a service started with a sequence reward model "
                                  f"(--sequence-model); {config.reward_url} has none")
-        if service_info is not None and config.reward_mode != "seq":
+        if service_info is not None:  # /sequence_rewards enforces the same max_length as /token_rewards
             self._fit_service_length(service_info.max_length)
 
         device = str(self.accelerator.device)

@@ -108,3 +108,24 @@ def test_cli_reports_an_unreachable_service(tiny_model_dir: Path, tmp_path: Path
         "--out", str(tmp_path / "run"), "--reward-deadline", "1", "--reward-max-retries", "2"])
     assert result.exit_code == 2
     assert f"127.0.0.1:{port}" in result.output
+
+
+@pytest.mark.parametrize("mode", ["tlcr", "seq"])
+def test_prompts_too_long_for_the_service_are_dropped_in_every_mode(
+        mode: str, tiny_token_classifier_dir: Path, sequence_rm_dir: Path, tiny_model_dir: Path,
+        tmp_path: Path) -> None:
+    """/token_rewards and /sequence_rewards both refuse items over max_length (422): drop such prompts first.
+
+    seq mode sends decoded text, whose re-tokenization can be longer than the sampled tokens, so a seq-mode
+    service also needs --truncation prompt_left (documented in docs/trainer.md)."""
+    truncation = ["--truncation", "prompt_left"] if mode == "seq" else []
+    with start_service(tiny_token_classifier_dir, sequence_model=sequence_rm_dir,
+                       extra_args=["--torch-threads", "1", "--max-length", "30", *truncation]) as small:
+        trainer = PPOTrainer(service_config(tiny_model_dir, tmp_path / mode, small.url, reward_mode=mode))
+        try:
+            kept = [len(ids) for ids in trainer.prompt_ids]
+            assert kept and max(kept) <= 30 - 10  # room for max_new_tokens=10
+            summary = trainer.train()
+        finally:
+            trainer.close()
+    assert summary["steps"] == 2
