@@ -187,12 +187,14 @@ def _rewrite_timings(run_dir: Path, timings: dict[str, float]) -> None:
 
 
 def _print_summary(console: Console, summary: dict[str, dict[str, float]], run_dir: Path, total: float) -> None:
-    columns = ("oracle_score", "oracle_helpful", "continuous_token_reward_sum", "fixed_token_reward_sum",
-               "sequence_reward", "response_tokens")
+    # short headers so the table fits an 80-column terminal; metrics.json keeps the full names
+    headers = {"oracle_score": "oracle", "oracle_helpful": "helpful", "continuous_token_reward_sum": "Σr cont.",
+               "fixed_token_reward_sum": "Σr fixed", "sequence_reward": "seq RM", "response_tokens": "tokens"}
+    columns = tuple(headers)
     table = Table(title=f"tlcr demo — {total:.0f}s — {run_dir / 'report.html'}")
     table.add_column("policy")
     for col in columns:
-        table.add_column(col, justify="right")
+        table.add_column(headers[col], justify="right")
     for policy, row in summary.items():
         table.add_row(policy, *("nan" if math.isnan(row.get(c, math.nan)) else f"{row[c]:.3f}" for c in columns))
     console.print(table)

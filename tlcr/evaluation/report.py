@@ -93,7 +93,8 @@ line-height:1.9;border:1px solid #ddd;padding:.5rem;margin:.3rem 0 1rem}.tok{bor
 
 def render_report(report: Report) -> str:
     metrics = sorted({k for row in report.summary.values() for k in row})
-    head = "".join(f"<th>{html.escape(m)}</th>" for m in metrics)
+    # <wbr> lets long metric names wrap at underscores, so the table fits the page
+    head = "".join(f"<th>{html.escape(m).replace('_', '_<wbr>')}</th>" for m in metrics)
     rows = "".join(f"<tr><td>{html.escape(p)}</td>" + "".join(f"<td>{_fmt(row.get(m, math.nan))}</td>"
                                                               for m in metrics) + "</tr>"
                    for p, row in report.summary.items())
