@@ -174,18 +174,36 @@ def build_tiny_model(texts: Iterable[str], out_dir: str | os.PathLike[str], *, a
     return out
 
 
+def _mark_reward_config(config: Any, *, label: str, kind: str, output: str, max_length: int, base_model: str,
+                        input_format: str) -> None:
+    config.num_labels = 1
+    config.id2label = {0: label}
+    config.label2id = {label: 0}
+    config.tlcr = {"kind": kind, "output": output, "max_length": max_length, "base_model": base_model,
+                   "input_format": input_format}
+
+
 def mark_discriminator_config(config: Any, *, max_length: int, base_model: str) -> None:
     """Record in a token-classifier's config what the reward service needs to serve it."""
-    config.num_labels = 1
-    config.id2label = {0: "positive"}
-    config.label2id = {"positive": 0}
-    config.tlcr = {
-        "kind": DISCRIMINATOR_KIND,
-        "output": "logit; sigmoid(logit) = P(token is positive | prompt, response prefix including token)",
-        "max_length": max_length,
-        "base_model": base_model,
-        "input_format": "prompt_ids + response_ids, each tokenized with add_special_tokens=False",
-    }
+    _mark_reward_config(
+        config, label="positive", kind=DISCRIMINATOR_KIND, max_length=max_length, base_model=base_model,
+        output="logit; sigmoid(logit) = P(token is positive | prompt, response prefix including token)",
+        input_format="prompt_ids + response_ids, each tokenized with add_special_tokens=False")
+
+
+def mark_sequence_reward_model_config(config: Any, *, max_length: int, base_model: str) -> None:
+    """Record in a sequence reward model's config what the reward service needs to serve it."""
+    _mark_reward_config(
+        config, label="reward", kind=SEQUENCE_RM_KIND, max_length=max_length, base_model=base_model,
+        output="logit at the last non-padding token = Bradley–Terry reward of the whole response",
+        input_format="prompt_ids + response_ids, each tokenized with add_special_tokens=False; no EOS appended")
+
+
+def check_max_length(model: PreTrainedModel, max_length: int, base_model: str) -> None:
+    """Refuse a max_length beyond the base model's position embeddings, before any training step."""
+    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
+    if limit is not None and max_length > limit:
+        raise ValueError(f"max_length {max_length} exceeds the {limit} positions of base model {base_model!r}")
 
 
 def is_discriminator_config(name_or_path: str | os.PathLike[str]) -> bool:

@@ -28,7 +28,7 @@ from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, se
 from transformers.trainer_utils import SchedulerType
 
 from tlcr.data.jsonl import DataError, OnError, SkipReport, iter_jsonl
-from tlcr.models import load_token_classifier, load_tokenizer, mark_discriminator_config
+from tlcr.models import check_max_length, load_token_classifier, load_tokenizer, mark_discriminator_config
 from tlcr.scoring import fit_prompt_response, pad_sequences, position_ids_from_attention_mask
 from trainer.discriminator_metrics import discriminator_metrics, reward_sum
 
@@ -42,6 +42,20 @@ def running_without_accelerator() -> bool:
     if accelerator is not None:
         return accelerator.current_accelerator() is None
     return not torch.cuda.is_available()
+
+
+def train_and_release(trainer: Any, output_dir: str | os.PathLike[str] | None) -> tuple[Any, bool]:
+    """Train, save the model to `output_dir`, wait for every process, and free the trainer's memory
+    before the saved checkpoint is reloaded for evaluation. Returns (train output, is main process)."""
+    train_output = trainer.train()
+    trainer.save_model(str(output_dir))
+    is_main = trainer.is_world_process_zero()
+    trainer.accelerator.wait_for_everyone()
+    del trainer
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    return train_output, is_main
 
 
 @dataclass
@@ -368,12 +382,6 @@ def prepare_discriminator_data(data: str | os.PathLike[str], base_model: str, co
     return PreparedDiscriminatorData(tokenizer, train_records, eval_records, examples, summary)
 
 
-def _check_max_length(model: Any, max_length: int, base_model: str) -> None:
-    limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)
-    if limit is not None and max_length > limit:
-        raise ValueError(f"max_length {max_length} exceeds the {limit} positions of base model {base_model!r}")
-
-
 def train_discriminator(data: str | os.PathLike[str], base_model: str, config: DiscriminatorConfig, *,
                         eval_data: str | os.PathLike[str] | None = None, dtype: str = "float32",
                         on_error: OnError = "raise") -> dict[str, Any]:
@@ -387,7 +395,7 @@ def train_discriminator(data: str | os.PathLike[str], base_model: str, config: D
     prepared = prepare_discriminator_data(data, base_model, config, eval_data=eval_data, on_error=on_error)
     set_seed(config.seed)  # the fresh one-logit head is drawn at load time
     model = load_token_classifier(base_model, num_labels=1, device="cpu", dtype=dtype)
-    _check_max_length(model, config.max_length, base_model)
+    check_max_length(model, config.max_length, base_model)
     model.config.pad_token_id = prepared.tokenizer.pad_token_id
     mark_discriminator_config(model.config, max_length=config.max_length, base_model=str(base_model))
 
@@ -396,15 +404,9 @@ def train_discriminator(data: str | os.PathLike[str], base_model: str, config: D
         data_collator=DataCollatorForTokenDiscriminator(prepared.tokenizer.pad_token_id),
         processing_class=prepared.tokenizer, compute_loss_func=discriminator_loss,
     )
-    train_output = trainer.train()
+    del model  # the trainer holds it until it is released
+    train_output, is_main = train_and_release(trainer, config.output_dir)
     output_dir = Path(str(config.output_dir))
-    trainer.save_model(str(output_dir))
-    is_main = trainer.is_world_process_zero()
-    trainer.accelerator.wait_for_everyone()
-    del trainer, model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
     result: dict[str, Any] = {
         "train": {"loss": train_output.training_loss, "global_step": train_output.global_step,

@@ -8,7 +8,6 @@ AutoModelForSequenceClassification saved with `save_pretrained`; its score is re
 
 from __future__ import annotations
 
-import gc
 import hashlib
 import json
 import os
@@ -24,9 +23,9 @@ from trl import RewardConfig, RewardTrainer
 
 from tlcr.data.jsonl import DataError, OnError, SkipReport
 from tlcr.data.pairs import PreferencePair, load_preference_pairs, paper_split
-from tlcr.models import SEQUENCE_RM_KIND, load_sequence_classifier, load_tokenizer
+from tlcr.models import check_max_length, load_sequence_classifier, load_tokenizer, mark_sequence_reward_model_config
 from tlcr.scoring import fit_prompt_response, prompt_response_scores
-from trainer.discriminator import json_safe, running_without_accelerator
+from trainer.discriminator import json_safe, running_without_accelerator, train_and_release
 from trainer.discriminator_metrics import pairwise_preference_accuracy
 
 METRICS_FILE = "reward_model_metrics.json"
@@ -79,20 +78,6 @@ REWARD_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {"learning_rate": 1e-3, "num_train_epochs": 4.0, "per_device_train_batch_size": 16,
              "weight_decay": 0.0, "max_length": 256, "logging_steps": 20, "activation_checkpointing": False},
 }
-
-
-def mark_sequence_reward_model_config(config: Any, *, max_length: int, base_model: str) -> None:
-    """Record in a sequence reward model's config what the reward service needs to serve it."""
-    config.num_labels = 1
-    config.id2label = {0: "reward"}
-    config.label2id = {"reward": 0}
-    config.tlcr = {
-        "kind": SEQUENCE_RM_KIND,
-        "output": "logit at the last non-padding token = Bradley–Terry reward of the whole response",
-        "max_length": max_length,
-        "base_model": base_model,
-        "input_format": "prompt_ids + response_ids, each tokenized with add_special_tokens=False; no EOS appended",
-    }
 
 
 def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float,
@@ -182,25 +167,15 @@ def train_reward_model(source: str | os.PathLike[str], base_model: str, config: 
     rows = tokenize_pairs(train_pairs, tokenizer, max_length)
     set_seed(config.seed)  # the fresh score head is drawn at load time
     model = load_sequence_classifier(base_model, num_labels=1, device="cpu", dtype=dtype)
-    limit_positions = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions",
-                                                                                        None)
-    if limit_positions is not None and max_length > limit_positions:
-        raise ValueError(f"max_length {max_length} exceeds the {limit_positions} positions of base model "
-                         f"{base_model!r}")
+    check_max_length(model, max_length, str(base_model))
     model.config.pad_token_id = tokenizer.pad_token_id
     mark_sequence_reward_model_config(model.config, max_length=max_length, base_model=str(base_model))
 
     trainer = RewardTrainer(model=model, args=config, train_dataset=Dataset.from_list(rows),
                             processing_class=tokenizer)
-    train_output = trainer.train()
+    del model  # the trainer holds it until it is released
+    train_output, is_main = train_and_release(trainer, config.output_dir)
     output_dir = Path(str(config.output_dir))
-    trainer.save_model(str(output_dir))
-    is_main = trainer.is_world_process_zero()
-    trainer.accelerator.wait_for_everyone()
-    del trainer, model
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
 
     result: dict[str, Any] = {
         "train": {"loss": train_output.training_loss, "global_step": train_output.global_step,
