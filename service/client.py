@@ -278,8 +278,9 @@ def _chunks(count: int, size: int) -> list[range]:
 
 
 class _ClientBase:
-    def __init__(self, urls: str | Sequence[str], api_key: str | None, timeout: float, max_retries: int,
-                 backoff: float, max_backoff: float, deadline: float | None, max_items_per_request: int) -> None:
+    def __init__(self, urls: str | Sequence[str], api_key: str | None = None, timeout: float = 60.0,
+                 max_retries: int = 8, backoff: float = 0.5, max_backoff: float = 30.0,
+                 deadline: float | None = 600.0, max_items_per_request: int = 64) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
         if max_retries < 0:
@@ -299,6 +300,10 @@ class _ClientBase:
         self.headers = {"Accept": "application/json"}
         if api_key:
             self.headers["Authorization"] = f"Bearer {api_key}"
+        self._http = self._make_http()
+
+    def _make_http(self) -> httpx.Client | httpx.AsyncClient:
+        raise NotImplementedError
 
     @property
     def urls(self) -> list[str]:
@@ -340,12 +345,10 @@ class _ClientBase:
 class TokenRewardClient(_ClientBase):
     """Blocking client (thread-safe). Use as a context manager or call `close()`."""
 
-    def __init__(self, urls: str | Sequence[str], api_key: str | None = None, timeout: float = 60.0,
-                 max_retries: int = 8, backoff: float = 0.5, max_backoff: float = 30.0,
-                 deadline: float | None = 600.0, max_items_per_request: int = 64) -> None:
-        super().__init__(urls, api_key, timeout, max_retries, backoff, max_backoff, deadline,
-                         max_items_per_request)
-        self._http = httpx.Client(headers=self.headers)
+    _http: httpx.Client
+
+    def _make_http(self) -> httpx.Client:
+        return httpx.Client(headers=self.headers)
 
     def _call(self, method: str, path: str, body: bytes | None = None) -> httpx.Response:
         attempts = _Attempts(self, path)
@@ -426,12 +429,10 @@ class TokenRewardClient(_ClientBase):
 class AsyncTokenRewardClient(_ClientBase):
     """asyncio client; a large batch's requests go out concurrently. `async with` or `await close()`."""
 
-    def __init__(self, urls: str | Sequence[str], api_key: str | None = None, timeout: float = 60.0,
-                 max_retries: int = 8, backoff: float = 0.5, max_backoff: float = 30.0,
-                 deadline: float | None = 600.0, max_items_per_request: int = 64) -> None:
-        super().__init__(urls, api_key, timeout, max_retries, backoff, max_backoff, deadline,
-                         max_items_per_request)
-        self._http = httpx.AsyncClient(headers=self.headers)
+    _http: httpx.AsyncClient
+
+    def _make_http(self) -> httpx.AsyncClient:
+        return httpx.AsyncClient(headers=self.headers)
 
     async def _call(self, method: str, path: str, body: bytes | None = None) -> httpx.Response:
         attempts = _Attempts(self, path)
