@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import importlib.util
 import math
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "compare_methods.py"
-
 
 @pytest.fixture(scope="module")
-def compare() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("compare_methods", SCRIPT)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def compare(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
+    return load_benchmark("compare_methods")
 
 
 def test_aggregate_mean_and_sample_std_over_seeds(compare: ModuleType) -> None:
@@ -60,7 +54,7 @@ def test_budgets(compare: ModuleType) -> None:
         compare.budget_config("huge", 0)
 
 
-def test_smoke_budget_two_methods_one_seed_end_to_end(tmp_path: Path) -> None:
+def test_smoke_budget_two_methods_one_seed_end_to_end(compare: ModuleType, tmp_path: Path) -> None:
     """The real script (its own process: real service on loopback, real training at smoke size), then a rerun
     that reuses the seed's results instead of training again."""
     import json
@@ -69,7 +63,7 @@ def test_smoke_budget_two_methods_one_seed_end_to_end(tmp_path: Path) -> None:
     import sys
 
     out = tmp_path / "compare"
-    command = [sys.executable, str(SCRIPT), "--seeds", "0", "--methods", "dpo,tlcr", "--budget", "smoke",
+    command = [sys.executable, compare.__file__, "--seeds", "0", "--methods", "dpo,tlcr", "--budget", "smoke",
                "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
