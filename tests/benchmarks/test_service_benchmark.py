@@ -1,0 +1,37 @@
+"""benchmarks/service.py end to end at a tiny size: all three systems measured, no request failed, the table
+and the JSON agree (the script runs as users run it, in its own process, with both servers on loopback)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "service.py"
+
+
+@pytest.mark.slow
+def test_tiny_run_measures_every_system_without_errors(tmp_path: Path) -> None:
+    out = tmp_path / "service.json"
+    command = [sys.executable, str(SCRIPT), "--hidden", "32", "--layers", "1", "--heads", "2", "--clients", "1,4",
+               "--duration", "0.4", "--rounds", "1", "--items", "16", "--out", str(out)]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    systems = {(row["system"], row["clients"]) for row in results["results"]}
+    assert systems == {("in-process", None), ("in-process, unbatched", None), ("ours", 1), ("naive", 1),
+                       ("ours", 4), ("naive", 4)}
+    for row in results["results"]:
+        assert row["errors"] == 0 and row["tokens_per_s"] > 0, row
+        if row["clients"] is not None:
+            assert row["requests"] > 0 and row["p50_ms"] <= row["p99_ms"], row
+    ours4 = next(r for r in results["results"] if r["system"] == "ours" and r["clients"] == 4)
+    naive4 = next(r for r in results["results"] if r["system"] == "naive" and r["clients"] == 4)
+    assert results["ratios"]["4"]["ours_vs_naive"] == pytest.approx(ours4["tokens_per_s"] / naive4["tokens_per_s"])
+    assert "targets at 16 clients" not in done.stdout  # no 16-client level measured, so no verdict printed
+    assert "| 4 |" in done.stdout
