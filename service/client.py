@@ -231,22 +231,14 @@ class _Attempts:
                                  f"{_detail(response)}", status_code=status, url=url)
 
 
-def _token_item(item: TokenRewardItem | dict[str, Any], index: int) -> TokenRewardItem:
-    if isinstance(item, TokenRewardItem):
+def _validated_item(model: type[Model], item: Model | dict[str, Any], index: int, what: str) -> Model:
+    """`item` as `model`, or a ValueError naming its index, before anything is sent."""
+    if isinstance(item, model):
         return item
     try:
-        return TokenRewardItem.model_validate(item)
+        return model.model_validate(item)
     except ValidationError as exc:
-        raise ValueError(f"items[{index}] is not a valid token-reward item: {exc}") from exc
-
-
-def _sequence_item(item: SequenceRewardItem | dict[str, Any], index: int) -> SequenceRewardItem:
-    if isinstance(item, SequenceRewardItem):
-        return item
-    try:
-        return SequenceRewardItem.model_validate(item)
-    except ValidationError as exc:
-        raise ValueError(f"items[{index}] is not a valid sequence-reward item: {exc}") from exc
+        raise ValueError(f"items[{index}] is not a valid {what} item: {exc}") from exc
 
 
 def check_token_results(items: Sequence[TokenRewardItem], response: TokenRewardsResponse, offset: int,
@@ -312,7 +304,7 @@ class _ClientBase:
     def _token_requests(self, items: Sequence[TokenRewardItem | dict[str, Any]], mode: RewardMode | str,
                         threshold: float, return_probabilities: bool,
                         return_tokens: bool) -> tuple[list[TokenRewardItem], list[tuple[range, bytes]]]:
-        parsed = [_token_item(item, i) for i, item in enumerate(items)]
+        parsed = [_validated_item(TokenRewardItem, item, i, "token-reward") for i, item in enumerate(items)]
         bodies = []
         for chunk in _chunks(len(parsed), self.max_items_per_request):
             request = TokenRewardsRequest(items=parsed[chunk.start: chunk.stop], mode=RewardMode(mode),
@@ -322,7 +314,7 @@ class _ClientBase:
         return parsed, bodies
 
     def _sequence_requests(self, items: Sequence[SequenceRewardItem | dict[str, Any]]) -> list[tuple[range, bytes]]:
-        parsed = [_sequence_item(item, i) for i, item in enumerate(items)]
+        parsed = [_validated_item(SequenceRewardItem, item, i, "sequence-reward") for i, item in enumerate(items)]
         return [(chunk, SequenceRewardsRequest(items=parsed[chunk.start: chunk.stop])
                  .model_dump_json().encode()) for chunk in _chunks(len(parsed), self.max_items_per_request)]
 
