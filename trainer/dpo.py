@@ -14,7 +14,7 @@ from typing import Any
 
 from trl import DPOTrainer
 
-from trainer.sft import load_split, mixed_precision_flags
+from trainer.sft import check_split_and_batching, load_split, mixed_precision_flags
 
 DPO_INFO = "tlcr_dpo.json"
 
@@ -42,13 +42,9 @@ class DPOOptions:
     report_to: str = "tensorboard"
 
     def __post_init__(self) -> None:
-        if self.part not in ("sft", "rm", "ppo", "all"):
-            raise ValueError(f"part must be sft, rm, ppo or all, not {self.part!r}")
         if self.beta <= 0:
             raise ValueError(f"beta must be positive, got {self.beta}")
-        if self.batch_size % self.gradient_accumulation_steps:
-            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of gradient_accumulation_steps "
-                             f"({self.gradient_accumulation_steps})")
+        check_split_and_batching(self)
 
 
 def dpo_example(tokenizer: Any, prompt: str, chosen: str, rejected: str) -> dict[str, list[int]]:

@@ -50,14 +50,19 @@ class SFTOptions:
     def __post_init__(self) -> None:
         if not 0.0 <= self.noisy_fraction <= 1.0:
             raise ValueError(f"noisy_fraction must be in [0, 1], got {self.noisy_fraction}")
-        if self.part not in ("sft", "rm", "ppo", "all"):
-            raise ValueError(f"part must be sft, rm, ppo or all, not {self.part!r}")
-        for name in ("batch_size", "gradient_accumulation_steps", "max_length"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.batch_size % self.gradient_accumulation_steps:
-            raise ValueError(f"batch_size ({self.batch_size}) must be a multiple of gradient_accumulation_steps "
-                             f"({self.gradient_accumulation_steps})")
+        check_split_and_batching(self)
+
+
+def check_split_and_batching(options: Any) -> None:
+    """The checks SFT and DPO options share: a known split part, and batch sizes that divide evenly."""
+    if options.part not in ("sft", "rm", "ppo", "all"):
+        raise ValueError(f"part must be sft, rm, ppo or all, not {options.part!r}")
+    for name in ("batch_size", "gradient_accumulation_steps", "max_length"):
+        if getattr(options, name) < 1:
+            raise ValueError(f"{name} must be at least 1, got {getattr(options, name)}")
+    if options.batch_size % options.gradient_accumulation_steps:
+        raise ValueError(f"batch_size ({options.batch_size}) must be a multiple of gradient_accumulation_steps "
+                         f"({options.gradient_accumulation_steps})")
 
 
 def noisy_indices(n: int, fraction: float, seed: int) -> set[int]:

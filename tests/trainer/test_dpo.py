@@ -82,6 +82,8 @@ def test_train_dpo_learns_the_preference(tiny_model_dir: Path, tmp_path: Path) -
 def test_dpo_option_and_cli_errors(tiny_model_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="beta must be positive"):
         DPOOptions(model="m", output_dir="o", beta=0)
+    with pytest.raises(ValueError, match="gradient_accumulation_steps must be at least 1"):
+        DPOOptions(model="m", output_dir="o", gradient_accumulation_steps=0)
     result = CliRunner().invoke(app, ["dpo", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"),
                                       "--part", "everything"])
     assert result.exit_code == 2 and "part must be sft, rm, ppo or all" in result.output
