@@ -55,6 +55,15 @@ def pad_sequences(sequences: Sequence[Sequence[int]], pad_token_id: int,
     return input_ids, attention_mask
 
 
+def _forward_with_mask_positions(model: PreTrainedModel, input_ids: torch.Tensor,
+                          attention_mask: torch.Tensor) -> torch.Tensor:
+    """The model's logits on its own device, with position ids from the attention mask (see above)."""
+    device = next(model.parameters()).device
+    attention_mask = attention_mask.to(device)
+    return model(input_ids=input_ids.to(device), attention_mask=attention_mask,
+                 position_ids=position_ids_from_attention_mask(attention_mask)).logits
+
+
 @torch.inference_mode()
 def token_probabilities(model: PreTrainedModel, input_ids: torch.Tensor,
                         attention_mask: torch.Tensor) -> torch.Tensor:
@@ -63,10 +72,7 @@ def token_probabilities(model: PreTrainedModel, input_ids: torch.Tensor,
     Position ids come from the attention mask, so left- and right-padded batches give the same values
     at real tokens. Values at padding positions are meaningless.
     """
-    device = next(model.parameters()).device
-    attention_mask = attention_mask.to(device)
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask,
-                   position_ids=position_ids_from_attention_mask(attention_mask)).logits
+    logits = _forward_with_mask_positions(model, input_ids, attention_mask)
     if logits.shape[-1] != 1:
         raise ValueError(f"expected a one-logit token classifier, got {logits.shape[-1]} logits per token")
     return torch.sigmoid(logits[..., 0].float())
@@ -99,10 +105,7 @@ def sequence_scores(model: PreTrainedModel, input_ids: torch.Tensor, attention_m
 
     The classifier reads each row's rightmost non-padding token, so rows may be padded on either side.
     """
-    device = next(model.parameters()).device
-    attention_mask = attention_mask.to(device)
-    logits = model(input_ids=input_ids.to(device), attention_mask=attention_mask,
-                   position_ids=position_ids_from_attention_mask(attention_mask)).logits
+    logits = _forward_with_mask_positions(model, input_ids, attention_mask)
     if logits.shape[-1] != 1:
         raise ValueError(f"expected a one-label sequence classifier, got {logits.shape[-1]} labels")
     return logits[:, 0].float()
