@@ -45,17 +45,27 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, controlled_task: Con
                             vocab_size=300, hidden_size=32, num_layers=1, num_heads=2, seed=1)
 
 
-@pytest.fixture(scope="session")
-def tiny_token_classifier_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
-    """An untrained one-logit token-classification model saved like a discriminator checkpoint."""
+def _save_untrained_discriminator(base_dir: Path, out: Path) -> Path:
+    """`base_dir` with an untrained one-logit token-classification head, saved like a discriminator checkpoint."""
     from tlcr.models import load_tokenizer, mark_discriminator_config
 
-    out = tmp_path_factory.mktemp("tiny-discriminator")
-    model = load_token_classifier(tiny_model_dir, num_labels=1, device="cpu", dtype="float32")
-    mark_discriminator_config(model.config, max_length=256, base_model=str(tiny_model_dir))
+    model = load_token_classifier(base_dir, num_labels=1, device="cpu", dtype="float32")
+    mark_discriminator_config(model.config, max_length=256, base_model=str(base_dir))
     model.save_pretrained(out)
-    load_tokenizer(tiny_model_dir).save_pretrained(out)
+    load_tokenizer(base_dir).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_token_classifier_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
+    """An untrained discriminator on the tiny Llama."""
+    return _save_untrained_discriminator(tiny_model_dir, tmp_path_factory.mktemp("tiny-discriminator"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2_discriminator_dir(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2_dir: Path) -> Path:
+    """An untrained discriminator on the tiny GPT-2, whose absolute position embeddings show padding mistakes first."""
+    return _save_untrained_discriminator(tiny_gpt2_dir, tmp_path_factory.mktemp("gpt2-discriminator"))
 
 
 @pytest.fixture(scope="session")

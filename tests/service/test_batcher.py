@@ -175,23 +175,10 @@ async def test_close_finishes_queued_work() -> None:
 # --- batch invariance of the real forward -----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def gpt2_discriminator_dir(tmp_path_factory: pytest.TempPathFactory, tiny_gpt2_dir: Path) -> Path:
-    """GPT-2 has absolute position embeddings: padding mistakes would show here first."""
-    from tlcr.models import load_token_classifier, load_tokenizer, mark_discriminator_config
-
-    out = tmp_path_factory.mktemp("gpt2-discriminator")
-    model = load_token_classifier(tiny_gpt2_dir, num_labels=1, device="cpu", dtype="float32")
-    mark_discriminator_config(model.config, max_length=256, base_model=str(tiny_gpt2_dir))
-    model.save_pretrained(out)
-    load_tokenizer(tiny_gpt2_dir).save_pretrained(out)
-    return out
-
-
 @pytest.mark.parametrize("which", ["llama", "gpt2"])
 def test_probabilities_do_not_depend_on_batch_companions(which: str, tiny_token_classifier_dir: Path,
-                                                         gpt2_discriminator_dir: Path) -> None:
-    path = tiny_token_classifier_dir if which == "llama" else gpt2_discriminator_dir
+                                                         tiny_gpt2_discriminator_dir: Path) -> None:
+    path = tiny_token_classifier_dir if which == "llama" else tiny_gpt2_discriminator_dir
     scorer = TokenScorer.load(str(path), device="cpu", dtype="float32")
     rng = np.random.default_rng(0)
     items = [Encoded(rng.integers(2, scorer.vocab_size, n).tolist(), rng.integers(2, scorer.vocab_size, m).tolist())
