@@ -1,30 +1,43 @@
-"""The paper's comparison: SFT, DPO, PPO_seq, TLCR_fixed, TLCR, TLCR w/o negative, TLCR w/o positive.
+"""The paper's comparison, tuned alike and evaluated on held-out questions: SFT, DPO, PPO_seq, TLCR_fixed,
+TLCR, TLCR w/o negative (positive rewards only), TLCR w/o positive (negative rewards only).
 
-Per seed: one pipeline (tiny model, SFT, labels with the chosen reviser, discriminator + sequence reward
-model, `tlcr.pipeline` stages — the same as `tlcr demo`), ONE reward service serving that seed's
-discriminator and reward model, then every method from the same SFT policy with the same budget (PPO
-modes: same steps, rollouts, epochs, lr, KL coefficient; DPO: the reward models' preference part). Each
-policy is scored on held-out prompts by `tlcr eval`'s machinery (`run_evaluation`: Fig. 6 scores through
-the service, response length, the oracle on the controlled task) plus its KL to the SFT reference.
+Per seed, the `tlcr.pipeline` stages (the same as `tlcr demo`) build one SFT policy, chosen-reviser labels,
+one discriminator and one sequence reward model, served by ONE reward service; every method starts from
+that SFT policy.
 
-    python benchmarks/compare_methods.py --seeds 0,1,2 --budget full --out runs/compare
-    python benchmarks/compare_methods.py --source ../shared/data/hh-rlhf/harmless-base/test.jsonl.gz \
-        --budget hh-small --seeds 0 --out runs/compare-hh
+Held out: the controlled task splits its questions (entity × relations) once into train / validation /
+test (`ControlledTask.question_split`). Every SFT, reward-model and PPO prompt is a train question;
+validation questions are used only to tune, test questions only for the final numbers.
 
-Prints the mean ± std table over seeds, writes `<out>/comparison.json` (every number, per seed and
-aggregated) and `<out>/comparison.png`. A seed whose `results.json` exists is reused (reruns resume).
+Tuning, the same budget for every method: a 2 × 2 grid (PPO modes: lr × KL coefficient β; DPO: lr × β),
+trained on the first seed and scored on the validation questions by the oracle; the best point of each
+method is then trained on every seed and evaluated once on the test questions. PPO_seq's sequence-RM
+scores are z-scored by the SFT policy's samples (`PPOConfig.normalize_sequence_scores`), as is standard.
+
+Reported: per method the test oracle, helpfulness, completeness, response length and KL to SFT (mean
+over seeds); paired bootstrap 95 % intervals over test prompts and seeds for the differences vs SFT and
+vs TLCR, with a sentence per ordering the paper claims; the oracle at a common KL from each method's
+validation oracle-vs-KL curve; response length over PPO steps per mode (Fig. 7); reward sanity of the
+served discriminator. Times are printed against the 30-minute budget.
+
+    python benchmarks/compare_methods.py --seeds 0,1,2 --out runs/compare          # ≈ budget: see docs/results.md
+    python benchmarks/compare_methods.py --budget smoke --seeds 0 --methods tlcr --out runs/compare-smoke
+
+Writes `<out>/comparison.json` (every number), `comparison.md`, `comparison.png`, `fig7_length.png`,
+`oracle_vs_kl.png`. Finished runs are reused (`result.json` per run), so an interrupted run resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import math
 import statistics
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -32,183 +45,360 @@ from typing import Any
 # `service` package: drop it.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
+import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from tlcr.demo import DemoConfig, StageLog, quiet_libraries  # noqa: E402
+from tlcr.evaluation.bootstrap import Interval, paired_bootstrap  # noqa: E402
 from tlcr.pipeline import MODE_NAMES  # noqa: E402
 
 METHODS = ("sft", "dpo", "seq", "tlcr_fixed", "tlcr", "tlcr_positive_only", "tlcr_negative_only")
 METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", **MODE_NAMES}
-METRICS = ("oracle_score", "oracle_helpful", "continuous_token_reward_sum", "fixed_token_reward_sum",
-           "sequence_reward", "response_tokens", "kl_to_sft")
-SHORT = {"oracle_score": "oracle", "oracle_helpful": "helpful", "continuous_token_reward_sum": "Σ r_t cont.",
-         "fixed_token_reward_sum": "Σ r_t fixed", "sequence_reward": "seq. RM", "response_tokens": "length",
-         "kl_to_sft": "KL to SFT"}
+PPO_GRID = {"ppo_learning_rate": (5e-5, 1.5e-4), "ppo_kl_coef": (0.05, 0.2)}
+DPO_GRID = {"dpo_learning_rate": (1e-5, 4e-5), "dpo_beta": (0.1, 0.3)}
+BUDGET_MINUTES = 30
+# (claim, method a, method b, metric): "a > b" on the test split
+CLAIMS = (("TLCR > SFT", "tlcr", "sft", "oracle"), ("TLCR > PPO_seq", "tlcr", "seq", "oracle"),
+          ("PPO_seq > SFT", "seq", "sft", "oracle"), ("TLCR_fixed > PPO_seq", "tlcr_fixed", "seq", "oracle"),
+          ("TLCR ≥ TLCR_fixed", "tlcr", "tlcr_fixed", "oracle"), ("TLCR > DPO", "tlcr", "dpo", "oracle"),
+          ("w/o negative longer than TLCR", "tlcr_positive_only", "tlcr", "length"),
+          ("TLCR longer than w/o positive", "tlcr", "tlcr_negative_only", "length"))
+PER_RESPONSE = {"oracle": "oracle_score", "helpful": "helpful", "complete": "complete", "length": "tokens"}
 
 
 def budget_config(budget: str, seed: int) -> DemoConfig:
-    """`full`: the demo's recipe; `smoke`: the demo's CI budget; `hh-small`: harmless-base on 2 CPU cores."""
+    """`full`: the demo's recipe; `smoke`: the demo's CI budget."""
     seeds = {"seed": seed, "data_seed": 42 + seed}
     if budget == "full":
         return DemoConfig(**seeds)
     if budget == "smoke":
         return DemoConfig.smoke(**seeds)
-    if budget == "hh-small":
-        return DemoConfig(**seeds, pairs=1000, discriminator_epochs=3.0, reward_model_epochs=2.0,
-                          ppo_steps=30, ppo_rollout_batch=16, max_new_tokens=32, eval_prompts=48)
-    raise ValueError(f"unknown budget {budget!r}: choose full, smoke or hh-small")
+    raise ValueError(f"unknown budget {budget!r}: choose full or smoke")
 
 
-def eval_prompts(config: DemoConfig, source: str, held_out: Sequence[Any], tokenizer_dir: Path,
-                 max_length: int = 256) -> list[str]:
-    """Held-out prompts: fresh controlled-task questions, or the source's held-out pairs whose prompt
-    plus a full response (and 8 tokens of re-tokenization slack) fits the service's max_length (422 beyond it)."""
-    if source == "controlled":
-        from tlcr.pipeline import controlled_task
-
-        return [p.prompt for p in controlled_task().pairs(config.eval_prompts, seed=config.eval_seed)]
-    from tlcr.models import encode_prompt_response, load_tokenizer
-
-    tokenizer = load_tokenizer(tokenizer_dir)
-    fits = [p.prompt for p in held_out
-            if len(encode_prompt_response(tokenizer, p.prompt, "")[0]) + config.max_new_tokens + 8 <= max_length]
-    return fits[: config.eval_prompts]
+def grid(method: str, budget: str) -> list[dict[str, float]]:
+    """The tuning grid of a method (one point for SFT; the first point alone for the smoke budget)."""
+    if method == "sft":
+        return [{}]
+    space = DPO_GRID if method == "dpo" else PPO_GRID
+    points = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+    return points[:1] if budget == "smoke" else points
 
 
-def run_seed(config: DemoConfig, methods: Sequence[str], source: str, seed_dir: Path,
-             console: Console) -> dict[str, Any]:
-    """Train every method for one seed and evaluate them; returns {policy: metrics} plus timings."""
+def point_name(point: Mapping[str, float]) -> str:
+    return "-".join(f"{key.split('_', 1)[1]}{value:g}" for key, value in point.items()) or "base"
+
+
+# ------------------------------------------------------------------------------------------------ one seed
+
+@dataclass
+class SeedBase:
+    config: DemoConfig
+    dir: Path
+    data: Any
+    sft: Path
+    discriminator: Path
+    reward_model: Path
+    stages: dict[str, Any]
+
+
+def build_seed(config: DemoConfig, seed_dir: Path, log: StageLog) -> SeedBase:
+    from tlcr import pipeline
+
+    with log.stage(f"seed {config.seed}: data, SFT, labels, discriminator, reward model"):
+        data, _ = pipeline.prepare_data(config, seed_dir)
+        sft = pipeline.sft_stage(config, data, seed_dir)
+        labels_path, labeling = pipeline.label_stage(data, sft, seed_dir)
+        disc, disc_metrics = pipeline.discriminator_stage(config, labels_path, sft, seed_dir)
+        rm, rm_metrics = pipeline.reward_model_stage(config, data, sft, seed_dir)
+    return SeedBase(config, seed_dir, data, sft, disc, rm,
+                    {"labeling": labeling, "discriminator": disc_metrics.get("eval", {}),
+                     "reward_model": rm_metrics.get("eval", {})})
+
+
+def train_method(base: SeedBase, method: str, point: Mapping[str, float], reward_url: str) -> Path:
+    """The policy of `method` trained with the grid point's settings (SFT: the SFT policy itself)."""
+    from tlcr import pipeline
+
+    if method == "sft":
+        return base.sft
+    config = replace(base.config, **point)
+    out = base.dir / "runs" / method / point_name(point)
+    if method == "dpo":
+        return pipeline.dpo_stage(config, base.sft, base.data, out)
+    run, _ = pipeline.ppo_stage(config, method, base.sft, reward_url, base.discriminator, base.data.files["ppo"],
+                                out / "ppo")
+    return run / "policy"
+
+
+def evaluate_policy(policy: Path, sft: Path, prompts: Sequence[str], config: DemoConfig) -> dict[str, Any]:
+    """Per response: oracle score, helpful, complete, length in policy tokens; and the policy's KL to SFT."""
+    from tlcr import pipeline
+    from tlcr.evaluation.evaluate import EvalConfig, generate_responses_with_lengths
+
+    task = pipeline.controlled_task()
+    eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=64, do_sample=config.eval_do_sample,
+                             top_p=config.eval_top_p, seed=config.seed)
+    texts, lengths = generate_responses_with_lengths(policy, prompts, eval_config)
+    rows = []
+    for prompt, text, length in zip(prompts, texts, lengths, strict=True):
+        score = task.oracle(prompt, text)
+        rows.append({"prompt": prompt, "response": text, "oracle_score": score.score, "helpful": float(score.helpful),
+                     "complete": float(score.complete), "tokens": float(length)})
+    kl = 0.0 if policy == sft else pipeline.policy_kl(policy, sft, prompts, max_new_tokens=config.max_new_tokens,
+                                                      seed=config.seed)
+    summary = {key: statistics.fmean(r[key] for r in rows) for key in PER_RESPONSE.values()}
+    return {"rows": rows, "summary": {**summary, "kl_to_sft": kl}}
+
+
+def cached(path: Path, compute: Any) -> dict[str, Any]:
+    if path.exists():
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1, default=str))
+    return result
+
+
+def run_seed(config: DemoConfig, methods: Sequence[str], chosen: dict[str, dict[str, float]] | None,
+             budget: str, seed_dir: Path, console: Console) -> dict[str, Any]:
+    """Tune (when `chosen` is None) on validation questions, then evaluate each method's chosen point on test."""
     from service.client import TokenRewardClient
     from tlcr import pipeline
-    from tlcr.evaluation.evaluate import EvalConfig
-    from tlcr.evaluation.run import run_evaluation
+    from tlcr.evaluation.reward_sanity import reward_sanity, sanity_rows
+    from tlcr.models import load_tokenizer
 
     log = StageLog(console)
-    controlled = source == "controlled"
-    with log.stage(f"seed {config.seed}: data + tiny model"):
-        data, held_out = pipeline.prepare_data(config, seed_dir, source,
-                                               holdout=0 if controlled else 4 * config.eval_prompts)
-    with log.stage(f"seed {config.seed}: SFT"):
-        sft = pipeline.sft_stage(config, data, seed_dir)
-    with log.stage(f"seed {config.seed}: labels + discriminator + reward model"):
-        labels_path, labeling = pipeline.label_stage(data, sft, seed_dir)
-        disc_dir, disc_metrics = pipeline.discriminator_stage(config, labels_path, sft, seed_dir)
-        rm_dir, rm_metrics = pipeline.reward_model_stage(config, data, sft, seed_dir)
-    policies: dict[str, Path] = {"SFT": sft}
-    if "dpo" in methods:
-        with log.stage(f"seed {config.seed}: DPO"):
-            policies["DPO"] = pipeline.dpo_stage(config, sft, data, seed_dir)
-    service = pipeline.start_reward_service(disc_dir, rm_dir, seed_dir)
+    base = build_seed(config, seed_dir, log)
+    validation = pipeline.held_out_prompts("validation", config.eval_samples_per_prompt, config.eval_prompts)
+    test = pipeline.held_out_prompts("test", config.eval_samples_per_prompt, config.eval_prompts)
+    tuning: dict[str, list[dict[str, Any]]] = {}
+    service = pipeline.start_reward_service(base.discriminator, base.reward_model, seed_dir)
     try:
-        ppo_runs = []
-        for mode in (m for m in methods if m in MODE_NAMES):
-            with log.stage(f"seed {config.seed}: PPO {mode}"):
-                out, _ = pipeline.ppo_stage(config, mode, sft, service.url, disc_dir, data.files["ppo"],
-                                            seed_dir / "ppo" / mode)
-                policies[MODE_NAMES[mode]] = out / "policy"
-                ppo_runs.append(out)
-        with log.stage(f"seed {config.seed}: evaluation"):
-            prompts = eval_prompts(config, source, held_out, sft)
-            eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=32,
-                                     do_sample=config.eval_do_sample, top_p=config.eval_top_p, seed=config.seed)
-            with TokenRewardClient(service.url) as client:
-                summary = run_evaluation(policies, prompts, client, eval_config, seed_dir / "eval",
-                                         task=pipeline.controlled_task() if controlled else None,
-                                         ppo_runs=ppo_runs, title=f"comparison — seed {config.seed}")
-            for name, path in policies.items():
-                summary[name]["kl_to_sft"] = (0.0 if name == "SFT" else pipeline.policy_kl(
-                    path, sft, prompts, max_new_tokens=config.max_new_tokens, seed=config.seed))
+        with TokenRewardClient(service.url) as client:
+            sanity = reward_sanity(client, load_tokenizer(base.discriminator), pipeline.controlled_task(),
+                                   part="validation", seed=config.seed)
+        for label, value in sanity_rows(sanity):
+            console.print(f"  reward sanity — {label}: {value}")
+        if chosen is None:
+            chosen = {}
+            for method in methods:
+                with log.stage(f"seed {config.seed}: tune {METHOD_NAMES[method]} on validation"):
+                    tuning[method] = []
+                    for point in grid(method, budget):
+                        run_dir = seed_dir / "runs" / method / point_name(point)
+                        result = cached(run_dir / "validation.json", lambda m=method, p=point: evaluate_policy(
+                            train_method(base, m, p, service.url), base.sft, validation, config))
+                        tuning[method].append({"point": point, **result["summary"]})
+                        console.print(f"  {point_name(point)}: oracle {result['summary']['oracle_score']:.3f}, "
+                                      f"KL {result['summary']['kl_to_sft']:.2f}")
+                    chosen[method] = max(tuning[method], key=lambda r: r["oracle_score"])["point"]
+        test_results = {}
+        for method in methods:
+            with log.stage(f"seed {config.seed}: {METHOD_NAMES[method]} ({point_name(chosen[method])}) on test"):
+                run_dir = seed_dir / "runs" / method / point_name(chosen[method])
+                test_results[method] = cached(run_dir / "test.json", lambda m=method: evaluate_policy(
+                    train_method(base, m, chosen[m], service.url), base.sft, test, config))
     finally:
         service.stop()
-    return {"seed": config.seed, "policies": summary, "n_prompts": len(prompts), "timings": log.timings,
-            "stages": {"labeling": labeling, "discriminator": disc_metrics.get("eval", {}),
-                       "reward_model": rm_metrics.get("eval", {})}, "config": asdict(config)}
+    return {"seed": config.seed, "chosen": chosen, "tuning": tuning, "test": test_results, "sanity": sanity,
+            "stages": base.stages, "timings": log.timings, "config": asdict(config)}
 
 
-def aggregate(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, dict[str, float]]]:
-    """{policy: {metric: {mean, std, n}}} over seeds (std is the sample std; 0 with one seed)."""
-    table: dict[str, dict[str, dict[str, float]]] = {}
-    for result in per_seed:
-        for policy, metrics in result["policies"].items():
-            for metric, value in metrics.items():
-                table.setdefault(policy, {}).setdefault(metric, {"values": []})["values"].append(value)  # type: ignore[arg-type]
-    for metrics in table.values():
-        for cell in metrics.values():
-            values = [v for v in cell.pop("values") if not math.isnan(v)]  # type: ignore[arg-type]
-            cell["mean"] = statistics.fmean(values) if values else math.nan
-            cell["std"] = statistics.stdev(values) if len(values) > 1 else 0.0
-            cell["n"] = len(values)
+# ------------------------------------------------------------------------------------------------ statistics
+
+def per_prompt(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, float]:
+    """Mean of `key` over the samples of each prompt."""
+    groups: dict[str, list[float]] = {}
+    for row in rows:
+        groups.setdefault(row["prompt"], []).append(float(row[key]))
+    return {prompt: statistics.fmean(values) for prompt, values in groups.items()}
+
+
+def matrix(per_seed: Sequence[Mapping[str, Any]], method: str, key: str) -> np.ndarray:
+    """[seeds, prompts] of per-prompt means, prompts in one shared order."""
+    tables = [per_prompt(result["test"][method]["rows"], key) for result in per_seed]
+    prompts = sorted(tables[0])
+    return np.array([[table[p] for p in prompts] for table in tables])
+
+
+def differences(per_seed: Sequence[Mapping[str, Any]], a: str, b: str, metric: str) -> Interval:
+    key = PER_RESPONSE[metric]
+    return paired_bootstrap(matrix(per_seed, a, key) - matrix(per_seed, b, key))
+
+
+def summary_table(per_seed: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
+    table: dict[str, dict[str, Any]] = {}
+    for method in methods:
+        cells = {}
+        for key in (*PER_RESPONSE.values(), "kl_to_sft"):
+            values = [r["test"][method]["summary"][key] for r in per_seed]
+            cells[key] = {"mean": statistics.fmean(values), "per_seed": values}
+        if method != "sft":
+            cells["oracle_vs_sft"] = differences(per_seed, method, "sft", "oracle").to_dict()
+        if method != "tlcr" and "tlcr" in methods:
+            cells["oracle_vs_tlcr"] = differences(per_seed, method, "tlcr", "oracle").to_dict()
+            cells["length_vs_tlcr"] = differences(per_seed, method, "tlcr", "length").to_dict()
+        table[method] = cells
     return table
 
 
-def print_table(console: Console, table: Mapping[str, Mapping[str, Mapping[str, float]]], title: str) -> None:
-    metrics = [m for m in METRICS if any(m in row for row in table.values())]
-    rich_table = Table(title=title)
-    rich_table.add_column("method")
-    for metric in metrics:
-        rich_table.add_column(SHORT[metric], justify="right")
-    for policy, row in table.items():
-        rich_table.add_row(policy, *(_cell(row.get(m)) for m in metrics))
-    console.print(rich_table)
+def claims(per_seed: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
+    """Each ordering the paper claims: the paired difference, its interval, and a sentence."""
+    out = []
+    for claim, a, b, metric in CLAIMS:
+        if a not in methods or b not in methods:
+            continue
+        interval = differences(per_seed, a, b, metric)
+        weak = claim.startswith("TLCR ≥")  # "≥": holds unless significantly reversed
+        if interval.significant:
+            verdict = "holds (significant)" if interval.mean > 0 else "is reversed (significant)"
+        else:
+            verdict = "not significant: the interval includes 0" + (", so it is not contradicted" if weak else "")
+        unit = "oracle" if metric == "oracle" else "tokens"
+        sentence = (f"{claim}: {METHOD_NAMES[a]} − {METHOD_NAMES[b]} = {interval.mean:+.3f} {unit} "
+                    f"[95 % CI {interval.low:+.3f}, {interval.high:+.3f}] — {verdict}.")
+        out.append({"claim": claim, "a": a, "b": b, "metric": metric, **interval.to_dict(), "sentence": sentence})
+    return out
 
 
-def _cell(cell: Mapping[str, float] | None) -> str:
-    if cell is None or math.isnan(cell["mean"]):
+def matched_kl(tuning: Mapping[str, Sequence[Mapping[str, Any]]], sft_oracle: float) -> dict[str, Any]:
+    """Validation oracle of each method at one common KL, interpolated along its grid points (KL 0 is SFT).
+
+    The common KL is the smallest of the methods' largest grid KLs, so every method reaches it."""
+    curves = {}
+    for method, points in tuning.items():
+        if method == "sft" or not points:
+            continue
+        pts = sorted([(0.0, sft_oracle)] + [(p["kl_to_sft"], p["oracle_score"]) for p in points])
+        curves[method] = pts
+    if not curves:
+        return {"kl": math.nan, "oracle": {}, "curves": {}}
+    common = min(max(k for k, _ in pts) for pts in curves.values())
+    oracle = {m: float(np.interp(common, [k for k, _ in pts], [o for _, o in pts])) for m, pts in curves.items()}
+    return {"kl": common, "oracle": oracle, "curves": curves}
+
+
+# ------------------------------------------------------------------------------------------------ output
+
+def fmt_interval(cell: Mapping[str, Any] | None) -> str:
+    if not cell:
         return "—"
-    return f"{cell['mean']:.3f} ± {cell['std']:.3f}"
+    star = "*" if cell["significant"] else ""
+    return f"{cell['mean']:+.3f} [{cell['low']:+.3f}, {cell['high']:+.3f}]{star}"
 
 
-def markdown_table(table: Mapping[str, Mapping[str, Mapping[str, float]]]) -> str:
-    metrics = [m for m in METRICS if any(m in row for row in table.values())]
-    lines = ["| method | " + " | ".join(SHORT[m] for m in metrics) + " |",
-             "| --- |" + " --- |" * len(metrics)]
-    lines += [f"| {policy} | " + " | ".join(_cell(row.get(m)) for m in metrics) + " |"
-              for policy, row in table.items()]
-    return "\n".join(lines)
+def table_rows(table: Mapping[str, Mapping[str, Any]], kl_match: Mapping[str, Any]) -> list[list[str]]:
+    rows = []
+    for method, cells in table.items():
+        at_kl = kl_match["oracle"].get(method)
+        rows.append([METHOD_NAMES[method], f"{cells['oracle_score']['mean']:.3f}",
+                     fmt_interval(cells.get("oracle_vs_sft")), fmt_interval(cells.get("oracle_vs_tlcr")),
+                     f"{cells['helpful']['mean']:.2f}", f"{cells['complete']['mean']:.2f}",
+                     f"{cells['tokens']['mean']:.1f}", fmt_interval(cells.get("length_vs_tlcr")),
+                     f"{cells['kl_to_sft']['mean']:.2f}", "—" if at_kl is None else f"{at_kl:.3f}"])
+    return rows
 
 
-def plot(table: Mapping[str, Mapping[str, Mapping[str, float]]], path: Path, title: str) -> Path:
-    """One bar panel per metric, mean ± std over seeds."""
+HEADERS = ["method", "oracle", "Δ oracle vs SFT", "Δ oracle vs TLCR", "helpful", "complete", "length",
+           "Δ length vs TLCR", "KL", "oracle @ common KL (val.)"]
+
+
+def markdown(rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(HEADERS) + " |", "|" + " --- |" * len(HEADERS)]
+    return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
+
+
+def plot_comparison(table: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> None:
+    """Test oracle and length per method, error bars = paired 95 % interval of the difference vs SFT."""
     from tlcr.evaluation.report import plt
 
-    metrics = [m for m in METRICS if any(not math.isnan(row.get(m, {}).get("mean", math.nan))
-                                         for row in table.values())]
-    policies = list(table)
-    fig, axes = plt.subplots(1, len(metrics), figsize=(3.2 * len(metrics), 3.6), squeeze=False)
-    for ax, metric in zip(axes[0], metrics, strict=True):
-        means = [table[p].get(metric, {}).get("mean", math.nan) for p in policies]
-        stds = [table[p].get(metric, {}).get("std", 0.0) for p in policies]
-        ax.bar(range(len(policies)), means, yerr=stds, capsize=3, color="tab:blue")
-        ax.set_xticks(range(len(policies)), policies, rotation=60, ha="right", fontsize=7)
-        ax.set_title(SHORT[metric], fontsize=9)
+    methods = list(table)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, key, label in ((axes[0], "oracle_score", "oracle (test)"), (axes[1], "tokens", "length (tokens)")):
+        means = [table[m][key]["mean"] for m in methods]
+        errs = None
+        if key == "oracle_score":
+            errs = np.array([[0.0, 0.0] if m == "sft" else
+                             [table[m]["oracle_vs_sft"]["mean"] - table[m]["oracle_vs_sft"]["low"],
+                              table[m]["oracle_vs_sft"]["high"] - table[m]["oracle_vs_sft"]["mean"]]
+                             for m in methods]).T
+        ax.bar(range(len(methods)), means, yerr=errs, capsize=3, color="tab:blue")
+        ax.set_xticks(range(len(methods)), [METHOD_NAMES[m] for m in methods], rotation=45, ha="right", fontsize=8)
+        ax.set_title(label, fontsize=9)
         ax.axhline(0, color="black", linewidth=0.5)
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
-    return path
 
+
+def plot_length_curves(per_seed: Sequence[Mapping[str, Any]], out_root: Path, path: Path) -> dict[str, list[float]]:
+    """Fig. 7 (response length over PPO steps) per reward mode, mean over seeds, of the test runs."""
+    from tlcr.evaluation.report import plt
+    from trainer.metrics_log import read_metrics
+
+    curves: dict[str, list[float]] = {}
+    for method in per_seed[0]["chosen"]:
+        if method not in MODE_NAMES:
+            continue
+        runs = [read_metrics(out_root / f"seed-{r['seed']}" / "runs" / method / point_name(r["chosen"][method])
+                             / "ppo") for r in per_seed]
+        steps = min(len(rows) for rows in runs)
+        curves[method] = [statistics.fmean(rows[i]["response_length"] for rows in runs) for i in range(steps)]
+    if curves:
+        fig, ax = plt.subplots(figsize=(5.5, 3.6))
+        for method, values in curves.items():
+            ax.plot(range(1, len(values) + 1), values, label=METHOD_NAMES[method])
+        ax.set_xlabel("PPO step")
+        ax.set_ylabel("response length (tokens)")
+        ax.set_title(f"Fig. 7 — response length, mean of {len(per_seed)} seed(s)", fontsize=9)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+    return curves
+
+
+def plot_oracle_vs_kl(kl_match: Mapping[str, Any], path: Path) -> None:
+    from tlcr.evaluation.report import plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for method, pts in kl_match["curves"].items():
+        ax.plot([k for k, _ in pts], [o for _, o in pts], marker="o", label=METHOD_NAMES[method])
+    if not math.isnan(kl_match["kl"]):
+        ax.axvline(kl_match["kl"], color="grey", linestyle="--", linewidth=0.8)
+    ax.set_xlabel("KL to SFT (nats per response, validation)")
+    ax.set_ylabel("oracle (validation)")
+    ax.set_title("Oracle vs KL over each method's tuning grid (first seed)", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------------------------ main
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; the first one tunes (default 0,1,2)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated, from {', '.join(METHODS)} (SFT is always evaluated)")
-    parser.add_argument("--budget", default="full", choices=("smoke", "full", "hh-small"))
-    parser.add_argument("--source", default="controlled", help="controlled, or a pairs .jsonl[.gz] (HH format)")
+    parser.add_argument("--budget", default="full", choices=("smoke", "full"))
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     args = parser.parse_args(argv)
     try:
         args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     except ValueError:
         parser.error(f"--seeds must be comma-separated integers, not {args.seeds!r}")
-    args.method_list = [m.strip() for m in args.methods.split(",") if m.strip()]
-    unknown = [m for m in args.method_list if m not in METHODS]
-    if unknown or not args.seed_list:
-        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}" if unknown else "no seeds")
-    if args.source != "controlled" and not Path(args.source).is_file():
-        parser.error(f"--source {args.source}: not 'controlled' and not a file")
+    if not args.seed_list or len(set(args.seed_list)) != len(args.seed_list):
+        parser.error(f"--seeds needs distinct seeds, got {args.seeds!r}")
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown:
+        parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    args.method_list = ["sft", *(m for m in METHODS if m in methods and m != "sft")]
     return args
 
 
@@ -218,29 +408,54 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries(console)
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    per_seed = []
+    per_seed: list[dict[str, Any]] = []
+    chosen: dict[str, dict[str, float]] | None = None
+    reused = 0
     for seed in args.seed_list:
         seed_dir = args.out / f"seed-{seed}"
-        results_path = seed_dir / "results.json"
-        if results_path.exists():
-            console.print(f"seed {seed}: reusing {results_path}")
-            per_seed.append(json.loads(results_path.read_text()))
-            continue
-        if seed_dir.exists():
-            raise SystemExit(f"{seed_dir} exists without results.json (an interrupted run): remove it first")
-        result = run_seed(budget_config(args.budget, seed), args.method_list, args.source, seed_dir, console)
-        results_path.write_text(json.dumps(result, indent=2, default=str))
+        if (seed_dir / "results.json").exists():
+            console.print(f"seed {seed}: reusing {seed_dir / 'results.json'}")
+            reused += 1
+        result = cached(seed_dir / "results.json", lambda s=seed, d=seed_dir, c=chosen: run_seed(
+            budget_config(args.budget, s), args.method_list, c, args.budget, d, console))
+        chosen = chosen or result["chosen"]
         per_seed.append(result)
-    table = aggregate(per_seed)
-    title = (f"{args.source if args.source == 'controlled' else Path(args.source).name} — budget {args.budget} — "
-             f"seeds {','.join(str(r['seed']) for r in per_seed)} — mean ± std")
-    print_table(console, table, title)
-    plot(table, args.out / "comparison.png", title)
+    table = summary_table(per_seed, args.method_list)
+    tuning = per_seed[0]["tuning"]
+    sft_val = statistics.fmean(r["oracle_score"] for r in tuning.get("sft", [])) if tuning.get("sft") else math.nan
+    kl_match = matched_kl(tuning, sft_val)
+    found = claims(per_seed, args.method_list)
+    wall = time.perf_counter() - started
+    seeds = ",".join(str(r["seed"]) for r in per_seed)
+    title = (f"controlled task, test questions — budget {args.budget} — seeds {seeds} "
+             f"(tuned on seed {args.seed_list[0]})")
+
+    rich_table = Table(title=title)
+    for header in HEADERS:
+        rich_table.add_column(header, justify="left" if header == "method" else "right")
+    rows = table_rows(table, kl_match)
+    for row in rows:
+        rich_table.add_row(*row)
+    console.print(rich_table)
+    console.print("Δ: paired bootstrap over test prompts and seeds, 95 % CI; * = interval excludes 0. "
+                  f"Common KL for the matched column: {kl_match['kl']:.2f} nats.")
+    console.print("Chosen points: " + ", ".join(f"{METHOD_NAMES[m]} {point_name(p)}" for m, p in chosen.items()))
+    for claim in found:
+        console.print("  " + claim["sentence"])
+    plot_comparison(table, args.out / "comparison.png", title)
+    curves = plot_length_curves(per_seed, args.out, args.out / "fig7_length.png")
+    plot_oracle_vs_kl(kl_match, args.out / "oracle_vs_kl.png")
+    console.print(f"time: {wall / 60:.1f} min wall for this invocation, budget {BUDGET_MINUTES} min → "
+                  f"{'within' if wall <= BUDGET_MINUTES * 60 else 'OVER'} budget"
+                  + (f" ({reused} seed(s) reused from disk, not re-timed)" if reused else ""))
     (args.out / "comparison.json").write_text(json.dumps(
-        {"title": title, "args": {k: str(v) for k, v in vars(args).items()}, "aggregate": table,
-         "per_seed": per_seed, "wall_s": round(time.perf_counter() - started, 1)}, indent=2, default=str))
-    (args.out / "comparison.md").write_text(markdown_table(table) + "\n")
-    console.print(f"→ {args.out / 'comparison.json'}, {args.out / 'comparison.png'}, {args.out / 'comparison.md'}")
+        {"title": title, "args": {k: str(v) for k, v in vars(args).items()}, "table": table, "claims": found,
+         "matched_kl": kl_match, "length_curves": curves, "chosen": chosen,
+         "sanity": {r["seed"]: r["sanity"] for r in per_seed}, "wall_s": round(wall, 1),
+                  "per_seed": [{k: v for k, v in r.items() if k != "test"} for r in per_seed]}, indent=1, default=str))
+    (args.out / "comparison.md").write_text(
+        f"{title}\n\n{markdown(rows)}\n\n" + "\n".join(f"- {c['sentence']}" for c in found) + "\n")
+    console.print(f"→ {args.out / 'comparison.json'}, comparison.md, comparison.png, fig7_length.png, oracle_vs_kl.png")
     return 0
 
 

@@ -36,8 +36,11 @@ class DemoConfig(PipelineConfig):
     out_root: Path = Path("runs")
     run_name: str | None = None  # default: demo-<timestamp>
     modes: tuple[str, ...] = ("tlcr",)
-    eval_prompts: int = 96
-    eval_seed: int = 12345
+    # Evaluation on the controlled task's test questions, which no training stage saw (question_split);
+    # eval_prompts caps how many distinct questions (None: all 64), each sampled eval_samples_per_prompt times.
+    eval_part: str = "test"
+    eval_prompts: int | None = None
+    eval_samples_per_prompt: int = 4
     # Held-out responses are sampled the way PPO samples (temperature 1, top-p 0.9): greedy decoding
     # would hide the faults the noisy SFT demonstrations put into the policy's distribution.
     eval_do_sample: bool = True
@@ -48,7 +51,8 @@ class DemoConfig(PipelineConfig):
         """A tiny budget for CI: every stage runs, numbers are not meaningful."""
         values: dict[str, Any] = dict(pairs=200, hidden_size=32, vocab_size=512, sft_epochs=1.0,
                                       discriminator_epochs=1.0, reward_model_epochs=1.0, ppo_steps=2,
-                                      ppo_rollout_batch=8, ppo_epochs=1, max_new_tokens=12, eval_prompts=8)
+                                      ppo_rollout_batch=8, ppo_epochs=1, max_new_tokens=12, eval_prompts=8,
+                                      eval_samples_per_prompt=1)
         values.update(overrides)
         return cls(**values)
 
@@ -146,12 +150,20 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
             from tlcr.evaluation.evaluate import EvalConfig
             from tlcr.evaluation.run import run_evaluation
 
-            eval_prompts = [p.prompt for p in task.pairs(config.eval_prompts, seed=config.eval_seed)]
+            eval_prompts = pipeline.held_out_prompts(config.eval_part, config.eval_samples_per_prompt,
+                                                     config.eval_prompts)
             policies: dict[str, Path] = {"SFT": sft}
             policies.update({MODE_NAMES.get(m, m): ppo_runs[m] / "policy" for m in config.modes})
             eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=32,
                                      do_sample=config.eval_do_sample, top_p=config.eval_top_p, seed=config.seed)
+            from tlcr.evaluation.reward_sanity import reward_sanity, sanity_rows
+            from tlcr.models import load_tokenizer
+
             with TokenRewardClient(service.url) as client:
+                extra["reward_sanity"] = reward_sanity(client, load_tokenizer(disc_dir), task, part="validation",
+                                                       seed=config.seed)
+                for label, value in sanity_rows(extra["reward_sanity"]):
+                    console.print(f"reward sanity (validation questions) — {label}: {value}")
                 summary_table = run_evaluation(
                     policies, eval_prompts, client, eval_config, run_dir, task=task,
                     ppo_runs=list(ppo_runs.values()), title=f"tlcr demo — {name}", notes=_notes(config),
@@ -168,10 +180,13 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
 def _notes(config: DemoConfig) -> list[str]:
     return [f"Offline controlled task: {config.pairs} generated pairs (20/40/40 SFT / reward models / PPO); "
             f"SFT targets are the faulty rejected response {config.sft_noisy_fraction:.0%} of the time. "
-            f"Held-out prompts are freshly drawn (seed {config.eval_seed}) from the same knowledge base; "
+            f"Evaluation: the task's {config.eval_part} questions (entity × relations), held out by question: "
+            "no SFT, reward-model or PPO prompt asks any of them, while each fact they ask is stated in some "
+            f"training question; {config.eval_samples_per_prompt} sampled response(s) per question; "
             + ("responses are sampled as in PPO (temperature 1, top-p "
                f"{config.eval_top_p}, seed {config.seed})." if config.eval_do_sample else "responses are greedy."),
-            "oracle_score: (correct − wrong facts)/asked − 0.5·rude − 0.25·(repetitions + hedges); 1.0 is perfect."]
+            "oracle_score: (correct − wrong facts + ½·(details − wrong details))/(1.5·asked) − 0.5·rude "
+            "− 0.25·(repetitions + hedges); 1.0 is perfect."]
 
 
 def _short_metrics(metrics: dict[str, Any]) -> str:

@@ -65,6 +65,15 @@ def controlled_task() -> Any:
     return ControlledTask()
 
 
+def held_out_prompts(part: str, samples_per_prompt: int, limit: int | None = None) -> list[str]:
+    """The controlled task's validation or test questions (never a training prompt), each repeated
+    `samples_per_prompt` times in a row so sampled evaluation sees several responses per question."""
+    if samples_per_prompt < 1:
+        raise ValueError(f"samples_per_prompt must be at least 1, got {samples_per_prompt}")
+    prompts = controlled_task().prompts(part)[:limit]
+    return [p for p in prompts for _ in range(samples_per_prompt)]
+
+
 def prepare_data(config: PipelineConfig, run_dir: Path, source: str = "controlled", *,
                  holdout: int = 0) -> tuple[PreparedData, list[PreferencePair]]:
     """Tokenizer + tiny model trained on the source's text, and the 20/40/40 split written as .jsonl.

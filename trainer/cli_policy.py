@@ -158,7 +158,11 @@ def ppo_command(
     ppo_epochs: Annotated[int | None, typer.Option(help="Passes over each rollout batch.")] = None,
     lr: Annotated[float | None, typer.Option(help="Policy learning rate (paper: 1e-6).")] = None,
     value_lr: Annotated[float | None, typer.Option(help="Value learning rate (default: --lr).")] = None,
-    lr_scheduler: Annotated[str | None, typer.Option(help="linear, cosine, constant...")] = None,
+    lr_scheduler: Annotated[str | None, typer.Option(help="constant (default), linear, cosine...")] = None,
+    adam_betas: Annotated[str | None, typer.Option(help="AdamW betas as 'b1,b2' (paper: 0.9,0.95).")] = None,
+    normalize_sequence_scores: Annotated[bool | None, typer.Option(
+        "--normalize-sequence-scores/--no-normalize-sequence-scores",
+        help="seq mode: z-score RM scores by the SFT policy's first rollout batch (default on).")] = None,
     warmup_steps: Annotated[int | None, typer.Option(help="Optimizer warm-up steps.")] = None,
     max_grad_norm: Annotated[float | None, typer.Option(help="Gradient clipping (0: off).")] = None,
     kl_coef: Annotated[float | None, typer.Option("--kl-coef", "--beta", help="beta of -beta*KL_t (0.1).")] = None,
@@ -205,6 +209,7 @@ def ppo_command(
         "mini_batch_size": mini_batch_size, "micro_batch_size": micro_batch_size,
         "forward_batch_size": forward_batch_size, "ppo_epochs": ppo_epochs, "learning_rate": lr,
         "value_learning_rate": value_lr, "lr_scheduler": lr_scheduler, "warmup_steps": warmup_steps,
+        "adam_betas": _betas(adam_betas), "normalize_sequence_scores": normalize_sequence_scores,
         "max_grad_norm": max_grad_norm, "kl_coef": kl_coef, "kl_estimator": kl_estimator, "gamma": gamma,
         "lam": lam, "clip_range": clip_range, "clip_range_value": clip_range_value, "vf_coef": vf_coef,
         "whiten_advantages": whiten_advantages, "whiten_rewards": whiten_rewards,
@@ -251,3 +256,13 @@ def plot_command(
     except _input_errors() as exc:
         _fail(str(exc))
     typer.echo(f"wrote {path}")
+
+
+def _betas(text: str | None) -> tuple[float, float] | None:
+    if text is None:
+        return None
+    try:
+        b1, b2 = (float(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(f"--adam-betas takes two numbers like 0.9,0.95, not {text!r}") from None
+    return b1, b2

@@ -109,9 +109,11 @@ class PPOConfig:
     ppo_epochs: int = 4
     learning_rate: float = 1e-6
     value_learning_rate: float | None = None  # default: learning_rate
-    lr_scheduler: str = "linear"
+    # The paper states no PPO schedule: constant, so the lr a run reports is the lr it trained at.
+    lr_scheduler: str = "constant"
     warmup_steps: int = 0
     weight_decay: float = 0.0
+    adam_betas: tuple[float, float] = (0.9, 0.95)  # the paper's AdamW betas
     adam_eps: float = 1e-5
     max_grad_norm: float = 1.0
     kl_coef: float = 0.1  # beta
@@ -123,6 +125,9 @@ class PPOConfig:
     vf_coef: float = 0.1
     whiten_advantages: bool = True
     whiten_rewards: bool = False
+    # seq mode: z-score the sequence RM's scores with the mean and std of the first rollout batch (the SFT
+    # policy's samples), fixed for the run, so one kl_coef means the same for a sequence RM and token rewards.
+    normalize_sequence_scores: bool = True
     truncation_bootstrap: bool = False  # responses cut at max_new_tokens: bootstrap V (True) or treat as ended
     missing_eos_penalty: float | None = None  # added to the last action of responses cut without EOS
     # Run
@@ -167,6 +172,8 @@ class PPOConfig:
         need(0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0, "gamma and lam must be in [0, 1]")
         need(self.clip_range > 0 and self.clip_range_value > 0, "clip ranges must be positive")
         need(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
+        need(len(self.adam_betas) == 2 and all(0.0 <= b < 1.0 for b in self.adam_betas),
+             f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         need(self.reward_deadline > 0, f"reward_deadline must be positive, got {self.reward_deadline}")
         need(not (self.resume and self.overwrite), "resume and overwrite exclude each other")
 
@@ -453,7 +460,8 @@ class PPOTrainer:
         optimizer = torch.optim.AdamW(
             [{"params": [p for p in policy.parameters() if p.requires_grad], "lr": config.learning_rate},
              {"params": [p for p in value_model.parameters() if p.requires_grad], "lr": value_lr}],
-            lr=config.learning_rate, eps=config.adam_eps, weight_decay=config.weight_decay)
+            lr=config.learning_rate, betas=tuple(config.adam_betas), eps=config.adam_eps,
+            weight_decay=config.weight_decay)
         from transformers import get_scheduler
 
         updates_per_step = config.ppo_epochs * (config.rollout_batch_size // config.mini_batch_size)
@@ -472,6 +480,7 @@ class PPOTrainer:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="reward-fetch")
         self.step = 0
         self.last_checkpoint_step = -1
+        self.sequence_score_stats: tuple[float, float] | None = None  # (mean, std) of the SFT samples' scores
 
     # ----------------------------------------------------------------------------------------- setup
 
@@ -622,7 +631,7 @@ class PPOTrainer:
         mask = rollout.mask
         kl = ppo_math.kl_per_token(collected.logprobs, collected.ref_logprobs, mask,
                                    config.kl_estimator)  # type: ignore[arg-type]
-        scores = rewards.scores.clone() if rewards.scores is not None else None
+        scores = self._normalized_scores(rewards.scores) if rewards.scores is not None else None
         if config.missing_eos_penalty is not None:
             penalty = config.missing_eos_penalty * (~rollout.ended).float()
             scores = penalty if scores is None else scores + penalty
@@ -667,6 +676,19 @@ class PPOTrainer:
         batch = StepBatch(rollout=rollout, old_logprobs=collected.logprobs, old_values=collected.values,
                           advantages=advantages, returns=returns)
         return batch, metrics
+
+    def _normalized_scores(self, scores: torch.Tensor) -> torch.Tensor:
+        """Sequence scores z-scored by the first rollout batch's statistics (over every process), if enabled."""
+        if not self.config.normalize_sequence_scores:
+            return scores.clone()
+        if self.sequence_score_stats is None:
+            gathered = self.accelerator.gather(scores.to(self.accelerator.device)).float().cpu()
+            std = float(gathered.std()) if gathered.numel() > 1 else 0.0
+            self.sequence_score_stats = (float(gathered.mean()), std)
+            logger.info("sequence scores of the SFT samples: mean %.4f, std %.4f (used to normalise)",
+                        *self.sequence_score_stats)
+        mean, std = self.sequence_score_stats
+        return (scores - mean) / max(std, 1e-6)
 
     def _update(self, batch: StepBatch) -> dict[str, float]:
         """PPO epochs over shuffled minibatches, micro-batches accumulated by accelerate."""
@@ -742,7 +764,8 @@ class PPOTrainer:
         acc.wait_for_everyone()  # every process's RNG file is in `tmp` before it is renamed
         if acc.is_main_process:
             state = {"step": step, "num_steps": self.config.num_steps, "reward_mode": self.config.reward_mode,
-                     "num_processes": acc.num_processes, "time": time.time()}
+                     "num_processes": acc.num_processes, "time": time.time(),
+                     "sequence_score_stats": self.sequence_score_stats}
             (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
@@ -773,6 +796,8 @@ class PPOTrainer:
             logger.warning("resuming a %s-process checkpoint on %s processes: prompts and RNG streams will differ",
                            saved.get("num_processes"), self.accelerator.num_processes)
         self.accelerator.load_state(str(path))
+        stats = saved.get("sequence_score_stats")
+        self.sequence_score_stats = (float(stats[0]), float(stats[1])) if stats else None
         logger.info("resumed from %s (step %d)", path, step)
         self.last_checkpoint_step = step
         return step

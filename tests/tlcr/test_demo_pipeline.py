@@ -45,3 +45,19 @@ def test_demo_config_is_a_pipeline_config_with_the_smoke_overrides() -> None:
     assert isinstance(smoke, PipelineConfig)
     assert smoke.seed == 3 and smoke.ppo_steps == 2 and smoke.pairs == 200
     assert asdict(DemoConfig())["sft_epochs"] == PipelineConfig().sft_epochs
+
+
+def test_no_evaluation_prompt_occurs_in_any_training_part(tmp_path: Path) -> None:
+    """The demo's and the comparison's SFT / reward-model / PPO files hold no validation or test question."""
+    from tlcr.data.jsonl import iter_jsonl
+    from tlcr.pipeline import held_out_prompts, prepare_data
+
+    config = DemoConfig.smoke(pairs=600, vocab_size=300, hidden_size=16)
+    data, _ = prepare_data(config, tmp_path)
+    trained = {obj["prompt"] for part in ("sft", "rm", "ppo") for _, obj in iter_jsonl(data.files[part])}
+    assert len(trained) > 100
+    validation = held_out_prompts("validation", 1)
+    test = held_out_prompts("test", 3)
+    assert len(set(test)) == 64 and len(test) == 3 * 64 and len(set(validation)) == 32
+    assert not trained & set(validation) and not trained & set(test) and not set(validation) & set(test)
+    assert held_out_prompts("test", 2, limit=5) == [p for p in held_out_prompts("test", 1)[:5] for _ in range(2)]

@@ -121,6 +121,47 @@ def test_outage_checkpoints_and_resume_continues_exactly(tiny_model_dir: Path, t
             assert a[key] == pytest.approx(b[key], rel=1e-5, abs=1e-7), (a["step"], key)
 
 
+class ScaledSequenceRewards(ParityRewards):
+    """Sequence scores on an arbitrary scale: 100 + 10 × (number of even token ids in the response text)."""
+
+    def sequence_rewards(self, items: Sequence[SequenceRewardItem]) -> list[float]:
+        return [100.0 + 10.0 * len(item.response) for item in items]
+
+
+def test_paper_optimizer_defaults_reach_the_optimizer(tiny_model_dir: Path, tmp_path: Path) -> None:
+    assert (PPOConfig.lr_scheduler, PPOConfig.adam_betas) == ("constant", (0.9, 0.95))
+    trainer = PPOTrainer(tiny_config(tiny_model_dir, tmp_path / "run"), ParityRewards())
+    try:
+        assert {group["betas"] for group in trainer.optimizer.param_groups} == {(0.9, 0.95)}
+    finally:
+        trainer.close()
+    summary = train_ppo(tiny_config(tiny_model_dir, tmp_path / "const", num_steps=2), ParityRewards())
+    assert {row["lr"] for row in read_rows(Path(summary["output_dir"]))} == {1e-3}
+
+
+def test_sequence_scores_are_normalised_by_the_sft_samples_and_survive_resume(
+        tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = dict(reward_mode="seq", num_steps=3, save_steps=1)
+    trainer = PPOTrainer(tiny_config(tiny_model_dir, tmp_path / "run", **config), ScaledSequenceRewards())
+    trainer.train()
+    mean, std = trainer.sequence_score_stats  # type: ignore[misc]
+    assert mean > 100.0 and std > 0.0
+    scores = torch.tensor([mean, mean + std])
+    assert trainer._normalized_scores(scores).tolist() == pytest.approx([0.0, 1.0], abs=1e-4)  # float32
+
+    resumed = PPOTrainer(tiny_config(tiny_model_dir, tmp_path / "run", num_steps=4, resume=True,
+                                     reward_mode="seq", save_steps=1), ScaledSequenceRewards())
+    resumed.train()
+    assert resumed.sequence_score_stats == pytest.approx((mean, std))
+
+    raw = PPOTrainer(tiny_config(tiny_model_dir, tmp_path / "raw", normalize_sequence_scores=False, **config),
+                     ScaledSequenceRewards())
+    try:
+        assert raw._normalized_scores(scores).tolist() == pytest.approx(scores.tolist())
+    finally:
+        raw.close()
+
+
 def test_one_update_moves_probability_towards_rewarded_tokens(tiny_model_dir: Path, tmp_path: Path) -> None:
     config = tiny_config(tiny_model_dir, tmp_path / "run", rollout_batch_size=8, mini_batch_size=8,
                          micro_batch_size=4, ppo_epochs=4, kl_coef=0.0, lam=0.0, max_new_tokens=16,
@@ -154,6 +195,7 @@ def test_one_update_moves_probability_towards_rewarded_tokens(tiny_model_dir: Pa
     ({"reward_threshold": 0.5}, "reward_threshold must be in"),
     ({"resume": True, "overwrite": True}, "resume and overwrite exclude each other"),
     ({"num_steps": 0}, "num_steps must be at least 1"),
+    ({"adam_betas": (0.9, 1.0)}, r"adam_betas must be two numbers in \[0, 1\)"),
 ])
 def test_config_errors_name_the_option(overrides: dict[str, Any], message: str) -> None:
     with pytest.raises(PPOConfigError, match=message):
