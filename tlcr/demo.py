@@ -37,7 +37,7 @@ class DemoConfig(PipelineConfig):
     run_name: str | None = None  # default: demo-<timestamp>
     modes: tuple[str, ...] = ("tlcr",)
     # Evaluation on the controlled task's test questions, which no training stage saw (question_split);
-    # eval_prompts caps how many distinct questions (None: all 64), each sampled eval_samples_per_prompt times.
+    # eval_prompts caps how many distinct questions (None: all 48), each sampled eval_samples_per_prompt times.
     eval_part: str = "test"
     eval_prompts: int | None = None
     eval_samples_per_prompt: int = 4
@@ -185,7 +185,7 @@ def _notes(config: DemoConfig) -> list[str]:
             f"training question; {config.eval_samples_per_prompt} sampled response(s) per question; "
             + ("responses are sampled as in PPO (temperature 1, top-p "
                f"{config.eval_top_p}, seed {config.seed})." if config.eval_do_sample else "responses are greedy."),
-            "oracle_score: (correct − wrong facts + ½·(details − wrong details))/(1.5·asked) − 0.5·rude "
+            "oracle_score: (correct − wrong facts + ½·details)/(1.5·asked) − 0.5·rude "
             "− 0.25·(repetitions + hedges); 1.0 is perfect."]
 
 

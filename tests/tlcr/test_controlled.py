@@ -31,7 +31,7 @@ def test_chosen_is_perfect_and_rejected_is_penalised(controlled_task: Controlled
         assert rejected.score < 1.0
         if {"wrong_fact", "missing_fact"} & set(pair.meta["faults"]):
             assert not rejected.helpful
-        if {"wrong_detail", "missing_detail"} & set(pair.meta["faults"]):
+        if "missing_detail" in pair.meta["faults"]:
             assert not rejected.complete
 
 
@@ -64,11 +64,11 @@ def test_oracle_counts_each_fault_kind(controlled_task: ControlledTask) -> None:
     capital = controlled_task.kb[entity]["capital"]
     other = next(v for v in controlled_task.values["capital"] if v != capital)
     color = controlled_task.kb[entity]["color"]
-    response = (f" {RUDE_SENTENCES[0]} The capital of {entity} is {other}. {capital} is also its largest city."
+    response = (f" {RUDE_SENTENCES[0]} The capital of {entity} is {other}. It is also the largest city."
                 f" The flag of {entity} is {color}. The flag of {entity} is {color}. {HEDGE_SENTENCES[1]}")
     score = controlled_task.oracle(prompt, response)
     assert (score.asked, score.correct, score.wrong, score.missing) == (2, 1, 1, 1)
-    assert (score.details, score.wrong_details, score.missing_details) == (1, 0, 1)
+    assert (score.details, score.missing_details) == (1, 1)
     assert (score.rude, score.repetitions, score.hedges) == (1, 1, 1)
     assert score.score == pytest.approx((1 - 1 + 0.5 * 1) / 3 - 0.5 - 0.25 * 2)
     empty = controlled_task.oracle(prompt, " I like trains.")

@@ -58,6 +58,6 @@ def test_no_evaluation_prompt_occurs_in_any_training_part(tmp_path: Path) -> Non
     assert len(trained) > 100
     validation = held_out_prompts("validation", 1)
     test = held_out_prompts("test", 3)
-    assert len(set(test)) == 64 and len(test) == 3 * 64 and len(set(validation)) == 32
+    assert len(set(test)) == 48 and len(test) == 3 * 48 and len(set(validation)) == 24
     assert not trained & set(validation) and not trained & set(test) and not set(validation) & set(test)
     assert held_out_prompts("test", 2, limit=5) == [p for p in held_out_prompts("test", 1)[:5] for _ in range(2)]

@@ -2,12 +2,16 @@
 
 A knowledge base of invented countries is generated from a seed. Each prompt asks for one or two facts
 about a country, in HH-RLHF format. The ideal (chosen) response states, for each asked relation, the fact
-and one supporting detail that repeats its value ("The capital of Kalor is Venmar. Venmar is also its
-largest city."). The rejected response is the chosen one with 1-2 faults of three directions:
+and the supporting detail that goes with it ("The capital of Kalor is Venmar. It is also the largest
+city."). Details carry no value of their own: a 2-layer model trained for seconds does not learn to copy a
+multi-token name into a second sentence (measured with a first design that did: the demo's SFT policy
+named another city in most such sentences), and the point of details is completeness, which positive
+token rewards should teach.
+The rejected response is the chosen one with 1-2 faults of three directions:
 
 - insertions a minimal revision deletes (→ negative tokens): ``rude``, ``hedge``, ``repetition``;
 - omissions a minimal revision adds back (→ positive tokens): ``missing_fact``, ``missing_detail``;
-- substitutions (negative in the rejected, positive in the revision): ``wrong_fact``, ``wrong_detail``.
+- substitutions (negative in the rejected, positive in the revision): ``wrong_fact``.
 
 Insertions and omissions are drawn equally often, so a longer response is not more often the preferred
 one (`length_balance` measures it). Chosen is still the minimal fix of rejected, so the exact token labels
@@ -31,11 +35,11 @@ from tlcr.data.pairs import PreferencePair
 
 INSERTION_FAULTS = ("rude", "hedge", "repetition")
 OMISSION_FAULTS = ("missing_fact", "missing_detail")
-SUBSTITUTION_FAULTS = ("wrong_fact", "wrong_detail")
+SUBSTITUTION_FAULTS = ("wrong_fact",)
 FAULT_KINDS = INSERTION_FAULTS + OMISSION_FAULTS + SUBSTITUTION_FAULTS
 # Sampling weight of each fault kind: insertions and omissions 0.4 each, substitutions 0.2.
 FAULT_WEIGHTS = {"rude": 0.4 / 3, "hedge": 0.4 / 3, "repetition": 0.4 / 3, "missing_fact": 0.2,
-                 "missing_detail": 0.2, "wrong_fact": 0.1, "wrong_detail": 0.1}
+                 "missing_detail": 0.2, "wrong_fact": 0.2}
 
 QuestionPart = Literal["train", "validation", "test"]
 QUESTION_PARTS: tuple[QuestionPart, ...] = ("train", "validation", "test")
@@ -49,13 +53,13 @@ _COLORS = ("red", "blue", "green", "gold", "white", "black", "purple", "silver")
 # relation -> (noun used in questions, single question, fact sentence, supporting-detail sentence)
 RELATIONS: dict[str, tuple[str, str, str, str]] = {
     "capital": ("capital", "What is the capital of {e}?", "The capital of {e} is {v}.",
-                "{v} is also its largest city."),
+                "It is also the largest city."),
     "river": ("main river", "Which river flows through {e}?", "The main river of {e} is the {v}.",
-              "The {v} is its longest river."),
+              "It is also the longest river."),
     "animal": ("national animal", "What is the national animal of {e}?", "The national animal of {e} is the {v}.",
-               "The {v} is shown on its coins."),
+               "It is shown on the coins."),
     "color": ("flag color", "What color is the flag of {e}?", "The flag of {e} is {v}.",
-              "Its people wear {v} on holidays."),
+              "People wear it on holidays."),
 }
 _TWO_QUESTION = "What are the {a} and the {b} of {e}?"
 
@@ -68,6 +72,7 @@ HUMAN = "\n\nHuman: "
 ASSISTANT = "\n\nAssistant:"
 
 DETAIL_WEIGHT = 0.5  # a supporting detail counts half a requested fact in the oracle
+# An invented name can hide an English word ("Talmar"): details are matched as whole sentences.
 
 
 @dataclass(frozen=True)
@@ -76,14 +81,13 @@ class OracleScore:
     correct: int  # asked facts stated with the right value
     wrong: int  # fact statements with a wrong value
     missing: int  # asked facts not stated right
-    details: int  # supporting details stated with the right value
-    wrong_details: int
+    details: int  # asked relations whose supporting detail is stated
     missing_details: int
     rude: int
     repetitions: int
     hedges: int
     helpful: bool  # every asked fact right, none wrong
-    complete: bool  # helpful, and every detail right, none wrong
+    complete: bool  # helpful, and every asked relation's detail stated
     score: float
 
     def to_dict(self) -> dict[str, float | int | bool]:
@@ -109,7 +113,7 @@ def _value_pattern(template: str) -> re.Pattern[str]:
 class ControlledTask:
     """Knowledge base, question split, pair generator and oracle, all determined by the constructor's arguments."""
 
-    def __init__(self, seed: int = 0, n_entities: int = 32, *, validation_fraction: float = 0.1,
+    def __init__(self, seed: int = 0, n_entities: int = 24, *, validation_fraction: float = 0.1,
                  test_fraction: float = 0.2) -> None:
         if n_entities < 2:
             raise ValueError("the controlled task needs at least 2 entities")
@@ -134,7 +138,6 @@ class ControlledTask:
             for i, e in enumerate(self.entities)
         }
         self._fact_patterns = {rel: _value_pattern(spec[2]) for rel, spec in RELATIONS.items()}
-        self._detail_patterns = {rel: _value_pattern(spec[3]) for rel, spec in RELATIONS.items()}
         self._split = self._split_questions(validation_fraction, test_fraction)
 
     # ----------------------------------------------------------------- questions and their split
@@ -196,7 +199,7 @@ class ControlledTask:
         for rel in relations:
             value = self.kb[entity][rel]
             out.append(_Sentence("fact", rel, RELATIONS[rel][2].format(e=entity, v=value)))
-            out.append(_Sentence("detail", rel, RELATIONS[rel][3].format(v=value)))
+            out.append(_Sentence("detail", rel, RELATIONS[rel][3]))
         return out
 
     def answer_sentences(self, entity: str, relations: Sequence[str]) -> list[str]:
@@ -243,14 +246,12 @@ class ControlledTask:
             sentences.insert(j + 1, _Sentence("repeat", sentences[j].relation, sentences[j].text, touched=True))
         elif kind in OMISSION_FAULTS:
             del sentences[rng.choice(self._untouched(sentences, kind.removeprefix("missing_")))]
-        else:  # a substitution: another value of the same relation
-            tag = kind.removeprefix("wrong_")
-            i = rng.choice(self._untouched(sentences, tag))
+        else:  # wrong_fact: another value of the same relation
+            i = rng.choice(self._untouched(sentences, "fact"))
             rel = sentences[i].relation
             assert rel is not None
             wrong = rng.choice([v for v in self.values[rel] if v != self.kb[entity][rel]])
-            template = RELATIONS[rel][2] if tag == "fact" else RELATIONS[rel][3]
-            sentences[i] = _Sentence(tag, rel, template.format(e=entity, v=wrong), touched=True)
+            sentences[i] = _Sentence("fact", rel, RELATIONS[rel][2].format(e=entity, v=wrong), touched=True)
 
     def pairs(self, n: int, seed: int = 0, part: QuestionPart = "train") -> list[PreferencePair]:
         """`n` preference pairs drawn (deterministically by `seed`) over the questions of `part`."""
@@ -274,7 +275,7 @@ class ControlledTask:
             texts.append(self.prompt(entity, rels) + self.chosen_response(entity, rels))
             texts.append(self.corrupt(entity, rels, rng, n_faults=2)[0])
         for rel, values in self.values.items():
-            texts += [RELATIONS[rel][2].format(e=e, v=v) + " " + RELATIONS[rel][3].format(v=v)
+            texts += [RELATIONS[rel][2].format(e=e, v=v) + " " + RELATIONS[rel][3]
                       for e in self.entities[:2] for v in values]
         return texts + list(RUDE_SENTENCES) + list(HEDGE_SENTENCES)
 
@@ -295,21 +296,20 @@ class ControlledTask:
     def oracle(self, prompt: str, response: str) -> OracleScore:
         """Score a response; a perfect answer scores 1.0:
 
-        (correct − wrong + ½·(details − wrong details)) / (1.5·asked) − 0.5·rude − 0.25·(repetitions + hedges).
+        (correct − wrong + ½·details) / (1.5·asked) − 0.5·rude − 0.25·(repetitions + hedges).
         """
         parsed = self.parse_prompt(prompt)
         if parsed is None:
             raise ValueError(f"prompt is not a controlled-task question: {prompt[-120:]!r}")
         entity, rels = parsed
-        correct = wrong = details = wrong_details = 0
+        correct = wrong = details = 0
+        stated_sentences = set(_sentences(response))
         for rel in rels:
             truth = self.kb[entity][rel]
             stated = [m.group("v") for m in self._fact_patterns[rel].finditer(response) if m.group("e") == entity]
             correct += int(truth in stated)
             wrong += sum(v != truth for v in stated)
-            detailed = [m.group("v") for m in self._detail_patterns[rel].finditer(response)]
-            details += int(truth in detailed)
-            wrong_details += sum(v != truth for v in detailed)
+            details += int(RELATIONS[rel][3] in stated_sentences)
         low = response.lower()
         rude = sum(low.count(s.lower()) for s in RUDE_SENTENCES)
         hedges = sum(low.count(s.lower()) for s in HEDGE_SENTENCES)
@@ -319,13 +319,12 @@ class ControlledTask:
         repetitions = sum(1 for i in range(1, len(sents)) if sents[i] in sents[:i])
         repetitions += len(re.findall(r"\b(\w+) \1\b", response))
         asked = len(rels)
-        knowledge = (correct - wrong + DETAIL_WEIGHT * (details - wrong_details)) / ((1 + DETAIL_WEIGHT) * asked)
+        knowledge = (correct - wrong + DETAIL_WEIGHT * details) / ((1 + DETAIL_WEIGHT) * asked)
         score = knowledge - 0.5 * rude - 0.25 * (repetitions + hedges)
         helpful = correct == asked and wrong == 0
         return OracleScore(asked=asked, correct=correct, wrong=wrong, missing=asked - correct, details=details,
-                           wrong_details=wrong_details, missing_details=asked - details, rude=rude,
-                           repetitions=repetitions, hedges=hedges, helpful=helpful,
-                           complete=helpful and details == asked and wrong_details == 0, score=score)
+                           missing_details=asked - details, rude=rude, repetitions=repetitions, hedges=hedges,
+                           helpful=helpful, complete=helpful and details == asked, score=score)
 
 
 def length_balance(pairs: Sequence[PreferencePair]) -> dict[str, float]:
