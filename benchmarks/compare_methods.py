@@ -104,17 +104,27 @@ class SeedBase:
 
 
 def build_seed(config: DemoConfig, seed_dir: Path, log: StageLog) -> SeedBase:
+    """The seed's shared stages, or the ones an interrupted run of the same seed already finished."""
     from tlcr import pipeline
 
+    done = seed_dir / "base.json"
+    if done.exists():
+        saved = json.loads(done.read_text())
+        data = pipeline.PreparedData(Path(saved["base"]), {}, {k: Path(v) for k, v in saved["files"].items()})
+        return SeedBase(config, seed_dir, data, Path(saved["sft"]), Path(saved["discriminator"]),
+                        Path(saved["reward_model"]), saved["stages"])
     with log.stage(f"seed {config.seed}: data, SFT, labels, discriminator, reward model"):
         data, _ = pipeline.prepare_data(config, seed_dir)
         sft = pipeline.sft_stage(config, data, seed_dir)
         labels_path, labeling = pipeline.label_stage(data, sft, seed_dir)
         disc, disc_metrics = pipeline.discriminator_stage(config, labels_path, sft, seed_dir)
         rm, rm_metrics = pipeline.reward_model_stage(config, data, sft, seed_dir)
-    return SeedBase(config, seed_dir, data, sft, disc, rm,
-                    {"labeling": labeling, "discriminator": disc_metrics.get("eval", {}),
-                     "reward_model": rm_metrics.get("eval", {})})
+    stages = {"labeling": labeling, "discriminator": disc_metrics.get("eval", {}),
+              "reward_model": rm_metrics.get("eval", {})}
+    done.write_text(json.dumps({"base": str(data.base), "files": {k: str(v) for k, v in data.files.items()},
+                                "sft": str(sft), "discriminator": str(disc), "reward_model": str(rm),
+                                "stages": stages}, indent=1, default=str))
+    return SeedBase(config, seed_dir, data, sft, disc, rm, stages)
 
 
 def train_method(base: SeedBase, method: str, point: Mapping[str, float], reward_url: str) -> Path:

@@ -36,7 +36,7 @@ class PipelineConfig:
     sft_batch_size: int = 16
     discriminator_epochs: float = 4.0
     reward_model_epochs: float = 4.0
-    ppo_steps: int = 100
+    ppo_steps: int = 50  # 7 methods × a 2×2 grid × 3 seeds must fit 30 min of 2 cores (compare_methods)
     ppo_rollout_batch: int = 32
     ppo_learning_rate: float = 1e-4
     ppo_value_learning_rate: float | None = 1e-3
