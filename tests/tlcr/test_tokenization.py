@@ -200,4 +200,9 @@ def test_missing_special_tokens_are_named(tmp_path: Path, real_tokenizer_dir: Ca
         require_special_tokens(bare, str(path), eos=True, pad=True, purpose="PPO")
     with pytest.raises(ModelLoadError, match="neither a pad nor an EOS token"):
         build_tiny_model([], tmp_path / "model", tokenizer=path)
+    bare.pad_token = "!"  # a pad token but still no EOS: a causal LM could never end a response
+    bare.save_pretrained(tmp_path / "pad-only")
+    with pytest.raises(ModelLoadError, match=r"has no EOS token, which a causal LM ending its responses needs; "
+                                             r"set eos_token"):
+        build_tiny_model([], tmp_path / "model", tokenizer=tmp_path / "pad-only")
     assert not (tmp_path / "model").exists()
