@@ -13,7 +13,7 @@ import pytest
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
 from service.alignment import realign_sum
-from tlcr.data.pairs import PreferencePair, load_preference_pairs
+from tlcr.data.pairs import PreferencePair
 from tlcr.models import ModelLoadError, build_tiny_model, load_tokenizer
 from tlcr.tokenization import (
     TokenizationError,
@@ -24,7 +24,6 @@ from tlcr.tokenization import (
     require_special_tokens,
 )
 
-REAL_TOKENIZER_NAMES = ("llama2", "gpt2", "qwen2")
 PROMPT = "\n\nHuman: Say something in several scripts.\n\nAssistant:"
 # Emoji (a ZWJ sequence with a variation selector), CJK, Vietnamese, combining marks (NFD), mixed.
 HARD_RESPONSES = (
@@ -33,17 +32,6 @@ HARD_RESPONSES = (
     " Cửa Việt, e\u0301te\u0301 n\u0303o\u0308",
     " ok 😁 ?你好 e\u0301",
 )
-
-
-@pytest.fixture(scope="module", params=REAL_TOKENIZER_NAMES)
-def named_tokenizer(request: pytest.FixtureRequest,
-                    real_tokenizer_dir: Callable[[str], Path]) -> tuple[str, PreTrainedTokenizerBase]:
-    return request.param, load_tokenizer(real_tokenizer_dir(request.param))
-
-
-@pytest.fixture(scope="module")
-def hh_pairs(hh_harmless_test: Path) -> list[PreferencePair]:
-    return load_preference_pairs(hh_harmless_test, on_error="skip")[:40]
 
 
 def hh_items(pairs: list[PreferencePair]) -> list[tuple[str, str]]:

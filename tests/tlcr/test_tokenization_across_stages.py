@@ -4,8 +4,7 @@ or from text), and the ids a policy sharing the tokenizer generated after the pr
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import pytest
@@ -15,23 +14,11 @@ from transformers import PreTrainedTokenizerBase
 from labeling.records import build_labelled_record
 from service.items import Limits, prepare_token_item
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
-from tlcr.data.pairs import PreferencePair, load_preference_pairs
-from tlcr.models import load_tokenizer
+from tlcr.data.pairs import PreferencePair
 from tlcr.scoring import pad_sequences
 from trainer.discriminator import build_training_examples, check_tokenization, parse_labelled_record
 from trainer.ppo_math import mask_from_lengths
 from trainer.rollout import Rollout, fetch_rewards
-
-
-@pytest.fixture(scope="module", params=["llama2", "gpt2", "qwen2"])
-def named_tokenizer(request: pytest.FixtureRequest,
-                    real_tokenizer_dir: Callable[[str], Path]) -> tuple[str, PreTrainedTokenizerBase]:
-    return request.param, load_tokenizer(real_tokenizer_dir(request.param))
-
-
-@pytest.fixture(scope="module")
-def hh_pairs(hh_harmless_test: Path) -> list[PreferencePair]:
-    return load_preference_pairs(hh_harmless_test, on_error="skip")[:20]
 
 
 class RequestRecorder:
@@ -65,7 +52,7 @@ def test_labels_discriminator_service_and_policy_see_the_same_response_ids(
         named_tokenizer: tuple[str, PreTrainedTokenizerBase], hh_pairs: list[PreferencePair]) -> None:
     name, tok = named_tokenizer
     limits = Limits(vocab_size=len(tok), max_length=100_000)
-    for pair in hh_pairs:
+    for pair in hh_pairs[:20]:
         # labeling: token ids and labels of the rejected response (revision := chosen)
         raw = build_labelled_record(pair, pair.chosen, tok, reviser="chosen", instruction_version="v1",
                                     tokenizer_name=name)
