@@ -118,38 +118,96 @@ def decode_with_offsets(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[
                         context_ids: Sequence[int] = ()) -> tuple[str, list[Span]]:
     """The text of generated `token_ids` (after `context_ids`, the prompt) and each token's [start, end).
 
-    Decodes the last `CONTEXT_TOKENS` context tokens followed by growing prefixes of `token_ids`, so a
-    SentencePiece "▁" keeps its leading space as it does inside the prompt + response. A token whose
-    bytes end inside a multi-byte character (an emoji or CJK character split by byte-level BPE or byte
-    fallback) spans that character together with the token that completes it (spans may overlap). A
-    token that decodes to nothing (a special token) gets an empty span. Spans are non-decreasing and
-    cover the text.
+    Decodes after the last `CONTEXT_TOKENS` context tokens, so a SentencePiece "▁" keeps its leading
+    space as it does inside the prompt + response. A token whose bytes end inside a multi-byte character
+    (an emoji or CJK character split by byte-level BPE or byte fallback) spans that character together
+    with the token that completes it (spans may overlap). A token that decodes to nothing (a special
+    token) gets an empty span. Spans are non-decreasing and cover the text.
+
+    Tokens are decoded incrementally over a short sliding window (linear in the response length, as
+    streaming detokenizers do); if the pieces do not add up to the whole decoded text (a decoder whose
+    output for earlier tokens depends on later ones), growing prefixes are decoded instead (quadratic).
     """
     ids = [int(t) for t in token_ids]
     if not ids:
         return "", []
     context = [int(t) for t in context_ids][-CONTEXT_TOKENS:]
+    head, whole = tokenizer.batch_decode([context, context + ids], skip_special_tokens=True,
+                                         clean_up_tokenization_spaces=False)
+    text = whole[_agreement(head, whole):]
+    incremental = _incremental_progress(tokenizer, context, ids, text)
+    committed, pending = incremental if incremental is not None else _prefix_progress(tokenizer, context, ids)
+    return text, _spans(committed, pending, len(text))
+
+
+def _decode(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> str:
+    return str(tokenizer.decode(ids, skip_special_tokens=True, clean_up_tokenization_spaces=False))
+
+
+def _incremental_progress(tokenizer: PreTrainedTokenizerBase, context: list[int], ids: list[int],
+                          text: str) -> tuple[list[int], list[bool]] | None:
+    """(characters of `text` settled after each token, whether each token leaves a partial character), or
+    None when the incremental pieces disagree with `text`."""
+    seq = context + ids
+    window_start, settled_end = 0, len(context)  # seq[window_start:settled_end] decodes to settled text
+    settled_text = _decode(tokenizer, seq[window_start:settled_end])
+    length = 0  # characters of `text` settled up to settled_end
+    committed: list[int] = []
+    pending: list[bool] = []
+    for end in range(len(context) + 1, len(seq) + 1):
+        new_text = _decode(tokenizer, seq[window_start:end])
+        if not new_text.startswith(settled_text):
+            return None
+        piece = new_text[len(settled_text):]
+        if text.startswith(piece, length):
+            length += len(piece)
+            pending.append(False)
+            committed.append(length)
+            if piece:
+                window_start, settled_end = settled_end, end
+                settled_text = _decode(tokenizer, seq[window_start:settled_end])
+        elif piece.endswith(REPLACEMENT_CHAR):  # a character still incomplete; what precedes it is settled
+            whole_chars = piece.rstrip(REPLACEMENT_CHAR)
+            ahead = len(whole_chars) if text.startswith(whole_chars, length) else 0
+            pending.append(True)
+            committed.append(max(committed[-1] if committed else 0, length + ahead))
+        else:
+            return None
+    if length != len(text) and not pending[-1]:
+        return None
+    return committed, pending
+
+
+def _prefix_progress(tokenizer: PreTrainedTokenizerBase, context: list[int],
+                     ids: list[int]) -> tuple[list[int], list[bool]]:
+    """As `_incremental_progress`, by decoding every prefix (quadratic; for unusual decoders)."""
     texts = tokenizer.batch_decode([context + ids[:k] for k in range(len(ids) + 1)], skip_special_tokens=True,
                                    clean_up_tokenization_spaces=False)
     full = texts[-1]
     base = _agreement(texts[0], full)
-    committed: list[int] = []  # characters of the response settled after each token
-    pending: list[bool] = []  # token k leaves a partial character after it
+    committed: list[int] = []
+    pending: list[bool] = []
     last = 0
-    for text in texts[1:]:
-        agree = _agreement(text, full)
+    for prefix in texts[1:]:
+        agree = _agreement(prefix, full)
         last = max(last, agree - base)
         committed.append(last)
-        pending.append(len(text) > agree)
+        pending.append(len(prefix) > agree)
+    return committed, pending
+
+
+def _spans(committed: list[int], pending: list[bool], length: int) -> list[Span]:
+    """Token k spans [settled before it, settled after it), or, when it leaves a partial character, up to
+    where that character is completed (the end of the text if never)."""
     spans: list[Span] = []
-    complete_at = len(full) - base
-    for k in range(len(ids) - 1, -1, -1):  # backwards: where the partial character a token starts is completed
+    complete_at = length
+    for k in range(len(committed) - 1, -1, -1):  # backwards: where each partial character is completed
         if not pending[k]:
             complete_at = committed[k]
         start = committed[k - 1] if k else 0
         spans.append((start, complete_at if pending[k] else committed[k]))
     spans.reverse()
-    return full[base:], spans
+    return spans
 
 
 def require_special_tokens(tokenizer: PreTrainedTokenizerBase, source: str, *, eos: bool = False,
