@@ -1,6 +1,6 @@
 """Turn request items into discriminator inputs, checking them; errors name the item and the field.
 
-Text is tokenized with `tlcr.models.encode_prompt_response` (the split every stage uses); token ids are
+Text is tokenized with `tlcr.tokenization.encode_prompt_response` (the split every stage uses); token ids are
 checked against the vocabulary; the caller's response offsets become a `SpanAlignment` from the
 discriminator's response tokens to the caller's. Too-long items are refused (422) unless truncation of
 the prompt's start was opted into.
@@ -17,7 +17,7 @@ from service.alignment import SpanAlignment
 from service.schemas import SequenceRewardItem, TokenRewardItem
 from service.scorer import Encoded
 from tlcr.data.pairs import split_transcript
-from tlcr.models import encode_prompt_response
+from tlcr.tokenization import encode_prompt_response, encode_prompt_response_spans
 
 Truncation = Literal["none", "prompt_left"]
 
@@ -68,12 +68,12 @@ def fit_length(encoded: Encoded, limits: Limits, location: str) -> tuple[Encoded
     return Encoded(encoded.prompt_ids[dropped:], encoded.response_ids), dropped
 
 
-def response_offsets(tokenizer: PreTrainedTokenizerBase, response: str) -> tuple[list[int], list[tuple[int, int]]]:
-    """The discriminator's response token ids with their [start, end) character spans."""
-    if not tokenizer.is_fast:
-        raise ValueError("the discriminator's tokenizer is not a fast tokenizer and gives no character offsets")
-    enc = tokenizer(response, add_special_tokens=False, return_offsets_mapping=True)
-    return list(enc["input_ids"]), [(int(s), int(e)) for s, e in enc["offset_mapping"]]
+def response_offsets(tokenizer: PreTrainedTokenizerBase, response: str,
+                     prompt: str = "") -> tuple[list[int], list[tuple[int, int]]]:
+    """The discriminator's response token ids (after `prompt`, as every stage splits them) with their
+    [start, end) character spans in `response`."""
+    pair = encode_prompt_response_spans(tokenizer, prompt, response)
+    return pair.response_ids, pair.response_spans
 
 
 def prepare_token_item(index: int, item: TokenRewardItem, tokenizer: PreTrainedTokenizerBase,
@@ -93,7 +93,7 @@ def prepare_token_item(index: int, item: TokenRewardItem, tokenizer: PreTrainedT
     if item.response_offsets is None:
         return PreparedItem(encoded, dropped_prompt_tokens=dropped)
     try:
-        offset_ids, spans = response_offsets(tokenizer, item.response)
+        offset_ids, spans = response_offsets(tokenizer, item.response, item.prompt)
     except ValueError as exc:
         raise ItemError(f"{where}.response_offsets", str(exc)) from exc
     if offset_ids != response_ids:  # cannot happen with one tokenizer; guards the alignment's premise

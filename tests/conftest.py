@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,9 +22,11 @@ torch.set_num_threads(1)
 from tlcr.data.controlled import ControlledTask  # noqa: E402
 from tlcr.models import build_tiny_model, load_token_classifier  # noqa: E402
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+# ../shared next to the checkout (as in CI), or where TLCR_SHARED_DIR points (a git worktree elsewhere).
+SHARED_DATA = Path(os.environ.get("TLCR_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared") / "data"
 HH_HARMLESS_TEST = SHARED_DATA / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
 MT_BENCH_QUESTIONS = SHARED_DATA / "mt_bench" / "question.jsonl"
+REAL_TOKENIZERS = SHARED_DATA.parent / "tokenizers"  # llama2 (SentencePiece), gpt2 and qwen2 (byte-level BPE)
 
 
 @pytest.fixture(scope="session")
@@ -125,3 +128,46 @@ def demo_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> DemoSmokeRun:
         if hf_bars:
             hf_logging.enable_progress_bar()
     return DemoSmokeRun(run_dir, output.getvalue(), time.perf_counter() - start)
+
+
+def _real_tokenizer_dir(name: str) -> Path:
+    path = REAL_TOKENIZERS / name
+    if not (path / "tokenizer.json").exists():
+        pytest.skip(f"shared real tokenizer not found at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def real_tokenizer_dir() -> Callable[[str], Path]:
+    """`get(name)`: the real tokenizer folder ../shared/tokenizers/<name> (llama2, gpt2, qwen2); skips if absent."""
+    return _real_tokenizer_dir
+
+
+@pytest.fixture(scope="session")
+def tiny_real_model_dir(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]:
+    """`get(name)`: a tiny Llama on the real `name` tokenizer's whole vocabulary, built once per session."""
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = build_tiny_model([], tmp_path_factory.mktemp(f"tiny-{name}"),
+                                           tokenizer=_real_tokenizer_dir(name), hidden_size=16, num_layers=1,
+                                           num_heads=2, seed=0)
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def tiny_real_discriminator_dir(tmp_path_factory: pytest.TempPathFactory,
+                                tiny_real_model_dir: Callable[[str], Path]) -> Callable[[str], Path]:
+    """`get(name)`: an untrained discriminator on the tiny model of the real `name` tokenizer."""
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = _save_untrained_discriminator(tiny_real_model_dir(name),
+                                                        tmp_path_factory.mktemp(f"{name}-discriminator"))
+        return built[name]
+
+    return get

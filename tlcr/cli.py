@@ -64,13 +64,20 @@ def tiny_model_command(
     hidden_size: int = 64,
     num_layers: int = 2,
     seed: int = 0,
+    tokenizer: Annotated[str | None, typer.Option(
+        help="An existing tokenizer (folder or Hub id, e.g. ../shared/tokenizers/llama2) instead of training "
+             "one; --source and --vocab-size are then unused.")] = None,
 ) -> None:
     """Build a tiny causal LM + byte-level BPE tokenizer for offline use (loaded later by path)."""
-    from tlcr.models import build_tiny_model
+    from tlcr.models import ModelLoadError, build_tiny_model
 
-    texts = tiny_model_corpus(source, seed)
-    path = build_tiny_model(texts, out, arch=arch, vocab_size=vocab_size,  # type: ignore[arg-type]
-                            hidden_size=hidden_size, num_layers=num_layers, seed=seed)
+    texts = tiny_model_corpus(source, seed) if tokenizer is None else []
+    try:
+        path = build_tiny_model(texts, out, arch=arch, vocab_size=vocab_size,  # type: ignore[arg-type]
+                                hidden_size=hidden_size, num_layers=num_layers, seed=seed, tokenizer=tokenizer)
+    except ModelLoadError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
     typer.echo(f"tiny {arch} model and tokenizer saved to {path}")
 
 
@@ -83,6 +90,9 @@ def demo_command(
     ppo_steps: Annotated[int | None, typer.Option(help="PPO steps per mode (default: the budget's).")] = None,
     smoke: Annotated[bool, typer.Option(help="Tiny budget (~2 min): checks every stage runs; numbers mean little.")]
     = False,
+    tokenizer: Annotated[str | None, typer.Option(
+        help="Build the tiny models on an existing tokenizer (folder or Hub id, e.g. ../shared/tokenizers/llama2, "
+             "as in the paper) instead of one trained on the task's text.")] = None,
 ) -> None:
     """The whole pipeline offline: tiny models, SFT, labeling, discriminator + reward model, the service on
     loopback, PPO with TLCR rewards over HTTP, evaluation, and a report in runs/demo-*/."""
@@ -95,6 +105,8 @@ def demo_command(
     overrides: dict[str, object] = {"out_root": out_root, "run_name": run_name, "modes": mode_list}
     if ppo_steps is not None:
         overrides["ppo_steps"] = ppo_steps
+    if tokenizer is not None:
+        overrides["tokenizer"] = tokenizer
     config = DemoConfig.smoke(**overrides) if smoke else DemoConfig(**overrides)  # type: ignore[arg-type]
     try:
         run_demo(config)

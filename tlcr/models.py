@@ -28,6 +28,12 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from tlcr.tokenization import (  # encode_prompt_response is re-exported: the one convention
+    TokenizationError,
+    encode_prompt_response,  # noqa: F401
+    require_special_tokens,
+)
+
 EOS_TOKEN = "<|endoftext|>"
 PAD_TOKEN = "<|pad|>"
 
@@ -62,15 +68,30 @@ def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device) -> torc
     return names[dtype]
 
 
+# Files any Hugging Face tokenizer folder holds at least one of.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "tokenizer.model", "vocab.json", "spiece.model")
+
+
+def _check_tokenizer_folder(name_or_path: str | os.PathLike[str]) -> None:
+    path = Path(name_or_path)
+    if path.is_dir() and not any((path / name).exists() for name in TOKENIZER_FILES):
+        raise ModelLoadError(f"folder {str(name_or_path)!r} holds no tokenizer: none of "
+                             f"{', '.join(TOKENIZER_FILES)} is in it")
+    if not path.exists() and (path.is_absolute() or str(name_or_path).startswith((".", "~"))):
+        raise ModelLoadError(f"cannot load tokenizer from {str(name_or_path)!r}: no such folder")
+
+
 def load_tokenizer(name_or_path: str | os.PathLike[str], padding_side: str = "right") -> PreTrainedTokenizerBase:
     """AutoTokenizer with a pad token guaranteed (falls back to EOS, as is usual for causal LMs)."""
+    _check_tokenizer_folder(name_or_path)
     try:
         tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
     except Exception as exc:  # transformers raises OSError, ValueError, HF hub errors...
         raise ModelLoadError(f"cannot load tokenizer from {str(name_or_path)!r}: {exc}") from exc
     if tokenizer.pad_token is None:
         if tokenizer.eos_token is None:
-            raise ModelLoadError(f"tokenizer {str(name_or_path)!r} has neither a pad nor an EOS token")
+            raise ModelLoadError(f"tokenizer {str(name_or_path)!r} has neither a pad nor an EOS token; set "
+                                 "pad_token or eos_token in its tokenizer_config.json")
         tokenizer.pad_token = tokenizer.eos_token
     tokenizer.padding_side = padding_side
     return tokenizer
@@ -146,13 +167,25 @@ TinyArch = Literal["llama", "gpt2"]
 
 def build_tiny_model(texts: Iterable[str], out_dir: str | os.PathLike[str], *, arch: TinyArch = "llama",
                      vocab_size: int = 1024, hidden_size: int = 64, num_layers: int = 2,
-                     num_heads: int = 4, max_positions: int = 512, seed: int = 0) -> Path:
-    """Train a tokenizer on `texts`, build a small causal LM from config, save both to `out_dir`."""
+                     num_heads: int = 4, max_positions: int = 512, seed: int = 0,
+                     tokenizer: str | os.PathLike[str] | None = None) -> Path:
+    """Build a small causal LM from config on a tokenizer and save both to `out_dir`.
+
+    The tokenizer is trained on `texts` (byte-level BPE of `vocab_size`), or, with `tokenizer`, an existing
+    one (a local folder or Hub id, e.g. the real Llama 2 tokenizer) whose whole vocabulary the model gets.
+    """
     out = Path(out_dir)
+    if tokenizer is None:
+        tok: PreTrainedTokenizerBase = train_bpe_tokenizer(texts, vocab_size=vocab_size)
+    else:
+        tok = load_tokenizer(tokenizer)
+        try:
+            require_special_tokens(tok, str(tokenizer), eos=True, purpose="a causal LM ending its responses")
+        except TokenizationError as exc:
+            raise ModelLoadError(str(exc)) from exc
     out.mkdir(parents=True, exist_ok=True)
-    tokenizer = train_bpe_tokenizer(texts, vocab_size=vocab_size)
-    common = dict(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
-                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    common = dict(vocab_size=len(tok), bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id,
+                  pad_token_id=tok.pad_token_id)
     if arch == "llama":
         config: Any = LlamaConfig(hidden_size=hidden_size, intermediate_size=4 * hidden_size,
                                   num_hidden_layers=num_layers, num_attention_heads=num_heads,
@@ -165,12 +198,13 @@ def build_tiny_model(texts: Iterable[str], out_dir: str | os.PathLike[str], *, a
         raise ValueError(f"unknown tiny architecture {arch!r}; expected 'llama' or 'gpt2'")
     torch.manual_seed(seed)
     model = AutoModelForCausalLM.from_config(config)
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tok.pad_token_id
+    model.generation_config.eos_token_id = tok.eos_token_id
     model.save_pretrained(out)
-    tokenizer.save_pretrained(out)
+    tok.save_pretrained(out)
     (out / "tlcr_tiny.json").write_text(json.dumps({"arch": arch, "hidden_size": hidden_size,
-                                                    "num_layers": num_layers, "seed": seed}))
+                                                    "num_layers": num_layers, "seed": seed,
+                                                    "tokenizer": "trained" if tokenizer is None else str(tokenizer)}))
     return out
 
 
@@ -188,7 +222,7 @@ def mark_discriminator_config(config: Any, *, max_length: int, base_model: str) 
     _mark_reward_config(
         config, label="positive", kind=DISCRIMINATOR_KIND, max_length=max_length, base_model=base_model,
         output="logit; sigmoid(logit) = P(token is positive | prompt, response prefix including token)",
-        input_format="prompt_ids + response_ids, each tokenized with add_special_tokens=False")
+        input_format="prompt + response tokenized jointly (add_special_tokens=False), split at the boundary")
 
 
 def mark_sequence_reward_model_config(config: Any, *, max_length: int, base_model: str) -> None:
@@ -196,7 +230,8 @@ def mark_sequence_reward_model_config(config: Any, *, max_length: int, base_mode
     _mark_reward_config(
         config, label="reward", kind=SEQUENCE_RM_KIND, max_length=max_length, base_model=base_model,
         output="logit at the last non-padding token = Bradley–Terry reward of the whole response",
-        input_format="prompt_ids + response_ids, each tokenized with add_special_tokens=False; no EOS appended")
+        input_format="prompt + response tokenized jointly (add_special_tokens=False), split at the boundary; "
+                     "no EOS appended")
 
 
 def check_max_length(model: PreTrainedModel, max_length: int, base_model: str) -> None:
@@ -213,18 +248,3 @@ def is_discriminator_config(name_or_path: str | os.PathLike[str]) -> bool:
         return False
     meta = getattr(config, "tlcr", None)
     return isinstance(meta, dict) and meta.get("kind") == DISCRIMINATOR_KIND
-
-
-def encode_prompt_response(tokenizer: PreTrainedTokenizerBase, prompt: str,
-                           response: str) -> tuple[list[int], list[int]]:
-    """Token ids of prompt and response, each tokenized alone without special tokens.
-
-    Every stage (labels, discriminator, service, PPO) uses this split so a response token means the
-    same thing everywhere.
-    """
-    return encode_text(tokenizer, prompt), encode_text(tokenizer, response)
-
-
-def encode_text(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
-    """One side (prompt or response) of `encode_prompt_response`: tokenized alone, no special tokens."""
-    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -30,6 +30,7 @@ class PipelineConfig:
     hidden_size: int = 128
     num_layers: int = 2
     vocab_size: int = 1024
+    tokenizer: str | None = None  # an existing tokenizer (folder or Hub id) instead of one trained on the data
     sft_noisy_fraction: float = 0.6  # the SFT demonstrator is faulty this fraction of the time
     sft_epochs: float = 12.0
     sft_learning_rate: float = 3e-3
@@ -99,7 +100,8 @@ def prepare_data(config: PipelineConfig, run_dir: Path, source: str = "controlle
         corpus = [t for p in pairs for t in (p.prompt + p.chosen, p.rejected)]
     held = [] if source == "controlled" else held_out
     base = build_tiny_model(corpus, run_dir / "models" / "base", vocab_size=config.vocab_size,
-                            hidden_size=config.hidden_size, num_layers=config.num_layers, seed=config.seed)
+                            hidden_size=config.hidden_size, num_layers=config.num_layers, seed=config.seed,
+                            tokenizer=config.tokenizer)
     split = paper_split(pairs, seed=config.data_seed)
     files = {}
     for part, part_pairs in split.items():

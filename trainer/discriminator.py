@@ -30,6 +30,7 @@ from transformers.trainer_utils import SchedulerType
 from tlcr.data.jsonl import DataError, OnError, SkipReport, iter_jsonl
 from tlcr.models import check_max_length, load_token_classifier, load_tokenizer, mark_discriminator_config
 from tlcr.scoring import fit_prompt_response, pad_sequences, position_ids_from_attention_mask
+from tlcr.tokenization import encode_prompt_response_batch
 from trainer.discriminator_metrics import discriminator_metrics, reward_sum
 
 IGNORE_INDEX = -100
@@ -219,9 +220,10 @@ def check_tokenization(records: Sequence[LabelledRecord], tokenizer: PreTrainedT
     chunk = 1024  # batched tokenization is far faster than one call per text
     for start in range(0, len(checks), chunk):
         part = checks[start:start + chunk]
-        encoded = tokenizer([text for _, _, text, _ in part], add_special_tokens=False)["input_ids"]
+        encoded = encode_prompt_response_batch(tokenizer, [record.prompt for record, _, _, _ in part],
+                                               [text for _, _, text, _ in part])
         for (record, key, _, ids), actual in zip(part, encoded, strict=True):
-            if list(actual) != ids:
+            if actual.response_ids != ids:
                 raise DataError(
                     f"{record.where}: {key} are not the tokens of the base model's tokenizer {tokenizer_name!r} "
                     f"(the record was labelled with tokenizer {record.tokenizer!r}); relabel the data with "
@@ -251,10 +253,16 @@ def training_example(prompt_ids: Sequence[int], response_ids: Sequence[int], res
             "labels": [float(IGNORE_INDEX)] * len(prompt) + [float(x) for x in response_labels[:len(response)]]}
 
 
+def prompt_ids_of(records: Sequence[LabelledRecord], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
+    """Each record's prompt ids as the joint prompt + rejected encoding splits them (`tlcr.tokenization`)."""
+    encoded = encode_prompt_response_batch(tokenizer, [r.prompt for r in records], [r.rejected for r in records])
+    return [e.prompt_ids for e in encoded]
+
+
 def build_training_examples(records: Sequence[LabelledRecord], tokenizer: PreTrainedTokenizerBase,
                             max_length: int) -> list[dict[str, list[Any]]]:
     """Two sequences per record (prompt + rejected, prompt + revised); an empty revision adds nothing."""
-    prompt_ids = tokenizer([r.prompt for r in records], add_special_tokens=False)["input_ids"]
+    prompt_ids = prompt_ids_of(records, tokenizer)
     examples = []
     for record, prompt in zip(records, prompt_ids, strict=True):
         for ids, labels in ((record.rejected_token_ids, record.rejected_labels),
@@ -323,8 +331,9 @@ def evaluate_discriminator(model: Any, tokenizer: PreTrainedTokenizerBase, recor
     from tlcr.scoring import response_token_probabilities
 
     model.eval()
-    prompts = tokenizer([r.prompt for r in records], add_special_tokens=False)["input_ids"]
-    chosen = tokenizer([r.chosen for r in records], add_special_tokens=False)["input_ids"]
+    prompts = prompt_ids_of(records, tokenizer)
+    chosen = [e.response_ids for e in encode_prompt_response_batch(tokenizer, [r.prompt for r in records],
+                                                                   [r.chosen for r in records])]
     items: list[tuple[list[int], list[int]]] = []
     labels: list[list[float]] = []
     for record, prompt in zip(records, prompts, strict=True):

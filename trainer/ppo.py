@@ -497,7 +497,7 @@ class PPOTrainer:
         self.accelerator.wait_for_everyone()
 
     def _tokenize_prompts(self, prompts: Sequence[str]) -> list[list[int] | None]:
-        """Prompt token ids (tokenized alone, as every stage does); None for prompts too long to use."""
+        """Prompt token ids (the prompt alone: what the joint split gives with no response); None if too long."""
         from tlcr.models import encode_prompt_response
 
         out: list[list[int] | None] = []

@@ -1,8 +1,8 @@
 """Sequence-level Bradley–Terry reward model (the PPO_seq baseline's reward) with TRL's RewardTrainer.
 
-Pairs are tokenized here, not by TRL, with the split every stage uses (`encode_prompt_response`:
-prompt and response tokenized alone, no special tokens, no EOS appended), so the reward service can
-score a (prompt, response) exactly as the model was trained. The checkpoint is a one-label
+Pairs are tokenized here, not by TRL, with the split every stage uses (`tlcr.tokenization`: prompt +
+response tokenized jointly and split at the boundary, no special tokens, no EOS appended), so the reward
+service can score a (prompt, response) exactly as the model was trained. The checkpoint is a one-label
 AutoModelForSequenceClassification saved with `save_pretrained`; its score is read at the last token.
 """
 
@@ -96,31 +96,36 @@ def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float,
 def tokenize_pairs(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizerBase,
                    max_length: int) -> list[dict[str, list[int]]]:
     """`chosen_ids` / `rejected_ids` (prompt + response, cut to max_length) in TRL's processed-dataset format."""
-    prompts = tokenizer([p.prompt for p in pairs], add_special_tokens=False)["input_ids"]
-    chosen = tokenizer([p.chosen for p in pairs], add_special_tokens=False)["input_ids"]
-    rejected = tokenizer([p.rejected for p in pairs], add_special_tokens=False)["input_ids"]
+    chosen, rejected = _encode_pairs(pairs, tokenizer)
     rows = []
-    for prompt, chosen_ids, rejected_ids in zip(prompts, chosen, rejected, strict=True):
+    for chosen_pair, rejected_pair in zip(chosen, rejected, strict=True):
         row = {}
-        for key, response in (("chosen_ids", chosen_ids), ("rejected_ids", rejected_ids)):
+        for key, (prompt, response) in (("chosen_ids", chosen_pair), ("rejected_ids", rejected_pair)):
             kept_prompt, kept_response = fit_prompt_response(prompt, response, max_length)
             row[key] = kept_prompt + kept_response
         rows.append(row)
     return rows
 
 
+def _encode_pairs(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizerBase
+                  ) -> tuple[list[tuple[list[int], list[int]]], list[tuple[list[int], list[int]]]]:
+    """(prompt ids, response ids) of prompt + chosen and of prompt + rejected, split as every stage does."""
+    from tlcr.tokenization import encode_prompt_response_batch
+
+    prompts = [p.prompt for p in pairs]
+    chosen = encode_prompt_response_batch(tokenizer, prompts, [p.chosen for p in pairs])
+    rejected = encode_prompt_response_batch(tokenizer, prompts, [p.rejected for p in pairs])
+    return ([(e.prompt_ids, e.response_ids) for e in chosen], [(e.prompt_ids, e.response_ids) for e in rejected])
+
+
 def evaluate_reward_model(model: Any, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[PreferencePair], *,
                           max_length: int, batch_size: int = 16) -> dict[str, Any]:
     """Pairwise accuracy (chosen scored above rejected; ties half) and mean scores on held-out pairs."""
     model.eval()
-    prompts = tokenizer([p.prompt for p in pairs], add_special_tokens=False)["input_ids"]
-    chosen = tokenizer([p.chosen for p in pairs], add_special_tokens=False)["input_ids"]
-    rejected = tokenizer([p.rejected for p in pairs], add_special_tokens=False)["input_ids"]
+    chosen, rejected = _encode_pairs(pairs, tokenizer)
     pad = tokenizer.pad_token_id
-    chosen_scores = prompt_response_scores(model, pad, list(zip(prompts, chosen, strict=True)),
-                                           max_length=max_length, batch_size=batch_size)
-    rejected_scores = prompt_response_scores(model, pad, list(zip(prompts, rejected, strict=True)),
-                                             max_length=max_length, batch_size=batch_size)
+    chosen_scores = prompt_response_scores(model, pad, chosen, max_length=max_length, batch_size=batch_size)
+    rejected_scores = prompt_response_scores(model, pad, rejected, max_length=max_length, batch_size=batch_size)
     n = len(pairs)
     return {"pairwise_accuracy": pairwise_preference_accuracy(chosen_scores, rejected_scores),
             "mean_chosen_reward": sum(chosen_scores) / n if n else None,

@@ -20,6 +20,7 @@ from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
 from tlcr.scoring import pad_sequences, position_ids_from_attention_mask
+from tlcr.tokenization import decode_with_offsets
 from trainer.ppo_math import mask_from_lengths, response_lengths
 
 RewardModeName = Literal["tlcr", "tlcr_fixed", "seq", "tlcr_positive_only", "tlcr_negative_only"]
@@ -189,26 +190,16 @@ def forward_rollout(model: torch.nn.Module, rollout: Rollout, *, temperature: fl
                           values=None if values is None else values * mask, bootstrap_values=bootstrap)
 
 
-def response_text_and_offsets(tokenizer: PreTrainedTokenizerBase,
-                              token_ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
+def response_text_and_offsets(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int],
+                              prompt_ids: Sequence[int] = ()) -> tuple[str, list[tuple[int, int]]]:
     """The decoded response and each token's [start, end) character span in it.
 
-    Spans come from decoding growing prefixes, so they follow the tokens actually sampled (re-encoding
-    the text could split it differently). A token that completes a multi-byte character owns it; a
-    token that decodes to nothing (a special token) gets an empty span.
+    Spans come from decoding growing prefixes after the prompt's last tokens (`tlcr.tokenization.
+    decode_with_offsets`), so they follow the tokens actually sampled (re-encoding the text could split it
+    differently) and a SentencePiece "▁" keeps its space; a token holding part of a multi-byte character
+    shares its span with the token that completes it; a special token gets an empty span.
     """
-    if not token_ids:
-        return "", []
-    prefixes = tokenizer.batch_decode([list(token_ids[:k]) for k in range(1, len(token_ids) + 1)],
-                                      skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    text = prefixes[-1]
-    spans: list[tuple[int, int]] = []
-    start = 0
-    for prefix in prefixes:
-        end = min(max(len(prefix), start), len(text))
-        spans.append((start, end))
-        start = end
-    return text, spans
+    return decode_with_offsets(tokenizer, token_ids, prompt_ids)
 
 
 @dataclass
@@ -224,7 +215,11 @@ def fetch_rewards(backend: RewardBackend, tokenizer: PreTrainedTokenizerBase, *,
                   reward_mode: str, token_input: TokenInput, threshold: float) -> FetchedRewards:
     """One batched call to the reward backend for a rollout; rewards placed on the actions that made them.
 
-    Responses with no text (EOS straight away) are not sent; they get no dense reward and a score of 0.
+    `text_token_ids` are the generated tokens without the final EOS (`Rollout.text_token_ids`): the EOS
+    action has no text and the discriminator never saw an EOS in training, so its dense reward is 0, and
+    every other generated token gets exactly one reward (with text input, re-aligned to the policy's
+    tokens from `prompt_ids`-aware character offsets). Responses with no text (EOS straight away) are not
+    sent; they get no dense reward and a score of 0.
     """
     if reward_mode not in SERVICE_MODES:
         raise ValueError(f"unknown reward mode {reward_mode!r}; expected one of {', '.join(SERVICE_MODES)}")
@@ -233,7 +228,7 @@ def fetch_rewards(backend: RewardBackend, tokenizer: PreTrainedTokenizerBase, *,
     sent = [i for i in range(batch) if text_token_ids[i]]
     texts_and_spans = {}
     if token_input == "text" or reward_mode == "seq":
-        texts_and_spans = {i: response_text_and_offsets(tokenizer, text_token_ids[i]) for i in sent}
+        texts_and_spans = {i: response_text_and_offsets(tokenizer, text_token_ids[i], prompt_ids[i]) for i in sent}
         sent = [i for i in sent if texts_and_spans[i][0]]
     service_mode = SERVICE_MODES[reward_mode]
     if service_mode is None:

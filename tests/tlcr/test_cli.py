@@ -1,4 +1,5 @@
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -29,3 +30,24 @@ def test_tiny_model_command(tmp_path: Path) -> None:
                                  "--hidden-size", "16", "--num-layers", "1"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "m" / "config.json").exists() and (tmp_path / "m" / "tokenizer.json").exists()
+
+
+def test_tiny_model_command_on_a_real_tokenizer(tmp_path: Path, real_tokenizer_dir: Callable[[str], Path]) -> None:
+    from tlcr.models import load_causal_lm, load_tokenizer
+
+    llama2 = real_tokenizer_dir("llama2")
+    result = runner.invoke(app, ["tiny-model", "--out", str(tmp_path / "m"), "--tokenizer", str(llama2),
+                                 "--hidden-size", "16", "--num-layers", "1"])
+    assert result.exit_code == 0, result.output
+    model = load_causal_lm(tmp_path / "m", device="cpu")
+    assert model.config.vocab_size == 32000 and model.config.eos_token_id == 2
+    text = "\n\nHuman: 你好 😁\n\nAssistant: Cửa Việt"
+    assert (load_tokenizer(tmp_path / "m")(text, add_special_tokens=False)["input_ids"]
+            == load_tokenizer(llama2)(text, add_special_tokens=False)["input_ids"])
+    assert json.loads((tmp_path / "m" / "tlcr_tiny.json").read_text())["tokenizer"] == str(llama2)
+
+
+def test_tiny_model_command_names_a_folder_without_a_tokenizer(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["tiny-model", "--out", str(tmp_path / "m"), "--tokenizer", str(tmp_path)])
+    assert result.exit_code == 2
+    assert f"folder '{tmp_path}' holds no tokenizer" in result.output

@@ -1,3 +1,4 @@
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ def test_tokenizer_roundtrip_and_special_tokens(tiny_model_dir: Path) -> None:
     assert tok.pad_token_id is not None and tok.pad_token_id != tok.eos_token_id
 
 
-def test_encode_prompt_response_tokenizes_each_side_alone(tiny_model_dir: Path) -> None:
+def test_encode_prompt_response_splits_the_joint_encoding(tiny_model_dir: Path) -> None:
     tok = load_tokenizer(tiny_model_dir)
     prompt_ids, response_ids = encode_prompt_response(tok, "\n\nHuman: hi\n\nAssistant:", " hello there.")
     assert tok.decode(prompt_ids) == "\n\nHuman: hi\n\nAssistant:"
@@ -60,3 +61,18 @@ def test_resolve_dtype() -> None:
     assert resolve_dtype("bf16", torch.device("cpu")) is torch.bfloat16
     with pytest.raises(ValueError, match="unknown dtype"):
         resolve_dtype("int3", torch.device("cpu"))
+
+
+@pytest.mark.parametrize("name", ["llama2", "gpt2", "qwen2"])
+def test_tiny_model_on_a_real_tokenizers_whole_vocabulary(name: str, tiny_real_model_dir: Callable[[str], Path],
+                                                          real_tokenizer_dir: Callable[[str], Path]) -> None:
+    path = tiny_real_model_dir(name)
+    original, saved = load_tokenizer(real_tokenizer_dir(name)), load_tokenizer(path)
+    text = "\n\nHuman: 我想 😶\u200d🌫\ufe0f\n\nAssistant: Cửa Việt"
+    assert saved(text, add_special_tokens=False)["input_ids"] == original(text, add_special_tokens=False)["input_ids"]
+    model = load_causal_lm(path, device="cpu")
+    assert model.config.vocab_size == len(original)
+    assert model.generation_config.eos_token_id == original.eos_token_id is not None
+    ids = torch.tensor([original(text, add_special_tokens=False)["input_ids"]])
+    out = model.generate(ids, max_new_tokens=3, do_sample=False, pad_token_id=saved.pad_token_id)
+    assert out.shape[1] <= ids.shape[1] + 3

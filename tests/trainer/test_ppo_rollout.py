@@ -179,7 +179,8 @@ def test_offsets_cover_multibyte_characters(tiny_gpt2_dir: Path) -> None:
     assert decoded == text
     assert len(spans) == len(ids)
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
-    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # contiguous, monotone
+    # monotone with no gap; a token holding part of a split multi-byte character overlaps the next one
+    assert all(a[0] <= b[0] <= a[1] <= b[1] for a, b in itertools.pairwise(spans))
     assert response_text_and_offsets(tokenizer, []) == ("", [])
 
 
