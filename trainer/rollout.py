@@ -20,6 +20,7 @@ from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
 from tlcr.scoring import pad_sequences, position_ids_from_attention_mask
+from tlcr.tokens import response_text_and_offsets
 from trainer.ppo_math import mask_from_lengths, response_lengths
 
 RewardModeName = Literal["tlcr", "tlcr_fixed", "seq", "tlcr_positive_only", "tlcr_negative_only"]
@@ -187,28 +188,6 @@ def forward_rollout(model: torch.nn.Module, rollout: Rollout, *, temperature: fl
     mask = rollout.mask.float()
     return ForwardOutputs(logprobs=logprobs * mask, entropy=None if entropy is None else entropy * mask,
                           values=None if values is None else values * mask, bootstrap_values=bootstrap)
-
-
-def response_text_and_offsets(tokenizer: PreTrainedTokenizerBase,
-                              token_ids: Sequence[int]) -> tuple[str, list[tuple[int, int]]]:
-    """The decoded response and each token's [start, end) character span in it.
-
-    Spans come from decoding growing prefixes, so they follow the tokens actually sampled (re-encoding
-    the text could split it differently). A token that completes a multi-byte character owns it; a
-    token that decodes to nothing (a special token) gets an empty span.
-    """
-    if not token_ids:
-        return "", []
-    prefixes = tokenizer.batch_decode([list(token_ids[:k]) for k in range(1, len(token_ids) + 1)],
-                                      skip_special_tokens=True, clean_up_tokenization_spaces=False)
-    text = prefixes[-1]
-    spans: list[tuple[int, int]] = []
-    start = 0
-    for prefix in prefixes:
-        end = min(max(len(prefix), start), len(text))
-        spans.append((start, end))
-        start = end
-    return text, spans
 
 
 @dataclass
