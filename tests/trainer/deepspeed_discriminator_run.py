@@ -16,9 +16,8 @@ import torch
 import trainer.discriminator as discriminator
 
 
-def dump_parameters(trainer: Any, out: Path) -> None:
-    model = trainer.model
-    rank = trainer.args.process_index
+def dump_module(model: Any, rank: int, out: Path) -> None:
+    """Write `model`'s full parameters on this process to out/rank<rank>.pt (every process must call it)."""
     parameters = list(model.parameters())
     if any(hasattr(p, "ds_id") for p in parameters):  # ZeRO-3: each process holds a shard
         import deepspeed
@@ -36,7 +35,7 @@ def main(data: str, base: str, out: str, batch_size: str) -> None:
 
     def train_dump_and_release(trainer: Any, output_dir: Any) -> Any:
         output = trainer.train()
-        dump_parameters(trainer, Path(out) / "weights")
+        dump_module(trainer.model, trainer.args.process_index, Path(out) / "weights")
         trainer.train = lambda: output  # already trained: train_and_release saves, syncs and frees
         return original(trainer, output_dir)
 

@@ -92,3 +92,27 @@ def test_zero_on_two_cpu_processes_synchronises_gradients(setup: tuple[Path, Pat
 
     saved = load_file(out / "model.safetensors")  # the whole checkpoint (ZeRO-3: gathered from both shards)
     assert saved.keys() & rank0.keys() and all(torch.allclose(saved[n], rank0[n]) for n in saved if n in rank0)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stage", [2, 3])
+def test_ppo_under_zero_on_two_cpu_processes(setup: tuple[Path, Path, Path], tiny_model_dir: Path,
+                                             stage: int) -> None:
+    """PPO (trainer.ppo.PPOTrainer, policy + value as one DeepSpeed engine) for two steps. The processes
+    sample different prompts with different seeds, so only agreement between them is checked here; the
+    equivalence with one process is the discriminator test's."""
+    from tlcr.models import load_causal_lm
+
+    out = setup[2].parent / f"ppo-zero{stage}"
+    _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+          str(REPO / "configs" / "accelerate" / f"cpu_deepspeed_zero{stage}_2proc.yaml"),
+          "--main_process_port", str(_free_port()), str(RUN.with_name("deepspeed_ppo_run.py")),
+          str(tiny_model_dir), str(out)], cwd=out.parent)
+    rank0, rank1 = _weights(out, 0), _weights(out, 1)
+    assert rank0.keys() == rank1.keys() and all(torch.equal(rank0[n], rank1[n]) for n in rank0)
+    initial = load_causal_lm(tiny_model_dir, device="cpu", dtype="float32")
+    assert max((rank0[f"policy.{n}"] - p.detach()).abs().max().item() for n, p in initial.named_parameters()) > 1e-3
+    assert json.loads((out / "ppo_config.json").read_text())["num_processes"] == 2
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    exported = load_causal_lm(out / "policy", device="cpu", dtype="float32")  # gathered from both processes
+    assert all(torch.allclose(p.detach(), rank0[f"policy.{n}"]) for n, p in exported.named_parameters())
