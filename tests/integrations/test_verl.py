@@ -1,5 +1,5 @@
 """verl: TLCRAgentLoop (verl's own SingleTurnAgentLoop underneath, generation stubbed) against a live TLCR
-service, and verl's own KL penalty and GAE on its dense `rm_scores` equal to tlcr's PPO maths.
+service, and verl's own KL penalty, GAE and REINFORCE++ on its dense `rm_scores` equal to tlcr's maths.
 Runs in .venv-verl (.ci/engine-venvs.sh verl); skipped where verl is not installed."""
 
 from __future__ import annotations
@@ -89,11 +89,15 @@ def test_agent_loop_with_another_policy_tokenizer(tlcr_service: ServiceProcess, 
     assert rm_scores.tolist() == pytest.approx(expected.rewards, abs=1e-6)
 
 
-def test_verl_kl_penalty_and_gae_on_dense_rm_scores_equal_tlcr_ppo_maths(tlcr_service: ServiceProcess,
+def test_verl_kl_penalty_gae_and_reinforce_pp_on_dense_rm_scores_equal_tlcr_maths(tlcr_service: ServiceProcess,
                                                                          tiny_model_dir: Path) -> None:
     engine("verl")
     from verl import DataProto
-    from verl.trainer.ppo.core_algos import FixedKLController, compute_gae_advantage_return
+    from verl.trainer.ppo.core_algos import (
+        FixedKLController,
+        compute_gae_advantage_return,
+        compute_reinforce_plus_plus_outcome_advantage,
+    )
     from verl.trainer.ppo.ray_trainer import apply_kl_penalty
 
     outputs = [run_loop(tiny_model_dir, tlcr_service.url, a, q, "ids")[0] for q, a in zip(QUESTIONS, ANSWERS,
@@ -122,3 +126,14 @@ def test_verl_kl_penalty_and_gae_on_dense_rm_scores_equal_tlcr_ppo_maths(tlcr_se
     our_advantages, our_returns = gae_advantages(ours, values, mask.bool(), gamma, lam)
     assert torch.allclose(verl_returns * mask, our_returns, atol=1e-5)
     assert torch.allclose(verl_advantages * mask, masked_whiten(our_advantages, mask.bool()), atol=1e-5)
+
+    # REINFORCE++: whitened γ-discounted reward-to-go, as TLCRGRPOTrainer's dense term (integrations.trl).
+    from types import SimpleNamespace
+
+    from integrations.trl import rewards_to_go
+
+    rpp_advantages, rpp_returns = compute_reinforce_plus_plus_outcome_advantage(
+        verl_rewards, mask, config=SimpleNamespace(gamma=gamma))
+    assert torch.allclose(rpp_returns, rewards_to_go(ours, mask.bool(), gamma), atol=1e-5)
+    assert torch.allclose(rpp_advantages, masked_whiten(rewards_to_go(ours, mask.bool(), gamma), mask.bool()),
+                          atol=1e-5)
