@@ -55,9 +55,9 @@ def expected(url: str, response: str = RESPONSE) -> tuple[float, float]:
     return sum(result.rewards), sum(result.probabilities) / len(result.probabilities)
 
 
-def test_get_reward_answers_rewards_scores_and_token_statistics(tlcr_service: ServiceProcess) -> None:
-    reward, score = expected(tlcr_service.url)
-    body = httpx.post(tlcr_service.url + "/get_reward",
+def test_get_reward_answers_rewards_scores_and_token_statistics(tiny_reward_service: ServiceProcess) -> None:
+    reward, score = expected(tiny_reward_service.url)
+    body = httpx.post(tiny_reward_service.url + "/get_reward",
                       json={"query": [PROMPT + RESPONSE], "prompts": [PROMPT], "labels": [""]}).json()
     assert body["rewards"] == pytest.approx([reward], abs=1e-5)
     assert body["scores"] == pytest.approx([score], abs=1e-5) and 0.0 <= body["scores"][0] <= 1.0
@@ -67,14 +67,14 @@ def test_get_reward_answers_rewards_scores_and_token_statistics(tlcr_service: Se
     assert logs["tlcr/reward_sum"] == pytest.approx([reward], abs=1e-5)
 
 
-def test_policy_special_tokens_are_stripped_only_when_configured(tlcr_service: ServiceProcess,
+def test_policy_special_tokens_are_stripped_only_when_configured(tiny_reward_service: ServiceProcess,
                                                                  stripping_service: ServiceProcess) -> None:
-    reward, _ = expected(tlcr_service.url)
+    reward, _ = expected(tiny_reward_service.url)
     query = {"query": [PROMPT + RESPONSE + SUFFIX], "prompts": [PROMPT]}
     stripped = httpx.post(stripping_service.url + "/get_reward", json=query).json()["rewards"][0]
-    scored_as_text = httpx.post(tlcr_service.url + "/get_reward", json=query).json()["rewards"][0]
+    scored_as_text = httpx.post(tiny_reward_service.url + "/get_reward", json=query).json()["rewards"][0]
     assert stripped == pytest.approx(reward, abs=1e-5)
-    assert scored_as_text == pytest.approx(expected(tlcr_service.url, RESPONSE + SUFFIX)[0], abs=1e-5)
+    assert scored_as_text == pytest.approx(expected(tiny_reward_service.url, RESPONSE + SUFFIX)[0], abs=1e-5)
     assert abs(scored_as_text - reward) > 1e-3  # the effect the option removes
     only_specials = httpx.post(stripping_service.url + "/get_reward",
                                json={"query": [PROMPT + SUFFIX], "prompts": [PROMPT]})
@@ -82,16 +82,16 @@ def test_policy_special_tokens_are_stripped_only_when_configured(tlcr_service: S
 
 
 @pytest.fixture
-def reward_env(monkeypatch: pytest.MonkeyPatch, tlcr_service: ServiceProcess, qwen2: Path) -> Iterator[None]:
-    monkeypatch.setenv("TLCR_REWARD_URL", tlcr_service.url)
+def reward_env(monkeypatch: pytest.MonkeyPatch, tiny_reward_service: ServiceProcess, qwen2: Path) -> Iterator[None]:
+    monkeypatch.setenv("TLCR_REWARD_URL", tiny_reward_service.url)
     monkeypatch.setenv("TLCR_POLICY_TOKENIZER", str(qwen2))
     openrlhf_reward._setup.cache_clear()
     yield
     openrlhf_reward._setup.cache_clear()
 
 
-def test_reward_func_file_matches_get_reward(reward_env: None, tlcr_service: ServiceProcess) -> None:
-    reward, score = expected(tlcr_service.url)
+def test_reward_func_file_matches_get_reward(reward_env: None, tiny_reward_service: ServiceProcess) -> None:
+    reward, score = expected(tiny_reward_service.url)
     out = openrlhf_reward.reward_func([PROMPT + RESPONSE + SUFFIX, PROMPT + SUFFIX], [PROMPT, PROMPT], ["", ""])
     assert out["rewards"].tolist() == pytest.approx([reward, 0.0], abs=1e-5)
     assert out["scores"].tolist() == pytest.approx([score, 0.5], abs=1e-5)
@@ -130,19 +130,19 @@ def run_executor(remote: str, qwen2: Path) -> dict:
     return asyncio.run(executor.execute(PROMPT, "", params, 256, tokenizer, StubEngine(sample)))
 
 
-def test_openrlhf_executor_with_the_reward_func_file(reward_env: None, tlcr_service: ServiceProcess,
+def test_openrlhf_executor_with_the_reward_func_file(reward_env: None, tiny_reward_service: ServiceProcess,
                                                      qwen2: Path) -> None:
     out = run_executor(openrlhf_reward.__file__, qwen2)
-    reward, score = expected(tlcr_service.url)
+    reward, score = expected(tiny_reward_service.url)
     assert float(out["reward"][0]) == pytest.approx(reward, abs=1e-5)
     assert float(out["scores"][0]) == pytest.approx(score, abs=1e-5)
     assert set(out["extra_logs"]) == set(SUMMARY_KEYS)
 
 
-def test_openrlhf_executor_over_http(tlcr_service: ServiceProcess, stripping_service: ServiceProcess,
+def test_openrlhf_executor_over_http(tiny_reward_service: ServiceProcess, stripping_service: ServiceProcess,
                                      qwen2: Path) -> None:
     out = run_executor(stripping_service.url + "/get_reward", qwen2)
-    reward, score = expected(tlcr_service.url)
+    reward, score = expected(tiny_reward_service.url)
     assert out["reward"] == pytest.approx([reward], abs=1e-5)
     assert out["scores"] == pytest.approx([score], abs=1e-5)
     assert out["extra_logs"]["tlcr/response_tokens"][0] > 0

@@ -33,24 +33,25 @@ def test_hh_transcript_formats_chat_messages() -> None:
         hh_transcript("p", [{"role": "assistant", "content": "y"}])
 
 
-def test_reward_function_reduces_the_services_token_rewards(tlcr_service: ServiceProcess) -> None:
-    with TokenRewardClient(tlcr_service.url) as client:
+def test_reward_function_reduces_the_services_token_rewards(tiny_reward_service: ServiceProcess) -> None:
+    with TokenRewardClient(tiny_reward_service.url) as client:
         token = client.token_rewards([TokenRewardItem(prompt=PROMPT, response=r) for r in RESPONSES[:2]])
         sequence = client.sequence_rewards([SequenceRewardItem(prompt=PROMPT, response=r) for r in RESPONSES[:2]])
     prompts = [PROMPT] * len(RESPONSES)
 
     def call(**kwargs: object) -> list[float | None]:
-        return asyncio.run(TLCRRewardFunction(tlcr_service.url, **kwargs)(prompts=prompts, completions=RESPONSES))
+        reward = TLCRRewardFunction(tiny_reward_service.url, **kwargs)
+        return asyncio.run(reward(prompts=prompts, completions=RESPONSES))
 
     assert call() == pytest.approx([sum(t.rewards) for t in token] + [None])
     assert call(reduction="mean") == pytest.approx([sum(t.rewards) / len(t.rewards) for t in token] + [None])
     assert call(reduction="sequence") == pytest.approx([*sequence, None])
-    chat = asyncio.run(TLCRRewardFunction(tlcr_service.url)(
+    chat = asyncio.run(TLCRRewardFunction(tiny_reward_service.url)(
         prompts=[[{"role": "user", "content": "Where does Bob live?"}]],
         completions=[[{"role": "assistant", "content": "Bob lives in Paris."}]]))
     assert chat == pytest.approx([sum(token[0].rewards)])
     with pytest.raises(ValueError, match="reduction"):
-        TLCRRewardFunction(tlcr_service.url, reduction="max")  # type: ignore[arg-type]
+        TLCRRewardFunction(tiny_reward_service.url, reduction="max")  # type: ignore[arg-type]
 
 
 def _prompts(n: int) -> Dataset:
@@ -67,12 +68,13 @@ def _config(tmp_path: Path, **overrides: object) -> GRPOConfig:
     return GRPOConfig(**settings)  # type: ignore[arg-type]
 
 
-def test_grpo_trainer_trains_with_the_async_reward_function(tlcr_service: ServiceProcess, tiny_model_dir: Path,
+def test_grpo_trainer_trains_with_the_async_reward_function(tiny_reward_service: ServiceProcess, tiny_model_dir: Path,
                                                             tmp_path: Path) -> None:
     model = load_causal_lm(tiny_model_dir, device="cpu", dtype="float32")
     before = [p.detach().clone() for p in model.parameters()]
-    trainer = GRPOTrainer(model=model, reward_funcs=[TLCRRewardFunction(tlcr_service.url)], args=_config(tmp_path),
-                          train_dataset=_prompts(8), processing_class=load_tokenizer(tiny_model_dir, "left"))
+    trainer = GRPOTrainer(model=model, reward_funcs=[TLCRRewardFunction(tiny_reward_service.url)],
+                          args=_config(tmp_path), train_dataset=_prompts(8),
+                          processing_class=load_tokenizer(tiny_model_dir, "left"))
     trainer.train()
     logged = [entry for entry in trainer.state.log_history if "rewards/tlcr/mean" in entry]
     assert len(logged) == 2 and all(torch.isfinite(torch.tensor(e["rewards/tlcr/mean"])) for e in logged)
@@ -88,12 +90,12 @@ def test_rewards_to_go_sums_the_future_within_the_mask() -> None:
 
 @pytest.mark.parametrize("token_input", ["ids", "text"])
 def test_dense_grpo_advantages_are_grpo_plus_whitened_token_returns(
-        tlcr_service: ServiceProcess, tiny_model_dir: Path, tmp_path: Path, token_input: str) -> None:
+        tiny_reward_service: ServiceProcess, tiny_model_dir: Path, tmp_path: Path, token_input: str) -> None:
     model = load_causal_lm(tiny_model_dir, device="cpu", dtype="float32")
     before = [p.detach().clone() for p in model.parameters()]
-    trainer = TLCRGRPOTrainer(model=model, reward_funcs=[TLCRRewardFunction(tlcr_service.url)],
+    trainer = TLCRGRPOTrainer(model=model, reward_funcs=[TLCRRewardFunction(tiny_reward_service.url)],
                               args=_config(tmp_path), train_dataset=_prompts(8),
-                              processing_class=load_tokenizer(tiny_model_dir, "left"), tlcr_url=tlcr_service.url,
+                              processing_class=load_tokenizer(tiny_model_dir, "left"), tlcr_url=tiny_reward_service.url,
                               tlcr_coef=0.5, tlcr_token_input=token_input)
     batch = [{"prompt": p} for p in _prompts(4)["prompt"]]
     out = trainer._generate_and_score_completions(batch)
@@ -105,7 +107,7 @@ def test_dense_grpo_advantages_are_grpo_plus_whitened_token_returns(
                                          out["completion_mask"])
     if token_input == "ids":
         rows = [i for i in range(len(batch)) if mask[i].any()]
-        with TokenRewardClient(tlcr_service.url) as client:
+        with TokenRewardClient(tiny_reward_service.url) as client:
             expected = client.token_rewards([TokenRewardItem(
                 prompt_token_ids=out["prompt_ids"][i][out["prompt_mask"][i].bool()].tolist(),
                 response_token_ids=out["completion_ids"][i][mask[i]].tolist()) for i in rows])

@@ -1,6 +1,6 @@
 """verl: TLCRAgentLoop (verl's own SingleTurnAgentLoop underneath, generation stubbed) against a live TLCR
 service, and verl's own KL penalty, GAE and REINFORCE++ on its dense `rm_scores` equal to tlcr's maths.
-Runs in .venv-verl (.ci/engine-venvs.sh verl); skipped where verl is not installed."""
+Runs in .venv-verl (.ci/engines.sh verl); skipped where verl is not installed."""
 
 from __future__ import annotations
 
@@ -63,11 +63,11 @@ def run_loop(policy_dir: Path, url: str, answer: str, question: str, token_input
     return asyncio.run(main()), tokenizer
 
 
-def test_agent_loop_emits_the_services_token_rewards_as_rm_scores(tlcr_service: ServiceProcess,
+def test_agent_loop_emits_the_services_token_rewards_as_rm_scores(tiny_reward_service: ServiceProcess,
                                                                   tiny_model_dir: Path) -> None:
-    output, _ = run_loop(tiny_model_dir, tlcr_service.url, ANSWERS[0], QUESTIONS[0], "ids")
+    output, _ = run_loop(tiny_model_dir, tiny_reward_service.url, ANSWERS[0], QUESTIONS[0], "ids")
     fields = output.as_dict()
-    with TokenRewardClient(tlcr_service.url) as client:
+    with TokenRewardClient(tiny_reward_service.url) as client:
         [expected] = client.token_rewards([TokenRewardItem(prompt_token_ids=output.prompt_ids,
                                                            response_token_ids=output.response_ids)])
     assert fields["rm_scores"].shape == fields["responses"].shape == fields["response_mask"].shape
@@ -78,18 +78,18 @@ def test_agent_loop_emits_the_services_token_rewards_as_rm_scores(tlcr_service: 
     assert info["tlcr_response_tokens"] == len(output.response_ids)
 
 
-def test_agent_loop_with_another_policy_tokenizer(tlcr_service: ServiceProcess, tiny_gpt2_dir: Path) -> None:
-    output, tokenizer = run_loop(tiny_gpt2_dir, tlcr_service.url, ANSWERS[0], QUESTIONS[0], "text")
+def test_agent_loop_with_another_policy_tokenizer(tiny_reward_service: ServiceProcess, tiny_gpt2_dir: Path) -> None:
+    output, tokenizer = run_loop(tiny_gpt2_dir, tiny_reward_service.url, ANSWERS[0], QUESTIONS[0], "text")
     text, spans = response_text_and_offsets(tokenizer, output.response_ids)
     prompt = tokenizer.decode(output.prompt_ids, skip_special_tokens=True)
-    with TokenRewardClient(tlcr_service.url) as client:
+    with TokenRewardClient(tiny_reward_service.url) as client:
         [expected] = client.token_rewards([TokenRewardItem(prompt=prompt, response=text, response_offsets=spans)])
     rm_scores = output.as_dict()["rm_scores"]
     assert len(rm_scores) == len(output.response_ids)  # one per policy token, EOS included (its span is empty)
     assert rm_scores.tolist() == pytest.approx(expected.rewards, abs=1e-6)
 
 
-def test_verl_kl_penalty_gae_and_reinforce_pp_on_dense_rm_scores_equal_tlcr_maths(tlcr_service: ServiceProcess,
+def test_verl_kl_penalty_gae_and_reinforce_pp_on_dense_rm_scores_equal_tlcr_maths(tiny_reward_service: ServiceProcess,
                                                                          tiny_model_dir: Path) -> None:
     engine("verl")
     from verl import DataProto
@@ -100,7 +100,7 @@ def test_verl_kl_penalty_gae_and_reinforce_pp_on_dense_rm_scores_equal_tlcr_math
     )
     from verl.trainer.ppo.ray_trainer import apply_kl_penalty
 
-    outputs = [run_loop(tiny_model_dir, tlcr_service.url, a, q, "ids")[0] for q, a in zip(QUESTIONS, ANSWERS,
+    outputs = [run_loop(tiny_model_dir, tiny_reward_service.url, a, q, "ids")[0] for q, a in zip(QUESTIONS, ANSWERS,
                                                                                            strict=True)]
     fields = [o.as_dict() for o in outputs]
     width = max(len(f["responses"]) for f in fields)
