@@ -78,7 +78,7 @@ class ServiceSettings(BaseSettings):
         "off the end of each /get_reward query before scoring; OpenRLHF decodes queries with them."))] = None
     warmup: Annotated[bool, Field(description="Run a warm-up forward before reporting ready.")] = True
 
-    @field_validator("model", "sequence_model")
+    @field_validator("model", "sequence_model", "get_reward_policy_tokenizer")
     @classmethod
     def _local_path_exists(cls, value: str | None) -> str | None:
         # A Hub id never starts with '/', '.' or '~': such a value is a local path, checked now rather
