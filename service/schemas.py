@@ -122,7 +122,11 @@ class GetRewardRequest(BaseModel):
 
 
 class GetRewardResponse(BaseModel):
-    rewards: list[float]
+    """One scalar per query (OpenRLHF adds it on the last response token: a sequence-level reward)."""
+
+    rewards: list[float]  # sum or mean of the token rewards (the service's get_reward_reduction)
+    scores: list[float]  # mean P(token is good) of each response, in [0, 1] (OpenRLHF's dynamic filtering)
+    extra_logs: dict[str, list[float]]  # token-reward statistics per query (tlcr.tokens.token_reward_summary)
 
 
 class InfoResponse(BaseModel):

@@ -73,9 +73,12 @@ class ServiceSettings(BaseSettings):
         gt=0.5, le=1.0, description="tau of the fixed mode in /get_reward.")] = 0.6
     get_reward_reduction: Annotated[Literal["sum", "mean"], Field(
         description="How /get_reward turns token rewards into one scalar.")] = "sum"
+    get_reward_policy_tokenizer: Annotated[str | None, Field(description=(
+        "The policy's tokenizer (path or Hub id): its special tokens (EOS, chat-template end markers) are cut "
+        "off the end of each /get_reward query before scoring; OpenRLHF decodes queries with them."))] = None
     warmup: Annotated[bool, Field(description="Run a warm-up forward before reporting ready.")] = True
 
-    @field_validator("model", "sequence_model")
+    @field_validator("model", "sequence_model", "get_reward_policy_tokenizer")
     @classmethod
     def _local_path_exists(cls, value: str | None) -> str | None:
         # A Hub id never starts with '/', '.' or '~': such a value is a local path, checked now rather

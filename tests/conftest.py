@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -21,6 +22,9 @@ torch.set_num_threads(1)
 
 from tlcr.data.controlled import ControlledTask  # noqa: E402
 from tlcr.models import build_tiny_model, load_token_classifier  # noqa: E402
+
+if TYPE_CHECKING:
+    from service.launcher import ServiceProcess
 
 # ../shared next to the checkout (as in CI), or where TLCR_SHARED_DIR points (a git worktree elsewhere).
 SHARED_DATA = Path(os.environ.get("TLCR_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared") / "data"
@@ -80,6 +84,19 @@ def sequence_rm_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Pa
     load_sequence_classifier(tiny_model_dir, num_labels=1, device="cpu", dtype="float32").save_pretrained(out)
     load_tokenizer(tiny_model_dir).save_pretrained(out)
     return out
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_service(tiny_token_classifier_dir: Path, sequence_rm_dir: Path,
+                        tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+    """A real reward service (subprocess on loopback) with the tiny discriminator and sequence reward model,
+    default limits, shared by the tests that train or score against a service."""
+    from service.launcher import start_service
+
+    log = tmp_path_factory.mktemp("reward-service-logs") / "service.log"
+    with start_service(tiny_token_classifier_dir, sequence_model=sequence_rm_dir, log_path=log,
+                       extra_args=["--torch-threads", "1", "--max-wait-ms", "2"]) as running:
+        yield running
 
 
 @pytest.fixture(scope="session")

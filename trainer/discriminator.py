@@ -47,7 +47,8 @@ def running_without_accelerator() -> bool:
 
 def train_and_release(trainer: Any, output_dir: str | os.PathLike[str] | None) -> tuple[Any, bool]:
     """Train, save the model to `output_dir`, wait for every process, and free the trainer's memory
-    before the saved checkpoint is reloaded for evaluation. Returns (train output, is main process)."""
+    before the saved checkpoint is reloaded for evaluation (as a whole model, also after ZeRO-3).
+    Returns (train output, is main process)."""
     train_output = trainer.train()
     trainer.save_model(str(output_dir))
     is_main = trainer.is_world_process_zero()
@@ -56,6 +57,11 @@ def train_and_release(trainer: Any, output_dir: str | os.PathLike[str] | None) -
     gc.collect()
     if torch.cuda.is_available():
         torch.cuda.empty_cache()
+    # Under ZeRO-3, transformers would load the checkpoint reloaded for evaluation (main process only) as
+    # shards with collectives, waiting for processes that have finished; the saved checkpoint is whole.
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
     return train_output, is_main
 
 

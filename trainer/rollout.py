@@ -20,7 +20,7 @@ from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
 from tlcr.scoring import pad_sequences, position_ids_from_attention_mask
-from tlcr.tokenization import decode_with_offsets
+from tlcr.tokens import response_text_and_offsets
 from trainer.ppo_math import mask_from_lengths, response_lengths
 
 RewardModeName = Literal["tlcr", "tlcr_fixed", "seq", "tlcr_positive_only", "tlcr_negative_only"]
@@ -188,18 +188,6 @@ def forward_rollout(model: torch.nn.Module, rollout: Rollout, *, temperature: fl
     mask = rollout.mask.float()
     return ForwardOutputs(logprobs=logprobs * mask, entropy=None if entropy is None else entropy * mask,
                           values=None if values is None else values * mask, bootstrap_values=bootstrap)
-
-
-def response_text_and_offsets(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int],
-                              prompt_ids: Sequence[int] = ()) -> tuple[str, list[tuple[int, int]]]:
-    """The decoded response and each token's [start, end) character span in it.
-
-    Spans come from decoding growing prefixes after the prompt's last tokens (`tlcr.tokenization.
-    decode_with_offsets`), so they follow the tokens actually sampled (re-encoding the text could split it
-    differently) and a SentencePiece "▁" keeps its space; a token holding part of a multi-byte character
-    shares its span with the token that completes it; a special token gets an empty span.
-    """
-    return decode_with_offsets(tokenizer, token_ids, prompt_ids)
 
 
 @dataclass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import TypeVar
 
@@ -28,6 +29,8 @@ from service.schemas import (
 )
 from service.scorer import Encoded
 from service.state import ServiceState
+from tlcr.models import ModelLoadError, load_tokenizer
+from tlcr.tokens import special_token_strings, strip_special_suffix, token_reward_summary
 
 Result = TypeVar("Result")
 
@@ -143,23 +146,39 @@ async def sequence_rewards(request: SequenceRewardsRequest, state: ReadyState) -
     return SequenceRewardsResponse(model=scorer.name, revision=scorer.revision, rewards=scores)
 
 
+@functools.cache
+def _policy_specials(name: str) -> tuple[str, ...]:
+    return special_token_strings(load_tokenizer(name))
+
+
 @router.post("/get_reward", response_model=GetRewardResponse, tags=["openrlhf"])
 async def get_reward(request: GetRewardRequest, state: ReadyState) -> GetRewardResponse:
-    """OpenRLHF remote reward model: full texts in `query`, one scalar each (sum or mean of token rewards)."""
+    """OpenRLHF remote reward model: full texts in `query`, one scalar each (sum or mean of token rewards),
+    plus `scores` (mean token probability) and `extra_logs` (token-reward statistics)."""
     scorer, batcher = state.token_scorer, state.token_batcher
     assert scorer is not None and batcher is not None
+    settings = state.settings
     _check_item_count(state, len(request.query), "query")
     if request.prompts is not None and len(request.prompts) != len(request.query):
         raise ItemError("prompts", f"{len(request.prompts)} prompts for {len(request.query)} queries")
+    specials: tuple[str, ...] = ()
+    if settings.get_reward_policy_tokenizer:
+        try:
+            specials = await asyncio.to_thread(_policy_specials, settings.get_reward_policy_tokenizer)
+        except ModelLoadError as exc:
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                                f"get_reward_policy_tokenizer: {exc}") from exc
     prompts: Sequence[str | None] = request.prompts or [None] * len(request.query)
     items = []
     for i, (query, prompt) in enumerate(zip(request.query, prompts, strict=True)):
-        prompt_text, response = split_query(i, query, prompt)
+        prompt_text, response = split_query(i, strip_special_suffix(query, specials), prompt)
         items.append(TokenRewardItem(prompt=prompt_text, response=response))
     prepared = await _prepare_all(items, scorer.tokenizer, state)
     probabilities = await _score(state, batcher, [p.encoded for p in prepared])
-    settings = state.settings
     state.metrics.items.labels("/get_reward").inc(len(prepared))
-    return GetRewardResponse(rewards=[
-        reduce_rewards(rewards_from_probabilities(p, settings.default_mode, settings.default_threshold),
-                       settings.get_reward_reduction) for p in probabilities])
+    rewards = [rewards_from_probabilities(p, settings.default_mode, settings.default_threshold)
+               for p in probabilities]
+    summaries = [token_reward_summary(r.tolist(), p.tolist()) for r, p in zip(rewards, probabilities, strict=True)]
+    return GetRewardResponse(rewards=[reduce_rewards(r, settings.get_reward_reduction) for r in rewards],
+                             scores=[s["tlcr/score"] for s in summaries],
+                             extra_logs={key: [s[key] for s in summaries] for key in summaries[0]})

@@ -4,7 +4,6 @@ mode, both token inputs (ids; text + offsets for a policy with another tokenizer
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,9 @@ from tlcr.cli import app
 from trainer.ppo import PPOConfig, PPOConfigError, PPOTrainer, train_ppo
 
 
-@pytest.fixture(scope="module")
-def service(tiny_token_classifier_dir: Path, sequence_rm_dir: Path,
-            tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
-    log = tmp_path_factory.mktemp("ppo-service-logs") / "service.log"
-    with start_service(tiny_token_classifier_dir, sequence_model=sequence_rm_dir, log_path=log,
-                       extra_args=["--torch-threads", "1", "--max-wait-ms", "2"]) as running:
-        yield running
+@pytest.fixture
+def service(tiny_reward_service: ServiceProcess) -> ServiceProcess:
+    return tiny_reward_service
 
 
 def service_config(policy: Path, out: Path, url: str, **overrides: Any) -> PPOConfig:
