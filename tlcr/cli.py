@@ -112,7 +112,7 @@ def bootstrap_model_command(
 ) -> None:
     """Train the offline demo discriminator (what a fresh `docker compose up` serves): no network, about a
     minute on CPU. Does nothing when OUT already holds a complete one."""
-    from tlcr.bootstrap import DemoModelConfig, bootstrap_demo_model, is_complete
+    from tlcr.demo_model import DemoModelConfig, bootstrap_demo_model, is_complete
 
     if is_complete(out):
         typer.echo(f"demo model already in {out}: nothing to do")

@@ -100,7 +100,7 @@ def test_bootstrap_runs_once_before_the_service_on_the_same_image(files: list[st
 
 
 def test_default_ppo_job_is_the_one_the_bootstrap_writes() -> None:
-    from tlcr.bootstrap import FILES
+    from tlcr.demo_model import FILES
 
     entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text(encoding="utf-8")
     demo_dir = re.search(r"^demo_dir=\$\{TLCR_DEMO_DIR:-(\S+)\}$", entrypoint, re.MULTILINE)

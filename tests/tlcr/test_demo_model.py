@@ -13,8 +13,8 @@ import pytest
 from typer.testing import CliRunner
 
 from tlcr import pipeline
-from tlcr.bootstrap import DEMO_NOTE, DemoModelConfig, bootstrap_demo_model, is_complete
 from tlcr.cli import app
+from tlcr.demo_model import DEMO_NOTE, DemoModelConfig, bootstrap_demo_model, is_complete
 from tlcr.models import demo_note, load_tokenizer
 from trainer.ppo import PPOConfig
 
