@@ -1,10 +1,19 @@
 #!/usr/bin/env bash
-# End-to-end check of the images and compose files, on CPU, with tiny models built inside the containers:
+# End-to-end check of the images and compose files on CPU, running README's / docs/docker.md's commands the
+# way a newcomer does: a clean checkout (the working tree's tracked and unignored files, nothing else), a
+# .env, empty volumes, no model anywhere:
 #
-#   engine (dockerd started if need be) -> base image -> `docker compose build` (service, labeling,
-#   trainer) -> tiny model -> `tlcr label` job -> `tlcr train-discriminator` job -> `docker compose up -d`
-#   the reward service, wait for healthy -> curl /healthz, /readyz, POST /token_rewards (checks the JSON)
-#   -> a short `tlcr ppo` job against http://reward:8000 -> `docker compose down -v` -> clean up.
+#   docker compose -f docker-compose.yml -f docker-compose.cpu.yml up -d   (builds; the bootstrap service
+#       trains the offline demo discriminator into the models volume; the reward service then serves it)
+#   curl /readyz, /info (says: demo model), / (heatmap page), POST /token_rewards (checked against the
+#       service's pydantic contract, r = 2D - 1)
+#   docker compose ... --profile trainer run --rm trainer                  (the default short PPO job)
+#   docker compose ... --profile labeling run --rm labeling tlcr label ...  (docs/docker.md's demo labeling)
+#   TLCR_MODEL=/models/absent docker compose ... up -d                     (stops with the hint, no loop)
+#   docker compose ... --profile trainer down -v
+#
+# This machine's build inputs go where docs/docker.md says a user puts them: the .env of the checkout
+# (base image, torch spec; API key, a random loopback port) and docker/wheels, docker/certs.
 #
 #   docker/smoke.sh [--keep-running] [--remove-images]
 #     --keep-running   leave the stack (project tlcr-smoke) up for inspection; `docker compose -p tlcr-smoke
@@ -14,7 +23,8 @@
 #
 # Exit codes: 0 passed, or SKIPPED (no engine could be had: a loud message says why); 1 a check failed.
 # Environment:
-#   TLCR_DOCKER_CACHE       cache folder: debootstrap rootfs, compose plugin (default /var/cache/tlcr-docker)
+#   TLCR_DOCKER_CACHE       cache folder: debootstrap rootfs, compose plugin, the checkout (default
+#                           /var/cache/tlcr-docker)
 #   TLCR_SMOKE_BASE_IMAGE   base image to build on (default: tlcr-base:bookworm from docker/base-image.sh;
 #                           python:3.11-slim where a registry is reachable)
 #   TLCR_SMOKE_TORCH_WHEEL  a torch CPU wheel for the base image's python (default: searched in pip's
@@ -46,8 +56,7 @@ done
 
 project=tlcr-smoke
 cache_dir=${TLCR_DOCKER_CACHE:-/var/cache/tlcr-docker}
-stage_rel=docker/.smoke-build  # inside the build context (see .dockerignore); git-ignored
-stage="$repo/$stage_rel"
+checkout="$cache_dir/smoke-checkout"  # the newcomer's clean clone (on the disk: wheels are hard-linked in)
 logs=$(mktemp -d /tmp/tlcr-smoke-logs.XXXXXX)
 started_dockerd_pid=""
 compose=()
@@ -95,15 +104,19 @@ cleanup() {
   set +e
   if [ "$rc" -ne 0 ] && [ "${#compose[@]}" -gt 0 ]; then
     local container
-    for container in $("${compose[@]}" ps -aq reward 2>/dev/null); do
-      log "service logs (last 40 lines):"
-      docker logs --tail 40 "$container" 2>&1 | sed 's/^/  reward| /'
+    local container service
+    for service in bootstrap reward; do
+      for container in $("${compose[@]}" ps -aq "$service" 2>/dev/null); do
+        log "$service logs (last 40 lines):"
+        docker logs --tail 40 "$container" 2>&1 | sed "s/^/  $service| /"
+      done
     done
   fi
   if [ "${#compose[@]}" -gt 0 ] && { [ "$keep_running" = 0 ] || [ "$passed" = 0 ]; }; then
-    "${compose[@]}" down -v --remove-orphans --timeout 20 >"$logs/down.log" 2>&1
+    (cd "$checkout" 2>/dev/null &&
+      "${compose[@]}" --profile labeling --profile trainer down -v --remove-orphans --timeout 20 >"$logs/down.log" 2>&1)
   fi
-  rm -rf "$stage"
+  rm -rf "$checkout"
   if [ "$remove_images" = 1 ] && docker info >/dev/null 2>&1; then
     docker image rm -f "$project-service:cpu" "$project-labeling:cpu" "$project-trainer:cpu" tlcr-base:bookworm \
       >/dev/null 2>&1
@@ -226,15 +239,6 @@ find_ca_bundle() {
   done
 }
 
-# The entrypoint must stop a service without its checkpoint at once, naming the path and the fix.
-check_missing_model_hint() {
-  local output rc=0
-  output=$("${run[@]}" -e TLCR_MODEL=/models/absent reward 2>&1) || rc=$?
-  echo "$output"
-  [ "$rc" -eq 2 ] || { echo "expected exit code 2, got $rc"; return 1; }
-  grep -q 'no model at /models/absent' <<<"$output"
-}
-
 # ------------------------------------------------------------------------------------------ engine
 ensure_engine
 log "engine: $(docker version --format 'server {{.Server.Version}}, client {{.Client.Version}}' 2>/dev/null)"
@@ -244,7 +248,25 @@ if ! command -v curl >/dev/null; then
   apt_install curl || fail "curl is missing and could not be installed"
 fi
 
-# ------------------------------------------------------------------------------------------ inputs
+# ------------------------------------------------------------------------------------- clean checkout
+# What `git clone` of this working tree gives: tracked and unignored files, no .env, no models/ or .venv.
+make_checkout() {
+  rm -rf "$checkout"
+  mkdir -p "$checkout"
+  if git -c safe.directory="$repo" -C "$repo" rev-parse --is-inside-work-tree >/dev/null 2>&1; then
+    # --ignore-failed-read: a tracked file deleted in the working tree is left out, as a commit would.
+    git -c safe.directory="$repo" -C "$repo" ls-files -z --cached --others --exclude-standard |
+      tar -C "$repo" --null --ignore-failed-read -T - -cf - | tar -C "$checkout" -xf -
+  else
+    tar -C "$repo" --exclude=.git --exclude=.venv --exclude=.env --exclude=runs --exclude=models --exclude=data \
+      -cf - . | tar -C "$checkout" -xf -
+  fi
+  echo "checkout: $(find "$checkout" -type f | wc -l) files"
+}
+step checkout make_checkout
+cd "$checkout"
+
+# ---------------------------------------------------------------------------- this machine's inputs
 base_image=${TLCR_SMOKE_BASE_IMAGE:-tlcr-base:bookworm}
 if [ -z "${TLCR_SMOKE_BASE_IMAGE:-}" ]; then
   if ! command -v debootstrap >/dev/null; then
@@ -254,11 +276,9 @@ if [ -z "${TLCR_SMOKE_BASE_IMAGE:-}" ]; then
   step base-image env TLCR_DOCKER_CACHE="$cache_dir" "$repo/docker/base-image.sh" "$base_image"
 fi
 
-rm -rf "$stage"
-mkdir -p "$stage/wheels" "$stage/certs"
 torch_wheel=$(find_torch_wheel)
 if [ -n "$torch_wheel" ]; then
-  ln -f "$torch_wheel" "$stage/wheels/" 2>/dev/null || cp "$torch_wheel" "$stage/wheels/"
+  ln -f "$torch_wheel" docker/wheels/ 2>/dev/null || cp "$torch_wheel" docker/wheels/
   torch_version=$(basename "$torch_wheel" | cut -d- -f2)
   torch_spec="torch==$torch_version"
   torch_index=""
@@ -270,101 +290,86 @@ else
 fi
 ca_bundle=$(find_ca_bundle)
 if [ -n "$ca_bundle" ]; then
-  cp "$ca_bundle" "$stage/certs/host-ca-bundle.crt"
+  cp "$ca_bundle" docker/certs/host-ca-bundle.crt
   log "CA bundle for the build: $ca_bundle"
 fi
 
 api_key="smoke-$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')"
-env_file="$stage/smoke.env"
-# Replaces .env for this project, so a developer's own .env never leaks into the smoke (nor the reverse).
-cat >"$env_file" <<EOF
-TLCR_ENV_FILE=$env_file
+# The user's .env (docs/docker.md, "Configure"): only what this machine needs, nothing about models.
+cat >.env <<ENV
+TLCR_API_KEY=$api_key
+TLCR_PUBLISH_PORT=0
 TLCR_IMAGE_PREFIX=$project
-TLCR_CPU_IMAGE_TAG=cpu
 TLCR_CPU_BASE_IMAGE=$base_image
 TLCR_CPU_TORCH_SPEC=$torch_spec
 TLCR_CPU_TORCH_INDEX_URL=$torch_index
-TLCR_WHEELS=$stage_rel/wheels
-TLCR_EXTRA_CA_CERTS=$stage_rel/certs
-TLCR_PUBLISH_ADDRESS=127.0.0.1
-TLCR_PUBLISH_PORT=0
-TLCR_API_KEY=$api_key
 TLCR_TORCH_THREADS=1
 OMP_NUM_THREADS=1
 HF_HUB_OFFLINE=1
-EOF
-compose=(docker compose -p "$project" --env-file "$env_file" -f docker-compose.yml -f docker-compose.cpu.yml
-  --profile labeling --profile trainer)
-"${compose[@]}" down -v --remove-orphans --timeout 10 >"$logs/down-before.log" 2>&1 || true
+ENV
+# The project name keeps the smoke apart from a `tlcr` stack of the developer's (compose's own variable).
+export COMPOSE_PROJECT_NAME=$project
+compose=(docker compose -f docker-compose.yml -f docker-compose.cpu.yml)
+"${compose[@]}" --profile labeling --profile trainer down -v --remove-orphans --timeout 10 \
+  >"$logs/down-before.log" 2>&1 || true
+# A fresh machine has no tlcr images, so `up` builds them (from the build cache, where one is kept).
+docker image rm "$project-service:cpu" "$project-labeling:cpu" "$project-trainer:cpu" >/dev/null 2>&1 || true
 
-# ------------------------------------------------------------------------------------------- build
-step build nice -n 10 "${compose[@]}" build
-check_image_config() {
-  local target health user
-  health=$(docker image inspect --format '{{json .Config.Healthcheck.Test}}' "$project-service:cpu")
-  echo "service HEALTHCHECK: $health"
-  case "$health" in *tlcr-healthcheck*) ;; *) return 1 ;; esac
-  for target in service labeling trainer; do
-    user=$(docker image inspect --format '{{.Config.User}}' "$project-$target:cpu")
-    echo "$target runs as: $user"
-    [ "$user" = tlcr ] || return 1
-  done
-}
-step image-config check_image_config
-
-# The labeling and trainer services' default commands must still parse: click rejects an unknown
-# option before it acts on --help.
-check_default_commands() {
-  local service
-  local -a command
-  for service in labeling trainer; do
-    mapfile -t command < <("${compose[@]}" config --format json | python3 -c '
+# ------------------------------------------------------------------------------------ up, first run
+check_gpu_file() {
+  # The default (GPU) file alone: valid, with the GPU reservation of the service and the trainer.
+  docker compose --profile labeling --profile trainer config --format json | python3 -c '
 import json, sys
-print("\n".join(json.load(sys.stdin)["services"][sys.argv[1]]["command"]))' "$service")
-    echo "$service: ${command[*]} --help"
-    [ "${#command[@]}" -gt 2 ] || return 1
-    "${run[@]}" "$service" "${command[@]}" --help >/dev/null || return 1
-  done
+services = json.load(sys.stdin)["services"]
+gpu = sorted(name for name, s in services.items() if s.get("deploy", {}).get("resources", {}).get("reservations"))
+print("services:", sorted(services), "GPU reserved by:", gpu)
+assert gpu == ["reward", "trainer"], gpu'
 }
+step gpu-compose-file check_gpu_file
+step up nice -n 10 "${compose[@]}" up -d
 
-# --------------------------------------------------------------------------------- jobs, one-off
-run=("${compose[@]}" run --rm --no-deps -T)
-step default-commands check_default_commands
-step tiny-model "${run[@]}" trainer tlcr tiny-model --out /models/base
-step label "${run[@]}" labeling tlcr label --source controlled --limit 64 --reviser chosen \
-  --tokenizer /models/base --out /data/labelled.jsonl --no-progress
-step check-labels "${run[@]}" labeling python -c '
-import json, sys
-rows = [json.loads(line) for line in open("/data/labelled.jsonl", encoding="utf-8")]
-ok = [r for r in rows if r["status"] == "ok"]
-print(f"{len(rows)} records, {len(ok)} ok")
-assert len(ok) >= 32, "too few ok records"
-assert all(len(r["rejected_token_ids"]) == len(r["rejected_labels"]) for r in ok)
-'
-step train-discriminator "${run[@]}" trainer tlcr train-discriminator --data /data/labelled.jsonl \
-  --base /models/base --out /models/discriminator --preset tiny --max-steps 12
-step missing-model-hint check_missing_model_hint
-
-# -------------------------------------------------------------------------------------- service up
-check_healthy_on_loopback() {
-  local health address
-  health=$(docker inspect --format '{{.State.Health.Status}}' "$("${compose[@]}" ps -q reward)")
-  echo "container health: $health"
-  [ "$health" = healthy ] || return 1
-  address=$("${compose[@]}" port reward 8000)
+wait_ready() {
+  local address code=""
+  address=$("${compose[@]}" port reward 8000) || return 1
   echo "published on $address"
   case "$address" in 127.0.0.1:*) ;; *) echo "expected a loopback address"; return 1 ;; esac
   echo "http://$address" >"$logs/url"
-}
-
-check_health_endpoints() {
-  local path code
-  for path in /healthz /readyz; do
-    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 "$url$path")
-    echo "GET $path: $code"
-    [ "$code" = 200 ] || return 1
+  for _ in $(seq 1 150); do
+    code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 5 "http://$address/readyz" 2>/dev/null) || true
+    [ "$code" = 200 ] && break
+    sleep 2
   done
+  echo "GET /readyz: $code"
+  [ "$code" = 200 ]
 }
+step readyz wait_ready
+url=$(cat "$logs/url")
+log "reward service ready at $url"
+
+check_demo_announced() {
+  local info
+  "${compose[@]}" logs bootstrap reward >"$logs/service.log" 2>&1
+  grep -q 'training the offline demo discriminator into /models/demo' "$logs/service.log" || return 1
+  grep -q 'serving the offline DEMO' "$logs/service.log" || return 1
+  grep -q 'serving the DEMO discriminator' "$logs/service.log" || return 1
+  info=$(curl -sS --fail --max-time 10 -H "Authorization: Bearer $api_key" "$url/info") || return 1
+  echo "GET /info: $info"
+  grep -q '"model":"/models/demo/discriminator"' <<<"$info" && grep -q '"demo":"offline demo' <<<"$info"
+}
+step demo-announced check_demo_announced
+
+check_pages() {
+  local health code
+  health=$(docker inspect --format '{{.State.Health.Status}}' "$("${compose[@]}" ps -q reward)")
+  echo "container health: $health"
+  code=$(curl -sS -o "$logs/index.html" -w '%{http_code}' --max-time 10 "$url/")
+  echo "GET /: $code"
+  [ "$code" = 200 ] && grep -qi '<html' "$logs/index.html" || return 1
+  code=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 "$url/healthz")
+  echo "GET /healthz: $code"
+  [ "$code" = 200 ]
+}
+step heatmap-page check_pages
 
 request='{"items": [{"prompt": "What is the capital of Veltria?", "response": "The capital of Veltria is Orsk."},
                     {"prompt_token_ids": [5, 6, 7], "response_token_ids": [8, 9, 10, 11]}],
@@ -386,19 +391,16 @@ post_token_rewards() {
   return "$rc"
 }
 
-step up "${compose[@]}" up -d --wait --wait-timeout 300 reward
-step healthy-on-loopback check_healthy_on_loopback
-url=$(cat "$logs/url")
-log "reward service healthy at $url"
-step health-endpoints check_health_endpoints
 step api-key-required check_api_key_required
 step post-token-rewards post_token_rewards
+run=("${compose[@]}" run --rm --no-deps -T)
 # Validated with the project's own pydantic contract, inside the service image.
 step check-token-rewards "${run[@]}" reward python -c '
 import json, sys
 from service.schemas import TokenRewardsResponse
 body = json.loads(sys.stdin.read())
 response = TokenRewardsResponse.model_validate(body)  # the typed HTTP contract
+assert response.model == "/models/demo/discriminator", response.model
 assert response.mode.value == "continuous", response.mode
 assert len(response.results) == 2, len(response.results)
 assert len(response.results[1].rewards) == 4, "one reward per response token id"
@@ -410,19 +412,70 @@ print("token rewards:", [[round(r, 3) for r in result.rewards] for result in res
 ' <"$logs/token_rewards.json"
 log "POST /token_rewards: $(grep -o '"rewards":\[[^]]*\]' "$logs/token_rewards.json" | head -n 1 | cut -c1-100)..."
 
-# ------------------------------------------------------------------------- trainer against service
-step ppo "${compose[@]}" run --rm -T trainer tlcr ppo --policy /models/base --reward-url http://reward:8000 \
-  --out /runs/ppo-smoke --source controlled --limit 64 --steps 2 --rollout-batch-size 4 --mini-batch-size 2 \
-  --micro-batch-size 2 --forward-batch-size 4 --ppo-epochs 1 --max-new-tokens 12 --device cpu --dtype float32 \
-  --no-tensorboard
+check_image_config() {
+  local target health user
+  health=$(docker image inspect --format '{{json .Config.Healthcheck.Test}}' "$project-service:cpu")
+  echo "service HEALTHCHECK: $health"
+  case "$health" in *tlcr-healthcheck*) ;; *) return 1 ;; esac
+  for target in service trainer; do
+    user=$(docker image inspect --format '{{.Config.User}}' "$project-$target:cpu")
+    echo "$target runs as: $user"
+    [ "$user" = tlcr ] || return 1
+  done
+}
+
+# ----------------------------------------------------------------------------- the trainer profile
+step ppo "${compose[@]}" --profile trainer run --rm -T trainer
 step check-ppo "${run[@]}" trainer python -c '
 import json, math
-rows = [json.loads(line) for line in open("/runs/ppo-smoke/metrics.jsonl", encoding="utf-8")]
-assert [r["step"] for r in rows] == [1, 2], [r.get("step") for r in rows]
+import yaml
+steps = yaml.safe_load(open("/models/demo/ppo.yaml", encoding="utf-8"))["num_steps"]
+rows = [json.loads(line) for line in open("/runs/ppo/metrics.jsonl", encoding="utf-8")]
+assert [r["step"] for r in rows] == list(range(1, steps + 1)), [r.get("step") for r in rows]
 assert all(math.isfinite(r["reward/sequence"]) for r in rows), "rewards from the service reached PPO"
-summary = json.load(open("/runs/ppo-smoke/run_summary.json", encoding="utf-8"))
-print("ppo reward/sequence per step:", [round(r["reward/sequence"], 4) for r in rows], "summary:", summary["steps"])
+print("ppo reward/sequence per step:", [round(r["reward/sequence"], 4) for r in rows])
 '
+step image-config check_image_config
+
+# ---------------------------------------------------------------------------- the labeling profile
+# The labeling service's default command must still parse (click rejects an unknown option before --help).
+check_default_labeling_command() {
+  local -a command
+  mapfile -t command < <("${compose[@]}" --profile labeling config --format json | python3 -c '
+import json, sys
+print("\n".join(json.load(sys.stdin)["services"]["labeling"]["command"]))')
+  echo "labeling: ${command[*]} --help"
+  [ "${#command[@]}" -gt 2 ] || return 1
+  "${compose[@]}" --profile labeling run --rm -T labeling "${command[@]}" --help >/dev/null
+}
+step labeling-default-command check_default_labeling_command
+step label "${compose[@]}" --profile labeling run --rm -T labeling tlcr label --source controlled --limit 64 \
+  --reviser chosen --tokenizer /models/demo/policy --out /data/labelled.jsonl --no-progress
+step check-labels "${run[@]}" labeling python -c '
+import json
+rows = [json.loads(line) for line in open("/data/labelled.jsonl", encoding="utf-8")]
+ok = [r for r in rows if r["status"] == "ok"]
+print(f"{len(rows)} records, {len(ok)} ok")
+assert len(ok) >= 32, "too few ok records"
+assert all(len(r["rejected_token_ids"]) == len(r["rejected_labels"]) for r in ok)
+'
+
+# ------------------------------------------------------------------ configured but missing: a stop
+check_configured_model_missing() {
+  local rc=0 restarts
+  TLCR_MODEL=/models/absent "${compose[@]}" up -d || rc=$?
+  echo "up with TLCR_MODEL=/models/absent: exit $rc"
+  [ "$rc" -ne 0 ] || return 1
+  "${compose[@]}" logs bootstrap >"$logs/bootstrap-missing.log" 2>&1
+  cat "$logs/bootstrap-missing.log"
+  grep -q 'no model at /models/absent inside the container' "$logs/bootstrap-missing.log" || return 1
+  # The reward service never started on the missing model, so it cannot restart in a loop.
+  sleep 5
+  restarts=$(docker inspect --format '{{.RestartCount}} {{.State.Status}}' "$("${compose[@]}" ps -aq reward)")
+  echo "reward: restart count and state: $restarts"
+  case "$restarts" in "0 running" | "0 created" | "0 exited") ;; *) return 1 ;; esac
+}
+step configured-model-missing check_configured_model_missing
 
 # -------------------------------------------------------------------------------------------- down
 if [ "$keep_running" = 1 ]; then
@@ -438,7 +491,8 @@ check_nothing_left() {
   echo "left after down: ${leftover:-nothing}"
   [ -z "$leftover" ]
 }
-step down "${compose[@]}" down -v --remove-orphans --timeout 30
+# With the trainer's profile, as README says: else the data and runs volumes of its jobs would stay.
+step down "${compose[@]}" --profile trainer down -v --timeout 30
 step nothing-left check_nothing_left
 # Builds replace the tags of the previous run's images; drop those untagged leftovers (only tlcr's).
 docker image prune -f --filter "label=org.opencontainers.image.title=tlcr" >/dev/null 2>&1 || true

@@ -138,6 +138,7 @@ class InfoResponse(BaseModel):
     device: str
     dtype: str
     sequence_model: str | None = None
+    demo: str | None = None  # set when serving the offline demo discriminator (`tlcr bootstrap-model`)
     api_version: str = API_VERSION
 
 

@@ -15,6 +15,7 @@ from service.items import Limits
 from service.metrics import ServiceMetrics
 from service.scorer import Encoded, SequenceScorer, TokenScorer, describe
 from service.settings import ServiceSettings
+from tlcr.models import demo_note
 
 logger = logging.getLogger("tlcr.service")
 
@@ -71,6 +72,8 @@ class ServiceState:
         if s.warmup:
             scorer.warm_up()
         logger.info("discriminator loaded: %s", describe(scorer))
+        if note := demo_note(scorer.model.config):
+            logger.warning("serving the DEMO discriminator: %s", note)
         sequence_scorer = None
         if s.sequence_model:
             sequence_scorer = SequenceScorer.load(s.sequence_model, device=s.device, dtype=s.dtype,

@@ -115,6 +115,31 @@ def demo_command(
         raise typer.Exit(2) from exc
 
 
+@app.command("bootstrap-model")
+def bootstrap_model_command(
+    out: Annotated[Path, typer.Option(help="Folder to create: discriminator/, policy/ and ppo.yaml.")],
+    pairs: Annotated[int | None, typer.Option(
+        help="Controlled-task pairs, split 20/40/40 into SFT / labels / PPO prompts (default 1500).")] = None,
+    epochs: Annotated[float | None, typer.Option(help="Discriminator training epochs (default 4).")] = None,
+) -> None:
+    """Train the offline demo discriminator (what a fresh `docker compose up` serves): no network, about a
+    minute on CPU. Does nothing when OUT already holds a complete one."""
+    from tlcr.demo_model import DemoModelConfig, bootstrap_demo_model, is_complete
+
+    if is_complete(out):
+        typer.echo(f"demo model already in {out}: nothing to do")
+        return
+    if out.exists():
+        typer.echo(f"error: {out} exists but is not a complete demo model: remove it first", err=True)
+        raise typer.Exit(2)
+    overrides = {key: value for key, value in (("pairs", pairs), ("discriminator_epochs", epochs)) if value is not None}
+    config = DemoModelConfig(**overrides)  # type: ignore[arg-type]
+    typer.echo(f"training the offline demo discriminator into {out} ({config.pairs} controlled-task pairs)")
+    metrics = bootstrap_demo_model(out, config)
+    summary = {k: round(v, 3) for k, v in (metrics.get("eval") or {}).items() if isinstance(v, float)}
+    typer.echo(f"demo discriminator saved to {out / 'discriminator'}; held-out metrics: {summary}")
+
+
 def tiny_model_corpus(source: str, seed: int = 0) -> list[str]:
     """Texts to train a tiny tokenizer on: the controlled task's corpus, or a pairs file's texts."""
     if source == "controlled":

@@ -234,6 +234,18 @@ def mark_sequence_reward_model_config(config: Any, *, max_length: int, base_mode
                      "no EOS appended")
 
 
+def mark_demo_config(config: Any, note: str) -> None:
+    """Record in a checkpoint's config that it is an offline demo model, and what it is (`demo_note` reads it)."""
+    config.tlcr = {**(getattr(config, "tlcr", None) or {}), "demo": note}
+
+
+def demo_note(config: Any) -> str | None:
+    """What an offline demo checkpoint (`tlcr bootstrap-model` writes `tlcr.demo` into its config) is; else None."""
+    meta = getattr(config, "tlcr", None)
+    note = meta.get("demo") if isinstance(meta, dict) else None
+    return str(note) if note else None
+
+
 def check_max_length(model: PreTrainedModel, max_length: int, base_model: str) -> None:
     """Refuse a max_length beyond the base model's position embeddings, before any training step."""
     limit = getattr(model.config, "max_position_embeddings", None) or getattr(model.config, "n_positions", None)

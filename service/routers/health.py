@@ -6,6 +6,7 @@ from fastapi import APIRouter, HTTPException, Response, status
 
 from service.dependencies import ReadyState, State
 from service.schemas import InfoResponse, RewardMode
+from tlcr.models import demo_note
 
 router = APIRouter(tags=["operations"])
 
@@ -42,4 +43,5 @@ async def info(state: ReadyState) -> InfoResponse:
         max_length=scorer.max_length, modes=list(RewardMode), device=str(scorer.device),
         dtype=str(scorer.dtype).removeprefix("torch."),
         sequence_model=state.sequence_scorer.name if state.sequence_scorer is not None else None,
+        demo=demo_note(scorer.model.config),
     )

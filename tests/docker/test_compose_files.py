@@ -35,6 +35,15 @@ def interpolate_defaults(text: str) -> str:
     return VARIABLE.sub(lambda match: match.group("default") or "", text)
 
 
+def merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Compose's merge of an override file: mappings merge key by key, anything else is replaced."""
+    merged = dict(base)
+    for key, value in override.items():
+        both_maps = isinstance(value, dict) and isinstance(base.get(key), dict)
+        merged[key] = merge(base[key], value) if both_maps else value
+    return merged
+
+
 def env_example_names() -> set[str]:
     names = set()
     for line in (ROOT / ".env.example").read_text(encoding="utf-8").splitlines():
@@ -57,7 +66,7 @@ def test_default_up_reserves_a_gpu_for_the_service_and_trainer() -> None:
 def test_cpu_override_drops_the_gpu_and_changes_base_and_torch() -> None:
     cpu = load_compose("docker-compose.cpu.yml")["services"]
     assert cpu["reward"]["deploy"] == {"!reset": True} and cpu["trainer"]["deploy"] == {"!reset": True}
-    for name in ("reward", "labeling", "trainer"):
+    for name in ("bootstrap", "reward", "labeling", "trainer"):
         args = cpu[name]["build"]["args"]
         assert interpolate_defaults(args["BASE_IMAGE"]) == "python:3.11-slim"
         assert interpolate_defaults(args["TORCH_INDEX_URL"]) == "https://download.pytorch.org/whl/cpu"
@@ -70,6 +79,35 @@ def test_jobs_reach_the_service_by_its_compose_name_once_healthy() -> None:
     assert services["trainer"]["depends_on"] == {"reward": {"condition": "service_healthy"}}
     assert services["reward"]["volumes"] == ["${TLCR_MODELS_DIR:-models}:/models:ro"]
     assert set(load_compose("docker-compose.yml")["volumes"]) == {"models", "data", "runs"}
+
+
+@pytest.mark.parametrize("files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.cpu.yml"]])
+def test_bootstrap_runs_once_before_the_service_on_the_same_image(files: list[str]) -> None:
+    services: dict[str, Any] = {}
+    for name in files:
+        services = merge(services, load_compose(name)["services"])
+    bootstrap, reward = services["bootstrap"], services["reward"]
+    assert bootstrap["image"] == reward["image"] and bootstrap["build"] == reward["build"]
+    assert bootstrap["command"] == ["bootstrap"]  # docker/entrypoint.sh's one-shot step
+    assert bootstrap["restart"] == "no" and "profiles" not in bootstrap and "deploy" not in bootstrap
+    assert bootstrap["healthcheck"] == {"disable": True}  # the image's HEALTHCHECK probes the service
+    # It writes the demo model into the volume the service reads; both see the same TLCR_MODEL (unset: "").
+    assert bootstrap["volumes"] == ["${TLCR_MODELS_DIR:-models}:/models"]
+    assert bootstrap["environment"]["TLCR_MODEL"] == reward["environment"]["TLCR_MODEL"] == "${TLCR_MODEL:-}"
+    # A bootstrap that fails (a configured model is missing) keeps the service from starting at all,
+    # instead of leaving it to exit and restart in a loop.
+    assert reward["depends_on"] == {"bootstrap": {"condition": "service_completed_successfully"}}
+
+
+def test_default_ppo_job_is_the_one_the_bootstrap_writes() -> None:
+    from tlcr.demo_model import FILES
+
+    entrypoint = (ROOT / "docker" / "entrypoint.sh").read_text(encoding="utf-8")
+    demo_dir = re.search(r"^demo_dir=\$\{TLCR_DEMO_DIR:-(\S+)\}$", entrypoint, re.MULTILINE)
+    assert demo_dir
+    trainer = load_compose("docker-compose.yml")["services"]["trainer"]
+    command = [interpolate_defaults(part) for part in trainer["command"]]
+    assert f"--config={demo_dir.group(1)}/ppo.yaml" in command and "ppo.yaml" in FILES
 
 
 def test_service_is_published_on_loopback_by_default() -> None:

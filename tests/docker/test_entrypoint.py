@@ -1,6 +1,8 @@
-"""docker/entrypoint.sh, run with sh on this machine: secret files, the `tlcr` prefix, the missing-model stop.
+"""docker/entrypoint.sh, run with sh on this machine: secret files, the `tlcr` prefix, which model `tlcr serve`
+gets (configured, /models/discriminator or the demo model), the missing-model stop and the compose bootstrap.
 
-A stand-in `tlcr` on PATH prints its arguments, so each test sees exactly what the entrypoint would exec.
+A stand-in `tlcr` on PATH prints its arguments (and TLCR_MODEL on stderr), so each test sees exactly what
+the entrypoint would exec.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ def bin_dir(tmp_path: Path) -> Path:
     directory = tmp_path / "bin"
     directory.mkdir()
     fake = directory / "tlcr"
-    fake.write_text('#!/bin/sh\nprintf "tlcr"; printf " [%s]" "$@"; echo\n')
+    fake.write_text('#!/bin/sh\nprintf "tlcr"; printf " [%s]" "$@"; echo\necho "TLCR_MODEL=${TLCR_MODEL-unset}" >&2\n')
     fake.chmod(0o755)
     return directory
 
@@ -110,3 +112,86 @@ def test_hub_ids_are_not_checked(bin_dir: Path) -> None:
 def test_entrypoint_is_posix_sh() -> None:
     assert os.access(ENTRYPOINT, os.X_OK)
     subprocess.run(["sh", "-n", str(ENTRYPOINT)], check=True)
+
+
+@pytest.fixture()
+def models(tmp_path: Path) -> dict[str, str]:
+    """TLCR_DEFAULT_MODEL / TLCR_DEMO_DIR pointing into an empty models folder (what /models is in compose)."""
+    root = tmp_path / "models"
+    root.mkdir()
+    return {"TLCR_DEFAULT_MODEL": str(root / "discriminator"), "TLCR_DEMO_DIR": str(root / "demo")}
+
+
+def make_demo(models: dict[str, str]) -> Path:
+    discriminator = Path(models["TLCR_DEMO_DIR"]) / "discriminator"
+    discriminator.mkdir(parents=True)
+    (discriminator / "config.json").write_text("{}")
+    return discriminator
+
+
+def test_serve_prefers_the_default_checkpoint_over_the_demo(bin_dir: Path, models: dict[str, str]) -> None:
+    make_demo(models)
+    Path(models["TLCR_DEFAULT_MODEL"]).mkdir()
+    result = run_entrypoint(bin_dir, "tlcr", "serve", **models)
+    assert result.returncode == 0, result.stderr
+    assert f"TLCR_MODEL={models['TLCR_DEFAULT_MODEL']}" in result.stderr
+    assert "DEMO" not in result.stderr
+
+
+def test_serve_falls_back_to_the_demo_model_and_says_so(bin_dir: Path, models: dict[str, str]) -> None:
+    demo = make_demo(models)
+    result = run_entrypoint(bin_dir, "serve", TLCR_MODEL="", **models)  # compose passes an unset one as ""
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "tlcr [serve]"
+    assert f"TLCR_MODEL={demo}" in result.stderr
+    assert "serving the offline DEMO" in result.stderr
+
+
+def test_serve_with_no_model_anywhere_names_the_default_path(bin_dir: Path, models: dict[str, str]) -> None:
+    result = run_entrypoint(bin_dir, "serve", **models)
+    assert result.returncode == 2
+    assert f"no model at {models['TLCR_DEFAULT_MODEL']} inside the container" in result.stderr
+    assert "docker compose up" in result.stderr and result.stdout == ""
+
+
+def test_configured_model_missing_is_never_replaced_by_the_demo(bin_dir: Path, models: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    make_demo(models)
+    Path(models["TLCR_DEFAULT_MODEL"]).mkdir()
+    for args, env in ((["serve"], {"TLCR_MODEL": str(tmp_path / "absent")}),
+                      (["serve", f"--model={tmp_path / 'absent'}"], {})):
+        result = run_entrypoint(bin_dir, *args, **env, **models)
+        assert result.returncode == 2
+        assert f"no model at {tmp_path / 'absent'}" in result.stderr and result.stdout == ""
+
+
+def test_bootstrap_trains_the_demo_model_when_nothing_is_configured(bin_dir: Path, models: dict[str, str]) -> None:
+    result = run_entrypoint(bin_dir, "bootstrap", TLCR_MODEL="", **models)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == f"tlcr [bootstrap-model] [--out] [{models['TLCR_DEMO_DIR']}]"
+    assert "offline DEMO discriminator" in result.stdout
+
+
+@pytest.mark.parametrize("configured", ["env", "default-path", "hub-id"])
+def test_bootstrap_does_nothing_when_a_model_is_configured(bin_dir: Path, models: dict[str, str], tmp_path: Path,
+                                                          configured: str) -> None:
+    env = dict(models)
+    if configured == "env":
+        (tmp_path / "mine").mkdir()
+        env["TLCR_MODEL"] = str(tmp_path / "mine")
+    elif configured == "hub-id":
+        env["TLCR_MODEL"] = "org/discriminator-7b"
+    else:
+        Path(models["TLCR_DEFAULT_MODEL"]).mkdir()
+    result = run_entrypoint(bin_dir, "bootstrap", **env)
+    assert result.returncode == 0, result.stderr
+    assert "no demo model needed" in result.stdout
+    assert "tlcr [" not in result.stdout  # nothing was trained
+
+
+def test_bootstrap_stops_on_a_configured_model_that_is_missing(bin_dir: Path, models: dict[str, str],
+                                                               tmp_path: Path) -> None:
+    result = run_entrypoint(bin_dir, "bootstrap", TLCR_MODEL=str(tmp_path / "absent"), **models)
+    assert result.returncode == 2
+    assert f"no model at {tmp_path / 'absent'} inside the container" in result.stderr
+    assert "tlcr [" not in result.stdout

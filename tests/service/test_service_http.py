@@ -126,6 +126,7 @@ def test_operational_routes(shared_service: ServiceProcess) -> None:
     info = httpx.get(url + "/info").json()
     assert info["max_length"] == 256 and info["dtype"] == "float32" and info["device"] == "cpu"
     assert set(info["modes"]) == {m.value for m in RewardMode} and info["sequence_model"]
+    assert info["demo"] is None  # set only for `tlcr bootstrap-model`'s demo discriminator
     page = httpx.get(url + "/")
     assert page.status_code == 200 and "text/html" in page.headers["content-type"]
     assert "token_rewards" in page.text and "return_tokens" in page.text
