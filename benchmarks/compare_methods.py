@@ -135,6 +135,9 @@ def train_method(base: SeedBase, method: str, point: Mapping[str, float], reward
         return base.sft
     config = replace(base.config, **point)
     out = base.dir / "runs" / method / point_name(point)
+    trained = out / "models" / "dpo" if method == "dpo" else out / "ppo" / "policy"
+    if (trained / "config.json").exists():  # the tuning seed's chosen point, trained while tuning
+        return trained
     if method == "dpo":
         return pipeline.dpo_stage(config, base.sft, base.data, out)
     run, _ = pipeline.ppo_stage(config, method, base.sft, reward_url, base.discriminator, base.data.files["ppo"],
