@@ -63,8 +63,12 @@ CLAIMS = (("TLCR > SFT", "tlcr", "sft", "oracle"), ("TLCR > PPO_seq", "tlcr", "s
           ("PPO_seq > SFT", "seq", "sft", "oracle"), ("TLCR_fixed > PPO_seq", "tlcr_fixed", "seq", "oracle"),
           ("TLCR ≥ TLCR_fixed", "tlcr", "tlcr_fixed", "oracle"), ("TLCR > DPO", "tlcr", "dpo", "oracle"),
           ("w/o negative longer than TLCR", "tlcr_positive_only", "tlcr", "length"),
-          ("TLCR longer than w/o positive", "tlcr", "tlcr_negative_only", "length"))
-PER_RESPONSE = {"oracle": "oracle_score", "helpful": "helpful", "complete": "complete", "length": "tokens"}
+          ("TLCR longer than w/o positive", "tlcr", "tlcr_negative_only", "length"),
+          # the mechanisms behind the oracle: negative rewards remove inserted faults, positive ones add details
+          ("TLCR: fewer style faults than SFT", "sft", "tlcr", "style faults"),
+          ("TLCR: more details than w/o positive", "tlcr", "tlcr_negative_only", "details"))
+PER_RESPONSE = {"oracle": "oracle_score", "helpful": "helpful", "complete": "complete", "length": "tokens",
+                "wrong facts": "wrong", "style faults": "style_faults", "details": "details"}
 
 
 def budget_config(budget: str, seed: int) -> DemoConfig:
@@ -154,15 +158,21 @@ def evaluate_policy(policy: Path, sft: Path, prompts: Sequence[str], config: Dem
     eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=64, do_sample=config.eval_do_sample,
                              top_p=config.eval_top_p, seed=config.seed)
     texts, lengths = generate_responses_with_lengths(policy, prompts, eval_config)
-    rows = []
-    for prompt, text, length in zip(prompts, texts, lengths, strict=True):
-        score = task.oracle(prompt, text)
-        rows.append({"prompt": prompt, "response": text, "oracle_score": score.score, "helpful": float(score.helpful),
-                     "complete": float(score.complete), "tokens": float(length)})
+    rows = [response_row(task, prompt, text, length) for prompt, text, length in zip(prompts, texts, lengths,
+                                                                                      strict=True)]
     kl = 0.0 if policy == sft else pipeline.policy_kl(policy, sft, prompts, max_new_tokens=config.max_new_tokens,
                                                       seed=config.seed)
     summary = {key: statistics.fmean(r[key] for r in rows) for key in PER_RESPONSE.values()}
     return {"rows": rows, "summary": {**summary, "kl_to_sft": kl}}
+
+
+def response_row(task: Any, prompt: str, text: str, length: float) -> dict[str, Any]:
+    """One evaluated response: the oracle's score and the parts it is made of, and the length in policy tokens."""
+    score = task.oracle(prompt, text)
+    return {"prompt": prompt, "response": text, "oracle_score": score.score, "helpful": float(score.helpful),
+            "complete": float(score.complete), "tokens": float(length), "wrong": float(score.wrong),
+            "style_faults": float(score.rude + score.repetitions + score.hedges),
+            "details": score.details / score.asked}
 
 
 def cached(path: Path, compute: Any) -> dict[str, Any]:
@@ -241,12 +251,25 @@ def differences(per_seed: Sequence[Mapping[str, Any]], a: str, b: str, metric: s
     return paired_bootstrap(matrix(per_seed, a, key) - matrix(per_seed, b, key))
 
 
+def add_oracle_parts(per_seed: Sequence[Mapping[str, Any]]) -> None:
+    """Rows saved before the oracle's parts were recorded get them from their prompt and response."""
+    from tlcr import pipeline
+
+    task = pipeline.controlled_task()
+    for result in per_seed:
+        for evaluated in result["test"].values():
+            for i, row in enumerate(evaluated["rows"]):
+                if "style_faults" not in row:
+                    evaluated["rows"][i] = response_row(task, row["prompt"], row["response"], row["tokens"])
+
+
 def summary_table(per_seed: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
     table: dict[str, dict[str, Any]] = {}
     for method in methods:
         cells = {}
         for key in (*PER_RESPONSE.values(), "kl_to_sft"):
-            values = [r["test"][method]["summary"][key] for r in per_seed]
+            values = [r["test"][method]["summary"]["kl_to_sft"] if key == "kl_to_sft" else
+                      statistics.fmean(row[key] for row in r["test"][method]["rows"]) for r in per_seed]
             cells[key] = {"mean": statistics.fmean(values), "per_seed": values}
         if method != "sft":
             cells["oracle_vs_sft"] = differences(per_seed, method, "sft", "oracle").to_dict()
@@ -269,7 +292,7 @@ def claims(per_seed: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> lis
             verdict = "holds (significant)" if interval.mean > 0 else "is reversed (significant)"
         else:
             verdict = "not significant: the interval includes 0" + (", so it is not contradicted" if weak else "")
-        unit = "oracle" if metric == "oracle" else "tokens"
+        unit = {"oracle": "oracle", "length": "tokens", "details": "details per asked fact"}.get(metric, "per response")
         sentence = (f"{claim}: {METHOD_NAMES[a]} − {METHOD_NAMES[b]} = {interval.mean:+.3f} {unit} "
                     f"[95 % CI {interval.low:+.3f}, {interval.high:+.3f}] — {verdict}.")
         out.append({"claim": claim, "a": a, "b": b, "metric": metric, **interval.to_dict(), "sentence": sentence})
@@ -308,14 +331,15 @@ def table_rows(table: Mapping[str, Mapping[str, Any]], kl_match: Mapping[str, An
         at_kl = kl_match["oracle"].get(method)
         rows.append([METHOD_NAMES[method], f"{cells['oracle_score']['mean']:.3f}",
                      fmt_interval(cells.get("oracle_vs_sft")), fmt_interval(cells.get("oracle_vs_tlcr")),
-                     f"{cells['helpful']['mean']:.2f}", f"{cells['complete']['mean']:.2f}",
+                     f"{cells['helpful']['mean']:.2f}", f"{cells['wrong']['mean']:.2f}",
+                     f"{cells['style_faults']['mean']:.3f}", f"{cells['details']['mean']:.2f}",
                      f"{cells['tokens']['mean']:.1f}", fmt_interval(cells.get("length_vs_tlcr")),
                      f"{cells['kl_to_sft']['mean']:.2f}", "—" if at_kl is None else f"{at_kl:.3f}"])
     return rows
 
 
-HEADERS = ["method", "oracle", "Δ oracle vs SFT", "Δ oracle vs TLCR", "helpful", "complete", "length",
-           "Δ length vs TLCR", "KL", "oracle @ common KL (val.)"]
+HEADERS = ["method", "oracle", "Δ oracle vs SFT", "Δ oracle vs TLCR", "helpful", "wrong facts", "style faults",
+           "details", "length", "Δ length vs TLCR", "KL", "oracle @ common KL (val.)"]
 
 
 def markdown(rows: Sequence[Sequence[str]]) -> str:
@@ -433,6 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             budget_config(args.budget, s), args.method_list, c, args.budget, d, console))
         chosen = chosen or result["chosen"]
         per_seed.append(result)
+    add_oracle_parts(per_seed)
     table = summary_table(per_seed, args.method_list)
     tuning = per_seed[0]["tuning"]
     sft_val = statistics.fmean(r["oracle_score"] for r in tuning.get("sft", [])) if tuning.get("sft") else math.nan

@@ -22,8 +22,8 @@ def compare(load_benchmark: Callable[[str], ModuleType]) -> ModuleType:
 
 
 def _rows(scores: dict[str, float], tokens: float) -> list[dict[str, Any]]:
-    return [{"prompt": p, "oracle_score": s, "helpful": 1.0, "complete": 0.0, "tokens": tokens}
-            for p, s in scores.items()]
+    return [{"prompt": p, "oracle_score": s, "helpful": 1.0, "complete": 0.0, "tokens": tokens, "wrong": 0.0,
+             "style_faults": 1.0 - s, "details": 0.5} for p, s in scores.items()]
 
 
 def _seed(seed: int, sft: dict[str, float], tlcr: dict[str, float], tlcr_len: float) -> dict[str, Any]:
@@ -54,8 +54,10 @@ def test_summary_and_claims_from_paired_differences(compare: ModuleType) -> None
     assert cell["significant"]
     assert table["sft"]["length_vs_tlcr"]["mean"] == pytest.approx(-2.0)
     sentences = {c["claim"]: c["sentence"] for c in compare.claims(per_seed, ["sft", "tlcr"])}
-    assert list(sentences) == ["TLCR > SFT"]  # claims about methods not run are left out
+    # claims about methods not run are left out
+    assert list(sentences) == ["TLCR > SFT", "TLCR: fewer style faults than SFT"]
     assert "+0.500" in sentences["TLCR > SFT"] and "holds (significant)" in sentences["TLCR > SFT"]
+    assert "SFT − TLCR = +0.500 per response" in sentences["TLCR: fewer style faults than SFT"]
 
 
 def test_a_noisy_difference_is_not_called_a_finding(compare: ModuleType) -> None:
@@ -109,7 +111,7 @@ def test_smoke_budget_end_to_end_and_rerun_reuses_results(compare: ModuleType, t
         for key in ("oracle_score", "tokens", "kl_to_sft"):
             assert math.isfinite(cells[key]["mean"]), (method, key)
     assert report["table"]["sft"]["kl_to_sft"]["mean"] == 0.0
-    assert {c["claim"] for c in report["claims"]} == {"TLCR > SFT", "TLCR > DPO"}
+    assert {c["claim"] for c in report["claims"]} == {"TLCR > SFT", "TLCR > DPO", "TLCR: fewer style faults than SFT"}
     sanity = report["sanity"]["0"]
     assert set(sanity["reward_sums"]) == {"continuous", "fixed"}
     for name in ("comparison.png", "fig7_length.png", "oracle_vs_kl.png"):
