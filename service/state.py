@@ -11,10 +11,10 @@ from typing import Any
 import numpy as np
 
 from service.batcher import DynamicBatcher
-from service.items import Limits
+from service.items import Limits, longest_token_chars
 from service.metrics import ServiceMetrics
 from service.scorer import Encoded, SequenceScorer, TokenScorer, describe
-from service.settings import ServiceSettings
+from service.settings import ServiceSettings, public_name
 
 logger = logging.getLogger("tlcr.service")
 
@@ -58,6 +58,8 @@ class ServiceState:
         self.ready = False
         self.shutting_down = False
         self.load_error: str | None = None
+        self.preparing = asyncio.Semaphore(settings.max_preparing)  # requests in worker threads at once
+        self._token_chars: dict[int, int] = {}
 
     def _load_models(self) -> None:
         # Blocking (minutes for 7B): runs in a thread while /healthz already answers.
@@ -74,10 +76,13 @@ class ServiceState:
         sequence_scorer = None
         if s.sequence_model:
             sequence_scorer = SequenceScorer.load(s.sequence_model, device=s.device, dtype=s.dtype,
-                                                  max_length=s.max_length)
+                                                  max_length=s.max_length, name=public_name(s.sequence_model))
             if s.warmup:
                 sequence_scorer.warm_up()
             logger.info("sequence reward model loaded: %s", describe(sequence_scorer))
+        for loaded in (scorer, sequence_scorer):  # the character bound of each tokenizer, computed once
+            if loaded is not None:
+                self.limits(loaded)
         self.token_scorer, self.sequence_scorer = scorer, sequence_scorer
 
     def _batcher(self, forward: Callable[[list[Encoded]], list[Any]], name: str) -> DynamicBatcher[Encoded, Any]:
@@ -107,5 +112,10 @@ class ServiceState:
                 await batcher.close()
 
     def limits(self, scorer: TokenScorer | SequenceScorer) -> Limits:
+        key = id(scorer.tokenizer)
+        if key not in self._token_chars:
+            self._token_chars[key] = longest_token_chars(scorer.tokenizer)
         return Limits(vocab_size=scorer.vocab_size, max_length=scorer.max_length,
-                      truncation=self.settings.truncation)
+                      truncation=self.settings.truncation,
+                      max_chars=scorer.max_length * self._token_chars[key],
+                      max_offsets=self.settings.max_offsets_per_item)
