@@ -9,16 +9,18 @@ from service.schemas import InfoResponse, RewardMode
 from service.settings import public_name
 
 router = APIRouter(tags=["operations"])
+_NOT_READY: dict[int | str, dict[str, str]] = {503: {"description": "Loading, failed to load, or shutting down"}}
 
 
-@router.api_route("/healthz", methods=["GET", "HEAD"])
+@router.get("/healthz")
+@router.head("/healthz", operation_id="healthz_head")
 async def healthz() -> dict[str, str]:
     """The process is up and serving HTTP (the model may still be loading)."""
     return {"status": "alive"}
 
 
-@router.api_route("/readyz", methods=["GET", "HEAD"],
-                  responses={503: {"description": "Loading, failed to load, or shutting down"}})
+@router.get("/readyz", responses=_NOT_READY)
+@router.head("/readyz", operation_id="readyz_head", responses=_NOT_READY)
 async def readyz(state: State) -> dict[str, str]:
     """200 once the model is loaded and a warm-up forward ran; 503 before and while shutting down."""
     if not state.ready:
