@@ -12,15 +12,15 @@ router = APIRouter(tags=["operations"])
 _NOT_READY: dict[int | str, dict[str, str]] = {503: {"description": "Loading, failed to load, or shutting down"}}
 
 
-@router.get("/healthz")
-@router.head("/healthz", operation_id="healthz_head")
+@router.head("/healthz", include_in_schema=False)  # HEAD too (load balancers); registered after GET,
+@router.get("/healthz")  # so a 405's Allow header names GET, as the schema does
 async def healthz() -> dict[str, str]:
     """The process is up and serving HTTP (the model may still be loading)."""
     return {"status": "alive"}
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get("/readyz", responses=_NOT_READY)
-@router.head("/readyz", operation_id="readyz_head", responses=_NOT_READY)
 async def readyz(state: State) -> dict[str, str]:
     """200 once the model is loaded and a warm-up forward ran; 503 before and while shutting down."""
     if not state.ready:

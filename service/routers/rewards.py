@@ -147,7 +147,8 @@ async def token_rewards(request: TokenRewardsRequest, state: ReadyState) -> Toke
     return TokenRewardsResponse(model=scorer.name, revision=scorer.revision, mode=request.mode, results=results)
 
 
-@router.post("/sequence_rewards", response_model=SequenceRewardsResponse, tags=["rewards"])
+@router.post("/sequence_rewards", response_model=SequenceRewardsResponse, tags=["rewards"],
+             responses={404: {"model": ErrorResponse, "description": "No sequence reward model is loaded"}})
 async def sequence_rewards(request: SequenceRewardsRequest, state: ReadyState) -> SequenceRewardsResponse:
     """One scalar per (prompt, response) from the sequence reward model (the PPO_seq baseline)."""
     scorer, batcher = state.sequence_scorer, state.sequence_batcher
