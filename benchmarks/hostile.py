@@ -1,0 +1,222 @@
+"""Worst-case requests at the service's size limits while a client polls /healthz: does anything block the
+event loop or balloon memory?
+
+    python benchmarks/hostile.py                 # CPU, tiny Llama discriminator (as benchmarks/service.py)
+    python benchmarks/hostile.py --rounds 1 --max-body-bytes 1000000   # a quick run
+
+One real service (subprocess on loopback, default limits unless given) is started; a poller sends GET
+/healthz every 20 ms on its own connection during the whole run; a sampler reads the server's RSS every
+10 ms. Each attack below is sent by `--parallel` clients at once, `--rounds` times. Printed: each attack's
+statuses and time, /healthz p50 / p99 / max latency, and the server's peak RSS growth over its RSS after
+warm-up. Goals: /healthz p99 <= 100 ms and peak RSS growth <= 300 MB; the exit code is 0 when both hold
+and every attack was answered with its expected status.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gzip
+import importlib.util
+import json
+import os
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+# Run as a script, this file's folder comes first on sys.path, where its own name would hide the
+# `service` package it measures.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
+GOAL_P99_MS = 100.0
+GOAL_RSS_MB = 300.0
+PROMPT = "\n\nHuman: Tell me about the sea.\n\nAssistant:"
+
+
+@dataclass
+class Attack:
+    name: str
+    path: str
+    body: Callable[[], bytes]  # built once, lazily (some are megabytes)
+    expected: int
+    headers: dict[str, str] = field(default_factory=lambda: {"Content-Type": "application/json"})
+
+
+def _json(value: Any) -> bytes:
+    return json.dumps(value, separators=(",", ":")).encode()
+
+
+def _fill_json(limit: int, unit: bytes, head: bytes, tail: bytes) -> bytes:
+    """head + unit × n + tail, the largest n under `limit` bytes (units joined by commas)."""
+    count = max(1, (limit - len(head) - len(tail)) // (len(unit) + 1))
+    return head + b",".join([unit] * count) + tail
+
+
+def attacks(limit: int, max_items: int, max_length: int, max_offsets: int, response_chars: int) -> list[Attack]:
+    """Each kind of hostile or worst-case request of issue 15, at the size limits."""
+    fits = "sea " * (response_chars // 4)  # a response that fits in max_length tokens
+    return [
+        Attack("lone surrogate in text", "/token_rewards",
+               lambda: b'{"items":[{"prompt":"a","response":"x\\ud800"}]}', 422),
+        Attack("lone surrogate, /get_reward", "/get_reward", lambda: b'{"query":["\\ud800"],"prompts":[""]}', 422),
+        Attack("offsets over the cap (body limit)", "/token_rewards", lambda: _fill_json(
+            limit, b"[0,1]", b'{"items":[{"prompt":"a","response":"xy","response_offsets":[', b"]}]}"), 422),
+        Attack(f"{max_offsets} offsets each covering the whole response", "/token_rewards",
+               lambda: _json({"items": [{"prompt": PROMPT, "response": fits,
+                                         "response_offsets": [[0, len(fits)]] * max_offsets}]}), 200),
+        Attack("response text at the body limit", "/token_rewards",
+               lambda: _json({"items": [{"prompt": "", "response": "y" * (limit - 100)}]}), 422),
+        Attack("query text at the body limit, /get_reward", "/get_reward",
+               lambda: _json({"query": ["q" * (limit - 100)], "prompts": [""]}), 422),
+        Attack("many long items, return_tokens", "/token_rewards",
+               lambda: _json({"items": [{"prompt": PROMPT, "response": fits}] * max_items, "return_tokens": True}),
+               200),
+        Attack("max_length token ids × max items", "/token_rewards", lambda: _json({"items": [
+            {"prompt_token_ids": [5] * (max_length // 2), "response_token_ids": [6] * (max_length // 2)}] * max_items}),
+            200),
+        Attack("token ids over the cap (body limit)", "/token_rewards", lambda: _fill_json(
+            limit, b"7", b'{"items":[{"prompt_token_ids":[1],"response_token_ids":[', b"]}]}"), 422),
+        Attack("invalid UTF-8 at the body limit", "/token_rewards",
+               lambda: b'{"items":[{"prompt":"' + b"\xff" * (limit - 100) + b'","response":"x"}]}', 400),
+        Attack("deep nesting", "/token_rewards", lambda: b"[" * (limit // 2) + b"]" * (limit // 2), 400),
+        Attack("huge integer", "/token_rewards",
+               lambda: b'{"items":[{"prompt_token_ids":[' + b"9" * (limit - 100) + b'],"response_token_ids":[1]}]}',
+               400),
+        Attack("gzip bomb", "/token_rewards", lambda: gzip.compress(b" " * (100 * limit)), 415,
+               {"Content-Type": "application/json", "Content-Encoding": "gzip"}),
+        Attack("body over the limit", "/token_rewards", lambda: b" " * (limit + 1), 413),
+    ]
+
+
+class RssSampler(threading.Thread):
+    def __init__(self, pid: int) -> None:
+        super().__init__(daemon=True)
+        self.process = psutil.Process(pid)
+        self.peak = 0
+        self.stop = False
+
+    def run(self) -> None:
+        while not self.stop:
+            try:
+                self.peak = max(self.peak, self.process.memory_info().rss)
+            except psutil.Error:
+                return
+            time.sleep(0.01)
+
+
+async def poll_healthz(url: str, latencies: list[float], stop: asyncio.Event) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+        while not stop.is_set():
+            started = time.perf_counter()
+            response = await client.get("/healthz")
+            latencies.append(time.perf_counter() - started)
+            assert response.status_code == 200, response.text
+            await asyncio.sleep(0.02)
+
+
+async def run_attacks(url: str, chosen: list[Attack], parallel: int, rounds: int,
+                      latencies: list[float]) -> list[tuple[Attack, list[int], float]]:
+    stop = asyncio.Event()
+    poller = asyncio.create_task(poll_healthz(url, latencies, stop))
+    results = []
+    limits = httpx.Limits(max_connections=parallel)
+    async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
+        for attack in chosen:
+            body = attack.body()
+            first_poll = len(latencies)
+            started = time.perf_counter()
+            statuses: list[int] = []
+            for _ in range(rounds):
+                responses = await asyncio.gather(*(client.post(attack.path, content=body, headers=attack.headers)
+                                                   for _ in range(parallel)))
+                statuses += [r.status_code for r in responses]
+            results.append((attack, statuses, time.perf_counter() - started))
+            during = latencies[first_poll:] or [0.0]
+            print(f"  {attack.name:<48} {len(body) / 1e6:6.2f} MB  statuses {sorted(set(statuses))} "
+                  f"(expected {attack.expected})  {time.perf_counter() - started:6.2f} s; /healthz max "
+                  f"{max(during) * 1000:6.1f} ms", flush=True)
+    stop.set()
+    await poller
+    return results
+
+
+def _build_discriminator(out: Path, max_length: int) -> Path:
+    spec = importlib.util.spec_from_file_location("benchmark_service", Path(__file__).with_name("service.py"))
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look themselves up there
+    spec.loader.exec_module(module)
+    return Path(module.build_discriminator(out, hidden=64, layers=2, heads=2, max_length=max_length))
+
+
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    from service.launcher import start_service
+
+    work = Path(tempfile.mkdtemp(prefix="tlcr-hostile-"))
+    model = Path(args.model) if args.model else _build_discriminator(work, args.max_length)
+    server_args = ["--torch-threads", "1", "--log-level", "warning", "--max-body-bytes", str(args.max_body_bytes),
+                   "--max-items-per-request", str(args.max_items), "--max-offsets-per-item", str(args.max_offsets)]
+    if args.model is None:
+        server_args += ["--max-length", str(args.max_length)]
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start (other work on the "
+          "machine shows up in every latency below)")
+    with start_service(model, extra_args=server_args, ready_timeout=600, log_path=work / "server.log") as server:
+        info = httpx.get(server.url + "/info").json()
+        max_length = int(info["max_length"])
+        # A response that fits: ~1 token per 4 characters of "sea " repeated in this tokenizer, a quarter
+        # of max_length to stay clear of the limit.
+        response_chars = max_length
+        warm = _json({"items": [{"prompt": PROMPT, "response": "sea " * (response_chars // 4)}] * 4})
+        for _ in range(3):
+            assert httpx.post(server.url + "/token_rewards", content=warm, timeout=120,
+                              headers={"Content-Type": "application/json"}).status_code == 200
+        baseline = psutil.Process(server.pid).memory_info().rss
+        sampler = RssSampler(server.pid)
+        sampler.start()
+        chosen = attacks(args.max_body_bytes, args.max_items, max_length, args.max_offsets, response_chars)
+        print(f"service: max_length {max_length}, max body {args.max_body_bytes:,} bytes, "
+              f"{args.max_items} items, {args.max_offsets} offsets per item; {args.parallel} parallel clients × "
+              f"{args.rounds} rounds per attack; RSS after warm-up {baseline / 2**20:.0f} MB")
+        latencies: list[float] = []
+        results = asyncio.run(run_attacks(server.url, chosen, args.parallel, args.rounds, latencies))
+        sampler.stop = True
+        sampler.join()
+        alive = httpx.get(server.url + "/readyz").status_code == 200
+    ms = sorted(x * 1000 for x in latencies)
+    p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
+    growth_mb = (sampler.peak - baseline) / 2**20
+    wrong = [(a.name, s) for a, s, _ in results if set(s) != {a.expected}]
+    print(f"\n/healthz during the attacks: {len(ms)} polls, p50 {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms, "
+          f"max {ms[-1]:.1f} ms (goal p99 <= {GOAL_P99_MS:.0f} ms: {'MET' if p99 <= GOAL_P99_MS else 'NOT MET'})")
+    print(f"server peak RSS growth over warm-up: {growth_mb:.0f} MB (goal <= {GOAL_RSS_MB:.0f} MB: "
+          f"{'MET' if growth_mb <= GOAL_RSS_MB else 'NOT MET'}); ready after the attacks: {alive}")
+    print(f"unexpected statuses: {wrong or 'none'}; load average at end {os.getloadavg()[0]:.1f}")
+    return {"healthz_p99_ms": p99, "healthz_max_ms": ms[-1], "polls": len(ms), "rss_growth_mb": growth_mb,
+            "unexpected": wrong, "ready_after": alive,
+            "met": p99 <= GOAL_P99_MS and growth_mb <= GOAL_RSS_MB and not wrong and alive}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="Discriminator checkpoint (default: a tiny Llama built here).")
+    parser.add_argument("--max-length", type=int, default=1024, help="max_length of the built discriminator.")
+    parser.add_argument("--max-body-bytes", type=int, default=8 * 1024 * 1024, help="The service's body limit.")
+    parser.add_argument("--max-items", type=int, default=256)
+    parser.add_argument("--max-offsets", type=int, default=16_384)
+    parser.add_argument("--parallel", type=int, default=4, help="Clients sending each attack at once.")
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    sys.exit(0 if run_benchmark(args)["met"] else 1)
+
+
+if __name__ == "__main__":
+    main()
