@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from service.batcher import BatcherClosed, QueueFull
 from service.body_limit import BodySizeLimitMiddleware
 from service.dependencies import require_api_key
-from service.guards import AllowedHostsMiddleware, InternalErrorMiddleware
+from service.guards import AllowedHostsMiddleware, BigBodySlotMiddleware, InternalErrorMiddleware
 from service.items import ItemError
 from service.metrics import RequestMetricsMiddleware
 from service.routers import health, rewards, ui
@@ -33,6 +33,7 @@ from service.state import ServiceState
 logger = logging.getLogger("tlcr.service")
 
 MAX_REPORTED_ERRORS = 10
+BIG_BODY_BYTES = 1 << 20  # bodies over 1 MiB are parsed one at a time
 
 
 def format_location(loc: tuple[Any, ...]) -> str:
@@ -155,8 +156,10 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[BaseException], No
     app.include_router(health.router)
     app.include_router(ui.router)
     _install_error_handlers(app, state)
-    # Added innermost first: errors → body size and encoding → Host check → metrics (sees every request).
+    # Added innermost first: errors → one big body parsed at a time → body size and encoding → Host check →
+    # metrics (sees every request).
     app.add_middleware(InternalErrorMiddleware, on_error=lambda: state.metrics.errors.labels("internal").inc())
+    app.add_middleware(BigBodySlotMiddleware, threshold=BIG_BODY_BYTES)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(AllowedHostsMiddleware, allowed=settings.host_allowlist)
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)

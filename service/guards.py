@@ -1,10 +1,12 @@
-"""ASGI guards in front of the routes: the Host allowlist and a last-resort 500 that keeps connections.
+"""ASGI guards in front of the routes: the Host allowlist, one big body parsed at a time, and a
+last-resort 500 that keeps connections.
 
-Both answer with the one error body of the service, {"detail": "..."}, sent by `send_error`.
+They answer with the one error body of the service, {"detail": "..."}, sent by `send_error`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -78,3 +80,70 @@ class InternalErrorMiddleware:
                 raise  # half a response is out: only closing the connection can tell the client
             logger.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
             await send_error(send, 500, f"internal error ({type(exc).__name__}); the server log has the details")
+
+
+PARSE_SLOT = "tlcr.release_parse_slot"
+
+
+class BigBodySlotMiddleware:
+    """Requests with a body over `threshold` bytes (or of unknown length) are parsed and validated one at a
+    time. FastAPI parses JSON on the event loop into Python objects several times the body's size, so a few
+    megabyte-sized bodies at once would multiply memory and stall the loop back to back. The body is read
+    in full first (a slow sender holds no slot), and the slot is released when the route starts
+    (`release_parse_slot`, after parsing) or when the response ends."""
+
+    def __init__(self, app: ASGIApp, threshold: int, slots: int = 1) -> None:
+        self.app = app
+        self.threshold = threshold
+        self.slots = asyncio.Semaphore(slots)
+
+    def _big(self, scope: Scope) -> bool:
+        for name, value in scope["headers"]:
+            if name == b"content-length":
+                return not value.isdigit() or int(value) > self.threshold
+        return scope.get("method") in ("POST", "PUT", "PATCH")  # chunked: size unknown
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not self._big(scope):
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        body: bytes | None = b"".join(chunks)
+        del chunks
+
+        async def replay() -> Message:
+            nonlocal body
+            if body is None:
+                return await receive()
+            message: Message = {"type": "http.request", "body": body, "more_body": False}
+            body = None
+            return message
+
+        await self.slots.acquire()
+        held = True
+
+        def release() -> None:
+            nonlocal held
+            if held:
+                held = False
+                self.slots.release()
+
+        scope[PARSE_SLOT] = release
+        try:
+            await self.app(scope, replay, send)
+        finally:
+            release()
+
+
+def release_parse_slot(scope: Scope) -> None:
+    """Called once the body is parsed: the next big body may be parsed now."""
+    release = scope.get(PARSE_SLOT)
+    if release is not None:
+        release()

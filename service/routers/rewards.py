@@ -7,11 +7,11 @@ from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
-from fastapi import APIRouter, HTTPException, status
+from fastapi import APIRouter, Depends, HTTPException, status
 from transformers import PreTrainedTokenizerBase
 
 from service.batcher import DynamicBatcher
-from service.dependencies import ReadyState
+from service.dependencies import ReadyState, body_parsed
 from service.items import ItemError, PreparedItem, prepare_sequence_item, prepare_token_item, split_query
 from service.rewards import reduce_rewards, rewards_from_probabilities
 from service.schemas import (
@@ -42,7 +42,8 @@ _ERRORS = {
 }
 AUTH_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong API key"}}
 
-router = APIRouter(responses=_ERRORS)  # type: ignore[arg-type]  # the app adds the API key check
+# The app adds the API key check when there is a key.
+router = APIRouter(responses=_ERRORS, dependencies=[Depends(body_parsed)])  # type: ignore[arg-type]
 
 
 def _check_item_count(state: ServiceState, count: int, field: str = "items") -> None:

@@ -3,17 +3,20 @@ connection stays usable, and nothing the server holds (paths, other hosts' pages
 
 from __future__ import annotations
 
+import asyncio
 import gzip
 import json
+import socket
+import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 
-from service.guards import InternalErrorMiddleware
+from service.guards import BigBodySlotMiddleware, InternalErrorMiddleware, release_parse_slot
 from service.items import longest_token_chars
 from service.launcher import ServiceProcess
 from tlcr.models import load_tokenizer
@@ -151,3 +154,56 @@ def test_a_bug_answers_500_naming_only_the_type_and_keeps_the_connection(serve_a
         assert "RuntimeError" in detail and "secret" not in detail
         assert client.get("/fine").json() == {"ok": "yes"}  # same connection, still open
     assert errors == [1]
+
+
+def test_big_bodies_are_parsed_one_at_a_time_after_being_read(serve_app: Callable[..., Any]) -> None:
+    events: list[str] = []
+    app = FastAPI()
+
+    @app.post("/hold")  # keeps the slot until its response ends
+    async def hold(request: Request) -> dict[str, int]:
+        events.append(f"start {request.query_params['n']}")
+        await asyncio.sleep(0.3)
+        events.append(f"end {request.query_params['n']}")
+        return {"bytes": len(await request.body())}
+
+    @app.post("/release")  # what the service's routes do once FastAPI has parsed the body
+    async def release(request: Request) -> dict[str, int]:
+        release_parse_slot(request.scope)
+        events.append(f"start {request.query_params['n']}")
+        await asyncio.sleep(0.3)
+        events.append(f"end {request.query_params['n']}")
+        return {"bytes": len(await request.body())}
+
+    app.add_middleware(BigBodySlotMiddleware, threshold=1000)
+    server = serve_app(app)
+    big = b"x" * 5000
+
+    answers: list[Any] = []
+
+    def post(path: str, n: int, body: bytes = big) -> None:
+        answers.append(httpx.post(f"{server.url}{path}?n={n}", content=body).json() == {"bytes": len(body)})
+
+    # A sender trickling a big body holds no slot: others go first.
+    slow = socket.create_connection(("127.0.0.1", server.port))
+    slow.sendall(b"POST /hold?n=0 HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 5000\r\n\r\n" + big[:100])
+    threads = [threading.Thread(target=post, args=("/hold", n)) for n in (1, 2)]
+    threads.append(threading.Thread(target=post, args=("/hold", 3, b"small")))
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    slow.sendall(big[100:])
+    assert b"200 OK" in slow.recv(1000)
+    slow.close()
+    big_order = [e for e in events if e[-1] in "12"]
+    assert big_order in (["start 1", "end 1", "start 2", "end 2"], ["start 2", "end 2", "start 1", "end 1"])
+    assert events.index("start 3") < events.index(big_order[3])  # a small body never waits for the slot
+    events.clear()
+    threads = [threading.Thread(target=post, args=("/release", n)) for n in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert events[:2] in (["start 1", "start 2"], ["start 2", "start 1"])  # released at the route's start
+    assert answers == [True] * 5
