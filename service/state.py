@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -95,6 +96,11 @@ class ServiceState:
     async def load(self) -> None:
         """Load models, warm up, start the batchers; then the service is ready."""
         await run_in_daemon_thread(self._load_models, "tlcr-load-models")
+        # The ~200k objects of torch, transformers and the model live as long as the process: frozen, every
+        # later garbage collection skips them instead of walking them all (which made parsing a large JSON
+        # body several times slower; see service/json_route.py).
+        gc.collect()
+        gc.freeze()
         assert self.token_scorer is not None
         self.token_batcher = self._batcher(self.token_scorer.probabilities, "discriminator")
         self.token_batcher.start()

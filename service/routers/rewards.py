@@ -13,6 +13,7 @@ from transformers import PreTrainedTokenizerBase
 from service.batcher import DynamicBatcher
 from service.dependencies import ReadyState, body_parsed
 from service.items import ItemError, PreparedItem, prepare_sequence_item, prepare_token_item, split_query
+from service.json_route import PausedGCJSONRoute
 from service.rewards import reduce_rewards, rewards_from_probabilities
 from service.schemas import (
     ErrorResponse,
@@ -43,7 +44,8 @@ _ERRORS = {
 AUTH_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong API key"}}
 
 # The app adds the API key check when there is a key.
-router = APIRouter(responses=_ERRORS, dependencies=[Depends(body_parsed)])  # type: ignore[arg-type]
+router = APIRouter(responses=_ERRORS, dependencies=[Depends(body_parsed)],  # type: ignore[arg-type]
+                   route_class=PausedGCJSONRoute)
 
 
 def _check_item_count(state: ServiceState, count: int, field: str = "items") -> None:

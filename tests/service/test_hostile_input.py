@@ -207,3 +207,21 @@ def test_big_bodies_are_parsed_one_at_a_time_after_being_read(serve_app: Callabl
         thread.join()
     assert events[:2] in (["start 1", "start 2"], ["start 2", "start 1"])  # released at the route's start
     assert answers == [True] * 5
+
+
+def test_json_is_parsed_with_the_collector_paused_and_restored() -> None:
+    import gc
+
+    from service.json_route import parse_json
+
+    body = b'{"items": [{"response_offsets": [[0, 1], [1, 2]]}]}'
+    assert parse_json(body) == json.loads(body) and gc.isenabled()
+    with pytest.raises(json.JSONDecodeError):
+        parse_json(b"{bad")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        parse_json(body)
+        assert not gc.isenabled()  # left as the caller had it
+    finally:
+        gc.enable()
