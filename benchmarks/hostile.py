@@ -214,8 +214,12 @@ def main() -> None:
     parser.add_argument("--max-offsets", type=int, default=16_384)
     parser.add_argument("--parallel", type=int, default=4, help="Clients sending each attack at once.")
     parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--out", type=Path, help="Also write the results here (JSON).")
     args = parser.parse_args()
-    sys.exit(0 if run_benchmark(args)["met"] else 1)
+    report = run_benchmark(args)
+    if args.out:
+        args.out.write_text(json.dumps(report, indent=1))
+    sys.exit(0 if report["met"] else 1)
 
 
 if __name__ == "__main__":

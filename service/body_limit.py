@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.guards import send_error
+from service.guards import TrackedSend, send_error
 
 
 class BodyTooLarge(HTTPException):
@@ -48,7 +48,6 @@ class BodySizeLimitMiddleware:
                 await self._reject(send, self._detail(value.decode()))
                 return
         received = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -59,15 +58,10 @@ class BodySizeLimitMiddleware:
                     raise BodyTooLarge(self._detail(f"more than {self.max_body_bytes}"))
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except BodyTooLarge as exc:
-            if started:
+            if tracked.started:
                 raise
             await self._reject(send, exc.detail)

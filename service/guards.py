@@ -24,6 +24,19 @@ async def send_error(send: Send, status: int, detail: str, headers: Sequence[tup
     await send({"type": "http.response.body", "body": body})
 
 
+class TrackedSend:
+    """`send`, noting whether the response has started (after that, an error can no longer be answered)."""
+
+    def __init__(self, send: Send) -> None:
+        self._send = send
+        self.started = False
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self._send(message)
+
+
 def host_name(value: str) -> str:
     """'Example.com:8000' → 'example.com'; '[::1]:8000' → '::1'."""
     value = value.strip().lower()
@@ -64,19 +77,12 @@ class InternalErrorMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, receive, tracking_send)
+            await self.app(scope, receive, tracked)
         except Exception as exc:
             self.on_error()
-            if started:
+            if tracked.started:
                 raise  # half a response is out: only closing the connection can tell the client
             logger.exception("internal error on %s %s", scope.get("method"), scope.get("path"))
             await send_error(send, 500, f"internal error ({type(exc).__name__}); the server log has the details")
