@@ -101,16 +101,21 @@ class RssSampler(threading.Thread):
     def __init__(self, pid: int) -> None:
         super().__init__(daemon=True)
         self.process = psutil.Process(pid)
-        self.peak = 0
+        self.peak = self.recent_peak = 0  # over the run; since the last `take_recent_peak`
         self.stop = False
 
     def run(self) -> None:
         while not self.stop:
             try:
-                self.peak = max(self.peak, self.process.memory_info().rss)
+                rss = self.process.memory_info().rss
             except psutil.Error:
                 return
+            self.peak, self.recent_peak = max(self.peak, rss), max(self.recent_peak, rss)
             time.sleep(0.01)
+
+    def take_recent_peak(self) -> int:
+        peak, self.recent_peak = self.recent_peak, 0
+        return peak
 
 
 async def poll_healthz(url: str, latencies: list[float], stop: asyncio.Event) -> None:
@@ -123,8 +128,8 @@ async def poll_healthz(url: str, latencies: list[float], stop: asyncio.Event) ->
             await asyncio.sleep(0.02)
 
 
-async def run_attacks(url: str, chosen: list[Attack], parallel: int, rounds: int,
-                      latencies: list[float]) -> list[tuple[Attack, list[int], float]]:
+async def run_attacks(url: str, chosen: list[Attack], parallel: int, rounds: int, latencies: list[float],
+                      sampler: RssSampler, baseline: int) -> list[tuple[Attack, list[int], float]]:
     stop = asyncio.Event()
     poller = asyncio.create_task(poll_healthz(url, latencies, stop))
     results = []
@@ -132,6 +137,7 @@ async def run_attacks(url: str, chosen: list[Attack], parallel: int, rounds: int
     async with httpx.AsyncClient(base_url=url, timeout=600, limits=limits) as client:
         for attack in chosen:
             body = attack.body()
+            sampler.take_recent_peak()
             first_poll = len(latencies)
             started = time.perf_counter()
             statuses: list[int] = []
@@ -141,9 +147,10 @@ async def run_attacks(url: str, chosen: list[Attack], parallel: int, rounds: int
                 statuses += [r.status_code for r in responses]
             results.append((attack, statuses, time.perf_counter() - started))
             during = latencies[first_poll:] or [0.0]
-            print(f"  {attack.name:<48} {len(body) / 1e6:6.2f} MB  statuses {sorted(set(statuses))} "
+            growth = (sampler.take_recent_peak() - baseline) / 2**20
+            print(f"  {attack.name:<48} {len(body) / 1e6:5.2f} MB  statuses {sorted(set(statuses))} "
                   f"(expected {attack.expected})  {time.perf_counter() - started:6.2f} s; /healthz max "
-                  f"{max(during) * 1000:6.1f} ms", flush=True)
+                  f"{max(during) * 1000:6.1f} ms; RSS peak +{growth:.0f} MB", flush=True)
     stop.set()
     await poller
     return results
@@ -172,13 +179,15 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     with start_service(model, extra_args=server_args, ready_timeout=600, log_path=work / "server.log") as server:
         info = httpx.get(server.url + "/info").json()
         max_length = int(info["max_length"])
-        # A response that fits: ~1 token per 4 characters of "sea " repeated in this tokenizer, a quarter
-        # of max_length to stay clear of the limit.
-        response_chars = max_length
+        # A response that fits: max_length / 2 characters of "sea " repeated (the built tokenizer splits
+        # "sea " into up to 3 tokens), leaving room for the prompt.
+        response_chars = max_length // 2
         warm = _json({"items": [{"prompt": PROMPT, "response": "sea " * (response_chars // 4)}] * 4})
         for _ in range(3):
-            assert httpx.post(server.url + "/token_rewards", content=warm, timeout=120,
-                              headers={"Content-Type": "application/json"}).status_code == 200
+            warmed = httpx.post(server.url + "/token_rewards", content=warm, timeout=120,
+                                headers={"Content-Type": "application/json"})
+            if warmed.status_code != 200:
+                raise RuntimeError(f"warm-up request failed: {warmed.status_code} {warmed.text[:500]}")
         baseline = psutil.Process(server.pid).memory_info().rss
         sampler = RssSampler(server.pid)
         sampler.start()
@@ -187,7 +196,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
               f"{args.max_items} items, {args.max_offsets} offsets per item; {args.parallel} parallel clients × "
               f"{args.rounds} rounds per attack; RSS after warm-up {baseline / 2**20:.0f} MB")
         latencies: list[float] = []
-        results = asyncio.run(run_attacks(server.url, chosen, args.parallel, args.rounds, latencies))
+        results = asyncio.run(run_attacks(server.url, chosen, args.parallel, args.rounds, latencies, sampler,
+                                          baseline))
         sampler.stop = True
         sampler.join()
         alive = httpx.get(server.url + "/readyz").status_code == 200
