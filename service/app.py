@@ -33,7 +33,7 @@ from service.state import ServiceState
 logger = logging.getLogger("tlcr.service")
 
 MAX_REPORTED_ERRORS = 10
-BIG_BODY_BYTES = 1 << 20  # bodies over 1 MiB are parsed one at a time
+BIG_BODY_BYTES = 1 << 20  # bodies over 1 MiB are parsed one at a time (and can hold over 500k values)
 
 
 def format_location(loc: tuple[Any, ...]) -> str:
@@ -159,7 +159,7 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[BaseException], No
     # Added innermost first: errors → one big body parsed at a time → body size and encoding → Host check →
     # metrics (sees every request).
     app.add_middleware(InternalErrorMiddleware, on_error=lambda: state.metrics.errors.labels("internal").inc())
-    app.add_middleware(BigBodySlotMiddleware, threshold=BIG_BODY_BYTES)
+    app.add_middleware(BigBodySlotMiddleware, threshold=BIG_BODY_BYTES, max_values=settings.max_json_values)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     app.add_middleware(AllowedHostsMiddleware, allowed=settings.host_allowlist)
     app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 from collections.abc import Callable, Sequence
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -91,16 +92,27 @@ class InternalErrorMiddleware:
 PARSE_SLOT = "tlcr.release_parse_slot"
 
 
+_JSON_STRING = re.compile(rb'"(?:[^"\\]|\\.)*"')
+
+
+def json_value_count(body: bytes) -> int:
+    """About how many values a JSON body holds: commas outside strings, plus one (a bound for arrays)."""
+    commas = body.count(b",")
+    return commas + 1 if b'"' not in body else _JSON_STRING.sub(b"", body).count(b",") + 1
+
+
 class BigBodySlotMiddleware:
     """Requests with a body over `threshold` bytes (or of unknown length) are parsed and validated one at a
     time. FastAPI parses JSON on the event loop into Python objects several times the body's size, so a few
     megabyte-sized bodies at once would multiply memory and stall the loop back to back. The body is read
-    in full first (a slow sender holds no slot), and the slot is released when the route starts
-    (`release_parse_slot`, after parsing) or when the response ends."""
+    in full first (a slow sender holds no slot); one holding more than `max_values` JSON values is refused
+    with 413 before it is parsed (parsing costs time and memory per value, not per byte). The slot is
+    released when the route starts (`release_parse_slot`, after parsing) or when the response ends."""
 
-    def __init__(self, app: ASGIApp, threshold: int, slots: int = 1) -> None:
+    def __init__(self, app: ASGIApp, threshold: int, max_values: int, slots: int = 1) -> None:
         self.app = app
         self.threshold = threshold
+        self.max_values = max_values
         self.slots = asyncio.Semaphore(slots)
 
     def _big(self, scope: Scope) -> bool:
@@ -123,6 +135,10 @@ class BigBodySlotMiddleware:
                 break
         body: bytes | None = b"".join(chunks)
         del chunks
+        if body.count(b",") >= self.max_values and (values := json_value_count(body)) > self.max_values:
+            await send_error(send, 413, f"request body holds about {values} JSON values, more than the limit of "
+                                        f"{self.max_values} (split the batch, or raise --max-json-values)")
+            return
 
         async def replay() -> Message:
             nonlocal body

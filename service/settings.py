@@ -59,6 +59,8 @@ class ServiceSettings(BaseSettings):
 
     # Limits
     max_body_bytes: Annotated[int, Field(ge=1024, description="Largest request body (413 above).")] = 8 * 1024 * 1024
+    max_json_values: Annotated[int, Field(ge=600_000, description=(
+        "Most JSON values (numbers, strings...) in a body over 1 MiB (413 above, before parsing).") )] = 1_000_000
     max_items_per_request: Annotated[int, Field(ge=1, le=MAX_ITEMS, description=(
         "Most items in one request (422 above).") )] = 256
     max_offsets_per_item: Annotated[int, Field(ge=1, le=MAX_OFFSETS, description=(

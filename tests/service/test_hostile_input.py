@@ -175,7 +175,7 @@ def test_big_bodies_are_parsed_one_at_a_time_after_being_read(serve_app: Callabl
         events.append(f"end {request.query_params['n']}")
         return {"bytes": len(await request.body())}
 
-    app.add_middleware(BigBodySlotMiddleware, threshold=1000)
+    app.add_middleware(BigBodySlotMiddleware, threshold=1000, max_values=1_000_000)
     server = serve_app(app)
     big = b"x" * 5000
 
@@ -225,3 +225,16 @@ def test_json_is_parsed_with_the_collector_paused_and_restored() -> None:
         assert not gc.isenabled()  # left as the caller had it
     finally:
         gc.enable()
+
+
+def test_big_body_with_too_many_json_values_is_refused_before_parsing(
+        in_process_service: Callable[..., Any]) -> None:
+    server = in_process_service(max_json_values=600_000)
+    ids = b",".join([b"1"] * 700_000)
+    body = b'{"items": [{"prompt_token_ids": [1], "response_token_ids": [' + ids + b"]}]}"
+    detail = _detail(httpx.post(server.url + "/token_rewards", content=body, headers=JSON), 413)
+    assert "about 700001 JSON values, more than the limit of 600000" in detail and "--max-json-values" in detail
+    # Commas inside strings are text, not values: this body is judged on its content (too long to fit).
+    text = {"items": [{"prompt": "", "response": "a," * 700_000}]}
+    detail = _detail(httpx.post(server.url + "/token_rewards", json=text), 422)
+    assert "items[0].response: has 1400000 characters" in detail
