@@ -7,6 +7,7 @@ They answer with the one error body of the service, {"detail": "..."}, sent by `
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import re
@@ -162,6 +163,9 @@ class BigBodySlotMiddleware:
             await self.app(scope, replay, send)
         finally:
             release()
+            # An error while parsing leaves the body in reference cycles (exception, traceback, frames) that
+            # only a collection frees; without one, a burst of failing megabyte bodies piles up in memory.
+            gc.collect()
 
 
 def release_parse_slot(scope: Scope) -> None:
