@@ -1,15 +1,16 @@
 """Labeling benchmarks; every ratio is measured side by side in this one run.
 
 1. Token-diff labelling throughput on the 2,312 HH-RLHF harmless-base test pairs (rejected vs chosen):
-   `labeling.token_labels.label_tokens` (rapidfuzz's Levenshtein opcodes, C) against straightforward
-   pure-Python O(n*m) dynamic-programming alignments written here: a textbook integer table with a
-   backtrace, and the (cost, operation)-tuple style of the TLCR release's labelling script. Timed in
-   interleaved chunks; every pair's edit distance must agree. Target: >= 200x faster (the verdict and
-   the exit code use the faster, textbook baseline).
+   `labeling.token_labels.label_tokens` (rapidfuzz's Levenshtein opcodes, C) against the anchor, a
+   pure-Python O(n*m) dynamic program in the (cost, operation)-tuple style of the TLCR release's labelling
+   script. Target: >= 200x faster than the anchor (the verdict and the exit code use it). Extra lines, not
+   judged: a textbook integer-table DP with a backtrace (faster than the anchor) and a loop over
+   `Levenshtein.editops` building the labels one operation at a time (what label_tokens replaces).
+   Timed in interleaved chunks; every pair's edit distance must agree.
 2. Revision throughput of the full `tlcr label` pipeline (openai client, cache, tokenization, filters,
    append) against the loopback fake OpenAI server (its own process) with 200 ms latency, at
-   concurrency 1, 8, 32 and 64; 10 waves of calls per level, best of 2 runs.
-   Target: >= 0.8 * concurrency / latency pairs per second.
+   concurrency 1, 8, 32, 64 and 256; 10 waves of calls per level, best of 2 runs.
+   Targets: >= 0.9 * concurrency / latency pairs per second up to concurrency 64, >= 0.8 above.
 
 Both are CPU-bound on the client side: on a machine shared with other jobs, run them when it is quiet.
 
@@ -32,6 +33,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 CHUNK = 100  # pairs per interleaved timing chunk
+TARGET_SPEEDUP = 200.0  # against the TLCR release's DP
+
+
+def target_fraction(concurrency: int) -> float:
+    """The revision-throughput goal, as a fraction of concurrency / latency."""
+    return 0.9 if concurrency <= 64 else 0.8
 DEFAULT_HH = ROOT.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "test.jsonl.gz"
 
 
@@ -100,6 +107,20 @@ def dp_edit_labels_tuples(rejected: list[int], revised: list[int]) -> tuple[int,
     return table[n][m][0], rejected_labels, revised_labels
 
 
+def editops_labels(rejected: list[int], revised: list[int]) -> tuple[int, list[float], list[float]]:
+    """Labels from a loop over `Levenshtein.editops`, one Python step per edited token."""
+    from Levenshtein import editops
+
+    rejected_labels, revised_labels = [0.5] * len(rejected), [0.5] * len(revised)
+    ops = editops(rejected, revised)
+    for tag, i, j in ops:
+        if tag != "insert":
+            rejected_labels[i] = 0.0
+        if tag != "delete":
+            revised_labels[j] = 1.0
+    return len(ops), rejected_labels, revised_labels
+
+
 def load_hh_responses(path: Path) -> list[tuple[str, str]]:
     """(rejected, chosen) responses of every line, each split from its own transcript."""
     from tlcr.data.jsonl import iter_jsonl
@@ -134,11 +155,11 @@ def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) ->
     # Interleaved by chunks, so a burst of load from other processes hits all three about equally.
     # The C call alone (the opcodes, no labels built) is timed too: it bounds what any labeller that calls
     # the library once per pair can reach against the same baselines.
-    fast_s = c_call_s = dp_s = dp_tuples_s = 0.0
+    fast_s = c_call_s = dp_s = dp_tuples_s = editops_s = 0.0
     fast, slow, slow_tuples = [], [], []
     for start_index in range(0, len(ids), CHUNK):
         chunk = ids[start_index:start_index + CHUNK]
-        best = best_c_call = float("inf")
+        best = best_c_call = best_editops = float("inf")
         for _ in range(repeats):
             start = time.perf_counter()
             chunk_fast = [label_tokens(a, b) for a, b in chunk]
@@ -146,8 +167,14 @@ def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) ->
             start = time.perf_counter()
             [Levenshtein.opcodes(a, b) for a, b in chunk]
             best_c_call = min(best_c_call, time.perf_counter() - start)
+            start = time.perf_counter()
+            chunk_editops = [editops_labels(a, b) for a, b in chunk]
+            best_editops = min(best_editops, time.perf_counter() - start)
         fast_s += best
         c_call_s += best_c_call
+        editops_s += best_editops
+        if any(e[0] != f.edit_distance for e, f in zip(chunk_editops, chunk_fast, strict=True)):
+            raise RuntimeError("the editops loop and label_tokens disagree on an edit distance")
         fast += chunk_fast
         start = time.perf_counter()
         slow += [dp_edit_labels(a, b) for a, b in chunk]
@@ -165,8 +192,9 @@ def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) ->
         "levenshtein_s": best_fast, "python_dp_s": dp_time, "speedup": dp_time / best_fast,
         "python_dp_tuples_s": dp_tuples_time, "speedup_vs_tuples": dp_tuples_time / best_fast,
         "c_call_only_s": c_call_s, "c_call_only_speedup": dp_time / c_call_s,
+        "editops_loop_s": editops_s, "speedup_vs_editops_loop": editops_s / best_fast,
         "pairs_per_s": len(ids) / best_fast, "edit_distance_mismatches": len(mismatches),
-        "same_negative_count": negatives_match, "target_speedup": 200.0,
+        "same_negative_count": negatives_match, "target_speedup": TARGET_SPEEDUP,
     }
 
 
@@ -224,7 +252,8 @@ def bench_revision_throughput(latency_s: float, levels: list[int], waves: int,
                          "all_runs_wall_cpu_s": runs, "client_cpu_ms_per_pair": cpu / n_pairs * 1e3,
                          "client_cpu_share": cpu / elapsed,
                          "pairs_per_s": n_pairs / elapsed, "ideal_pairs_per_s": ideal,
-                         "fraction_of_ideal": n_pairs / elapsed / ideal, "target_fraction": 0.8})
+                         "fraction_of_ideal": n_pairs / elapsed / ideal,
+                         "target_fraction": target_fraction(concurrency)})
     return rows
 
 
@@ -234,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tokenizer", default=None, help="tokenizer name/path (default: BPE trained offline)")
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the fast diff per chunk (best kept)")
     parser.add_argument("--latency", type=float, default=0.2, help="fake endpoint latency, seconds")
-    parser.add_argument("--concurrency", default="1,8,32,64", help="comma-separated concurrency levels")
+    parser.add_argument("--concurrency", default="1,8,32,64,256", help="comma-separated concurrency levels")
     parser.add_argument("--waves", type=int, default=10,
                         help="pairs per level = waves * concurrency (steady state: fixed costs amortised)")
     parser.add_argument("--throughput-repeats", type=int, default=2, help="runs per level (best kept)")
@@ -264,32 +293,34 @@ def print_token_diff(diff: dict[str, Any]) -> bool:
           f"{diff['tokenizer']})")
     print(f"   label_tokens (rapidfuzz Levenshtein opcodes): {diff['levenshtein_s'] * 1e3:.1f} ms "
           f"({diff['pairs_per_s']:.0f} pairs/s; chunks of {CHUNK} pairs interleaved with the baselines)")
-    for name, seconds, speedup in (
-            ("pure-Python DP, integer table + backtrace", diff["python_dp_s"], diff["speedup"]),
-            ("pure-Python DP, (cost, op) tuples as in the TLCR release", diff["python_dp_tuples_s"],
-             diff["speedup_vs_tuples"])):
-        print(f"   {name}: {seconds:.2f} s -> speedup {speedup:.0f}x "
-              f"(target >= 200x: {'met' if speedup >= 200 else 'MISSED'})")
+    anchor = diff["speedup_vs_tuples"]
+    verdict = "met" if anchor >= TARGET_SPEEDUP else "MISSED"
+    print(f"   anchor, pure-Python DP with (cost, op) tuples as in the TLCR release: "
+          f"{diff['python_dp_tuples_s']:.2f} s -> speedup {anchor:.0f}x (target >= {TARGET_SPEEDUP:.0f}x: {verdict})")
+    print(f"   extra, pure-Python DP with an integer table + backtrace: {diff['python_dp_s']:.2f} s -> speedup "
+          f"{diff['speedup']:.0f}x (not judged)")
+    print(f"   extra, a loop over Levenshtein.editops building the labels: {diff['editops_loop_s'] * 1e3:.1f} ms -> "
+          f"label_tokens is {diff['speedup_vs_editops_loop']:.2f}x as fast (not judged)")
     print(f"   the C call alone (Levenshtein.opcodes, no labels built): {diff['c_call_only_s'] * 1e3:.1f} ms -> at "
           f"most {diff['c_call_only_speedup']:.0f}x against the integer DP for any labeller calling it once per pair")
     print(f"   edit distances differing between the three: {diff['edit_distance_mismatches']}; same negative-token "
           f"count as the integer DP on {diff['same_negative_count']}/{diff['pairs']} pairs (tied alignments differ)")
-    return diff["speedup"] >= 200 and diff["edit_distance_mismatches"] == 0
+    return anchor >= TARGET_SPEEDUP and diff["edit_distance_mismatches"] == 0
 
 
 def print_throughput(rows: list[dict[str, Any]], latency_s: float) -> bool:
     print(f"2. revision throughput, full pipeline, loopback endpoint with {latency_s * 1e3:.0f} ms latency")
-    print("   concurrency  pairs  seconds (best run)  pairs/s  ideal c/latency  fraction (target >= 0.80)"
+    print("   concurrency  pairs  seconds (best run)  pairs/s  ideal c/latency  fraction (target)"
           "  client CPU ms/pair  CPU/wall")
     for row in rows:
-        verdict = "met   " if row["fraction_of_ideal"] >= 0.8 else "MISSED"
+        verdict = "met   " if row["fraction_of_ideal"] >= row["target_fraction"] else "MISSED"
         print(f"   {row['concurrency']:>11}  {row['pairs']:>5}  {row['seconds']:>18.2f}  {row['pairs_per_s']:>7.1f}  "
-              f"{row['ideal_pairs_per_s']:>15.1f}  {row['fraction_of_ideal']:.2f} {verdict}"
-              f"{row['client_cpu_ms_per_pair']:>20.2f}  {row['client_cpu_share']:>8.2f}")
+              f"{row['ideal_pairs_per_s']:>15.1f}  {row['fraction_of_ideal']:.2f} (>= {row['target_fraction']:.1f}) "
+              f"{verdict}{row['client_cpu_ms_per_pair']:>12.2f}  {row['client_cpu_share']:>8.2f}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"   load average now {load:.1f}; CPU/wall well under 1 while a level misses means the client (or the "
           "server process) waited for a CPU")
-    return all(r["fraction_of_ideal"] >= 0.8 for r in rows)
+    return all(r["fraction_of_ideal"] >= r["target_fraction"] for r in rows)
 
 
 if __name__ == "__main__":

@@ -59,8 +59,15 @@ def label_command(
         "--no-cache", help="openai: do not read or write the answer cache.")] = False,
     shard: Annotated[str | None, typer.Option(
         help="Label only shard i of n (i/n, by id hash); give each shard its own --out.")] = None,
-    max_edit_ratio: Annotated[float, typer.Option(
-        help="Filter revisions whose edit distance / rejected tokens exceeds this (not minimal).")] = 1.0,
+    min_kept_share: Annotated[float, typer.Option(
+        help="Filter rewrites: revisions keeping less than this share of the rejected tokens and made of less "
+             "than this share of kept tokens (an unrelated answer, not a minimal edit).")] = 0.5,
+    max_edit_ratio: Annotated[float | None, typer.Option(
+        help="Also filter revisions whose edit distance / rejected tokens exceeds this (default: off).")] = None,
+    max_chars: Annotated[int, typer.Option(
+        help="Skip (filter as too_long) pairs whose prompt, chosen, rejected or revised text is longer.")] = 20_000,
+    max_response_tokens: Annotated[int, typer.Option(
+        help="Skip (filter as too_long) pairs whose rejected or revised response has more tokens.")] = 4_096,
     on_error: Annotated[str, typer.Option(
         help="Bad input records: raise (stop, naming file:line) or skip (count and report).")] = "raise",
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
@@ -85,6 +92,8 @@ def label_command(
         raise typer.BadParameter("--reviser openai needs --model")
     try:
         shard_index, shard_count = parse_shard(shard) if shard else (0, 1)
+        filters = FilterConfig(min_kept_share=min_kept_share, max_edit_ratio=max_edit_ratio, max_chars=max_chars,
+                               max_tokens=max_response_tokens)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
@@ -94,14 +103,21 @@ def label_command(
                                              seed=seed, on_error=on_error, report=report)  # type: ignore[arg-type]
     except DataError as exc:
         _fail(f"error: {exc}")
+    if not pairs:
+        skipped = f"; {report.summary()}" if report.skipped else ""
+        _fail(f"error: no usable pairs in {source}: nothing to label{skipped}")
     if part != "all":
         from tlcr.data.pairs import paper_split
 
         pairs = paper_split(pairs, seed=seed)[part]
+        if not pairs:
+            _fail(f"error: --part {part} of the {source} pairs is empty: nothing to label")
     if shard_count > 1:
         from labeling.worker import select_shard
 
         pairs = select_shard(pairs, shard_index, shard_count)
+        if not pairs:
+            _fail(f"error: shard {shard} of the {source} pairs is empty: nothing to label (use fewer shards)")
     try:
         tok = load_tokenizer(tokenizer)
     except ModelLoadError as exc:
@@ -125,7 +141,7 @@ def label_command(
                                            max_backoff, temperature, max_tokens, cache, no_cache, concurrency)
 
     config = WorkerConfig(out=out, tokenizer_name=tokenizer, concurrency=concurrency,
-                          filters=FilterConfig(max_edit_ratio=max_edit_ratio), progress=progress)
+                          filters=filters, progress=progress)
 
     async def run() -> RunResult:
         try:

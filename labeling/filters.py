@@ -3,10 +3,25 @@
 A record that fails a filter keeps its labels but gets status "filtered" and the filter's reason, so it
 can be inspected; only status "ok" trains the discriminator. Filters, in order:
 
+- `too_long`: the prompt, chosen, rejected or revised text has more than `max_chars` characters (checked
+  before tokenizing, and for the input before the reviser is called), or a response more than
+  `max_tokens` tokens; such a record carries no token ids or labels;
 - `unchanged`: the revision tokenizes exactly like the rejected response (nothing to learn);
 - `refusal`: the revision refuses the task while neither the chosen nor the rejected response is a
   refusal (in harmlessness data a refusal is often the right, minimal fix, so it is kept then);
-- `edit_ratio`: edit distance / rejected tokens above `max_edit_ratio` (not a minimal edit).
+- `rewrite`: the revision keeps less than `min_kept_share` of the rejected tokens AND less than that share
+  of its own tokens come from the rejected response (kept = tokens the Levenshtein alignment matches).
+  A minimal edit keeps most of the rejected response (an insert-heavy addition keeps all of it) or
+  consists mostly of it (a deletion-heavy fix); an unrelated answer does neither, whatever its length.
+  Deleting the whole response (an empty revision) is a minimal edit: all rejected tokens negative;
+- `edit_ratio` (off unless `max_edit_ratio` is set): edit distance / rejected tokens above it.
+
+Measured on the 2,303 readable HH-RLHF harmless-base test pairs with the Llama 2 tokenizer, taking the
+chosen response as the "revision" of the rejected one (mostly a different answer): the edit-ratio rule
+(<= 1.0) let 61.9 % pass, the kept-share rule (0.5) 9.7 %. Appending the chosen text to the rejected one
+(an insert-heavy addition) passes in 100 % of the pairs, keeping a 30 % run of its words (a deletion) in
+97.6 % (the rest are responses of a few words); the controlled task's exact minimal edits in 100 % (500
+pairs, tiny test tokenizer and Llama 2).
 """
 
 from __future__ import annotations
@@ -20,7 +35,9 @@ from labeling.token_labels import NEGATIVE, NEUTRAL, POSITIVE
 
 UNCHANGED = "unchanged"
 REFUSAL = "refusal"
+REWRITE = "rewrite"
 EDIT_RATIO = "edit_ratio"
+TOO_LONG = "too_long"
 
 _REFUSAL_RE = re.compile(
     r"\bI(?:'m|’m| am) sorry,? but I (?:can(?:'|’|no)?t|cannot|won(?:'|’)t|am unable|(?:'m|’m) unable)"
@@ -37,9 +54,37 @@ def looks_like_refusal(text: str | None) -> bool:
 
 @dataclass(frozen=True)
 class FilterConfig:
-    max_edit_ratio: float = 1.0
+    min_kept_share: float = 0.5
+    max_edit_ratio: float | None = None
+    max_chars: int = 20_000  # per text (prompt, chosen, rejected, revision)
+    max_tokens: int = 4_096  # per response (rejected, revision)
     drop_unchanged: bool = True
     drop_refusals: bool = True
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_kept_share <= 1.0:
+            raise ValueError(f"min_kept_share must be in [0, 1], got {self.min_kept_share}")
+        if self.max_chars < 1 or self.max_tokens < 1:
+            raise ValueError(f"max_chars and max_tokens must be >= 1, got {self.max_chars}, {self.max_tokens}")
+
+
+def too_long_texts(texts: dict[str, str | None], max_chars: int) -> str | None:
+    """Why the texts are too long to label ('rejected: 52,428,800 characters > 20,000'), or None."""
+    over = [f"{name}: {len(text):,} characters > {max_chars:,}" for name, text in texts.items()
+            if text is not None and len(text) > max_chars]
+    return "; ".join(over) or None
+
+
+def kept_shares(record: dict[str, Any]) -> tuple[float, float]:
+    """(share of the rejected tokens the revision keeps, share of the revision's tokens that are kept ones)."""
+    kept = sum(1 for label in record["rejected_labels"] if label == NEUTRAL)
+    return kept / max(len(record["rejected_token_ids"]), 1), kept / max(len(record["revised_token_ids"]), 1)
+
+
+def is_rewrite(record: dict[str, Any], min_kept_share: float) -> bool:
+    if not record["revised_token_ids"]:
+        return False  # the whole response deleted: a minimal edit (all rejected tokens negative)
+    return max(kept_shares(record)) < min_kept_share
 
 
 def apply_filters(record: dict[str, Any], config: FilterConfig) -> dict[str, Any]:
@@ -47,12 +92,20 @@ def apply_filters(record: dict[str, Any], config: FilterConfig) -> dict[str, Any
     if record["status"] != "ok":
         return record
     reason = None
-    if config.drop_unchanged and record["revised_token_ids"] == record["rejected_token_ids"]:
+    longest = max(len(record["rejected_token_ids"]), len(record["revised_token_ids"]))
+    if longest > config.max_tokens:
+        reason = TOO_LONG
+        record["meta"]["too_long"] = f"{longest:,} tokens in a response > {config.max_tokens:,}"
+        for key in ("rejected_token_ids", "rejected_labels", "revised_token_ids", "revised_labels"):
+            record[key] = []
+    elif config.drop_unchanged and record["revised_token_ids"] == record["rejected_token_ids"]:
         reason = UNCHANGED
     elif (config.drop_refusals and looks_like_refusal(record["revision"])
           and not looks_like_refusal(record["chosen"]) and not looks_like_refusal(record["rejected"])):
         reason = REFUSAL
-    elif record["edit_ratio"] > config.max_edit_ratio:
+    elif is_rewrite(record, config.min_kept_share):
+        reason = REWRITE
+    elif config.max_edit_ratio is not None and record["edit_ratio"] > config.max_edit_ratio:
         reason = EDIT_RATIO
     if reason is not None:
         record["status"], record["reason"] = "filtered", reason

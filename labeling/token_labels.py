@@ -34,7 +34,9 @@ def label_tokens(rejected_ids: list[int], revised_ids: list[int]) -> TokenLabels
     The opcodes are the block form of `Levenshtein.editops` (same alignment, consecutive operations
     grouped), so the labels are set with a few slice assignments instead of one Python step per edited
     token; rapidfuzz (the engine of the `Levenshtein` package) is called directly to skip the wrapper.
-    Together about 2-3x faster than a loop over `Levenshtein.editops` on HH-RLHF responses.
+    On the 2,312 HH-RLHF harmless-base test pairs this is about as fast as a loop over
+    `Levenshtein.editops` (1.06x in one run of benchmarks/labeling.py) and 271x faster than the TLCR
+    release's pure-Python DP.
     """
     rejected_labels = [NEUTRAL] * len(rejected_ids)
     revised_labels = [NEUTRAL] * len(revised_ids)

@@ -28,7 +28,8 @@ from typing import IO, Any, TypeVar
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from labeling.filters import FilterConfig, LabelSummary, apply_filters
+from labeling.filters import TOO_LONG, FilterConfig, LabelSummary, apply_filters, too_long_texts
+from labeling.instruction import EMPTY_REVISION
 from labeling.records import build_labelled_record
 from labeling.revisers import Reviser, Revision, TransientReviserError
 from labeling.usage import LedgerFile
@@ -89,15 +90,27 @@ def failed_record(pair: PreferencePair, reason: str, *, reviser: str, instructio
     }
 
 
+def too_long_record(pair: PreferencePair, why: str, revision: str | None = None, *, reviser: str,
+                    instruction_version: str, tokenizer_name: str) -> dict[str, Any]:
+    """A status-"filtered", reason "too_long" record: not tokenized, so no token ids or labels."""
+    record = failed_record(pair, TOO_LONG, reviser=reviser, instruction_version=instruction_version,
+                           tokenizer_name=tokenizer_name)
+    record["status"], record["revision"] = "filtered", revision
+    record["meta"]["too_long"] = why
+    return record
+
+
 def make_record(pair: PreferencePair, revision: Revision, tokenizer: PreTrainedTokenizerBase, *, reviser: str,
                 instruction_version: str, tokenizer_name: str, filters: FilterConfig) -> dict[str, Any]:
-    if revision.revision is None:
-        record = failed_record(pair, revision.failure or "unknown", reviser=reviser,
-                               instruction_version=instruction_version, tokenizer_name=tokenizer_name)
+    # An empty revision deletes the whole response: every rejected token is negative (a minimal edit).
+    text = "" if revision.revision is None and revision.failure == EMPTY_REVISION else revision.revision
+    names = {"reviser": reviser, "instruction_version": instruction_version, "tokenizer_name": tokenizer_name}
+    if text is None:
+        record = failed_record(pair, revision.failure or "unknown", **names)
+    elif (why := too_long_texts({"revision": text}, filters.max_chars)) is not None:
+        record = too_long_record(pair, why, text, **names)  # checked before tokenizing it
     else:
-        record = apply_filters(build_labelled_record(pair, revision.revision, tokenizer, reviser=reviser,
-                                                     instruction_version=instruction_version,
-                                                     tokenizer_name=tokenizer_name), filters)
+        record = apply_filters(build_labelled_record(pair, text, tokenizer, **names), filters)
     if revision.reasons:
         record["meta"]["reviser_reasons"] = revision.reasons
     return record
@@ -275,6 +288,15 @@ async def label_pairs(pairs: Sequence[PreferencePair], reviser: Reviser, tokeniz
 
             async def work() -> None:
                 for pair in pending:  # one shared iterator: each pair is taken by exactly one coroutine
+                    why = too_long_texts({"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected},
+                                         config.filters.max_chars)
+                    if why is not None:  # not sent to the reviser (nor tokenized)
+                        appender.append(too_long_record(pair, why, reviser=reviser.name,
+                                                        instruction_version=reviser.instruction_version,
+                                                        tokenizer_name=config.tokenizer_name))
+                        result.written += 1
+                        bar.update(1)
+                        continue
                     try:
                         revision = await reviser.revise(pair)
                     except TransientReviserError as exc:

@@ -8,17 +8,21 @@ on shutdown, finishes queued work after uvicorn has drained the requests in flig
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request, status
+from fastapi import Depends, FastAPI, Request, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from service.batcher import BatcherClosed, QueueFull
 from service.body_limit import BodySizeLimitMiddleware
+from service.dependencies import require_api_key
+from service.guards import AllowedHostsMiddleware, BigBodySlotMiddleware, InternalErrorMiddleware
 from service.items import ItemError
 from service.metrics import RequestMetricsMiddleware
 from service.routers import health, rewards, ui
@@ -29,6 +33,7 @@ from service.state import ServiceState
 logger = logging.getLogger("tlcr.service")
 
 MAX_REPORTED_ERRORS = 10
+BIG_BODY_BYTES = 1 << 20  # bodies over 1 MiB are parsed one at a time (and can hold over 500k values)
 
 
 def format_location(loc: tuple[Any, ...]) -> str:
@@ -54,8 +59,35 @@ def format_validation_errors(errors: Any) -> str:
     return "; ".join(parts)
 
 
+class ErrorResponse(JSONResponse):
+    """Every error body is {"detail": "..."}; ASCII-escaped, so echoing any input can never fail to encode."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def explain_body_error(cause: BaseException | None) -> str:
+    """Why FastAPI could not parse a body it took for JSON (its own message names no reason)."""
+    if isinstance(cause, UnicodeDecodeError):
+        return (f"the body is not valid {cause.encoding.upper()} text (byte 0x{cause.object[cause.start]:02x} at "
+                f"position {cause.start}); send uncompressed JSON encoded as UTF-8")
+    if isinstance(cause, RecursionError):
+        return "the body's JSON nests arrays or objects too deeply to parse"
+    if isinstance(cause, ValueError) and "digits" in str(cause):
+        return f"the body holds a number too long to parse: {str(cause).split(';')[0]}"
+    return f"the body cannot be parsed as JSON ({type(cause).__name__ if cause else 'unknown error'})"
+
+
 def _install_error_handlers(app: FastAPI, state: ServiceState) -> None:
     retry_after = {"Retry-After": str(state.settings.retry_after_s)}
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        detail = exc.detail
+        if exc.status_code == status.HTTP_400_BAD_REQUEST and detail == "There was an error parsing the body":
+            state.metrics.errors.labels("validation").inc()
+            detail = explain_body_error(exc.__cause__)
+        return ErrorResponse({"detail": str(detail)}, status_code=exc.status_code, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -66,30 +98,23 @@ def _install_error_handlers(app: FastAPI, state: ServiceState) -> None:
             # FastAPI only parses JSON declared as such (a guard against cross-site form posts).
             detail = (f"the body must be JSON sent with 'Content-Type: application/json' "
                       f"(got {content_type or 'no content type'!r}); {detail}")
-        return JSONResponse({"detail": detail},
-                            status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+        return ErrorResponse({"detail": detail}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(ItemError)
     async def item_error(request: Request, exc: ItemError) -> JSONResponse:
         state.metrics.errors.labels("validation").inc()
-        return JSONResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
+        return ErrorResponse({"detail": str(exc)}, status_code=status.HTTP_422_UNPROCESSABLE_CONTENT)
 
     @app.exception_handler(QueueFull)
     async def overloaded(request: Request, exc: QueueFull) -> JSONResponse:
         state.metrics.errors.labels("overload").inc()
-        return JSONResponse({"detail": f"overloaded: {exc}; retry after {state.settings.retry_after_s} s"},
-                            status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers=retry_after)
+        return ErrorResponse({"detail": f"overloaded: {exc}; retry after {state.settings.retry_after_s} s"},
+                             status_code=status.HTTP_503_SERVICE_UNAVAILABLE, headers=retry_after)
 
     @app.exception_handler(BatcherClosed)
     async def closing(request: Request, exc: BatcherClosed) -> JSONResponse:
-        return JSONResponse({"detail": f"shutting down: {exc}"}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
-                            headers=retry_after)
-
-    @app.exception_handler(Exception)
-    async def internal_error(request: Request, exc: Exception) -> JSONResponse:
-        state.metrics.errors.labels("internal").inc()  # uvicorn logs the traceback
-        return JSONResponse({"detail": f"internal error: {type(exc).__name__}: {exc}"},
-                            status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+        return ErrorResponse({"detail": f"shutting down: {exc}"}, status_code=status.HTTP_503_SERVICE_UNAVAILABLE,
+                             headers=retry_after)
 
 
 def create_app(settings: ServiceSettings, on_fatal: Callable[[BaseException], None] | None = None) -> FastAPI:
@@ -123,10 +148,19 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[BaseException], No
         lifespan=lifespan,
     )
     app.state.service = state
-    app.include_router(rewards.router)
+    if settings.api_key is not None:  # only then does the schema declare bearer auth and 401s
+        app.include_router(rewards.router, dependencies=[Depends(require_api_key)],
+                           responses=rewards.AUTH_ERRORS)  # type: ignore[arg-type]
+    else:
+        app.include_router(rewards.router)
     app.include_router(health.router)
     app.include_router(ui.router)
     _install_error_handlers(app, state)
+    # Added innermost first: errors → one big body parsed at a time → body size and encoding → Host check →
+    # metrics (sees every request).
+    app.add_middleware(InternalErrorMiddleware, on_error=lambda: state.metrics.errors.labels("internal").inc())
+    app.add_middleware(BigBodySlotMiddleware, threshold=BIG_BODY_BYTES, max_values=settings.max_json_values)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)
-    app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)  # outermost: sees every request
+    app.add_middleware(AllowedHostsMiddleware, allowed=settings.host_allowlist)
+    app.add_middleware(RequestMetricsMiddleware, metrics=state.metrics)
     return app

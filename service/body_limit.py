@@ -1,15 +1,17 @@
-"""Reject request bodies over a size limit with 413 and a message naming the limit.
+"""Reject request bodies over a size limit with 413 and a message naming the limit, and compressed
+bodies with 415.
 
 Checks Content-Length up front and counts streamed (chunked) bytes, so an oversized body is refused
-before it is buffered or parsed.
+before it is buffered or parsed. A Content-Encoding other than identity is refused rather than inflated
+(a few KB of gzip can expand to gigabytes).
 """
 
 from __future__ import annotations
 
-import json
-
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from service.guards import TrackedSend, send_error
 
 
 class BodyTooLarge(HTTPException):
@@ -31,22 +33,21 @@ class BodySizeLimitMiddleware:
     async def _reject(self, send: Send, detail: str) -> None:
         # No 'Connection: close': uvicorn then discards the unread rest of the body instead of closing the
         # socket with unread data, which makes the kernel reset the connection before the client reads the 413.
-        body = json.dumps({"detail": detail}).encode()
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", b"application/json"),
-                                (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, 413, detail)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         for name, value in scope["headers"]:
+            if name == b"content-encoding" and value.strip().lower() not in (b"", b"identity"):
+                await send_error(send, 415, f"Content-Encoding {value.decode('latin-1')!r} is not accepted; "
+                                            "send the JSON body uncompressed")
+                return
             if name == b"content-length" and value.isdigit() and int(value) > self.max_body_bytes:
                 await self._reject(send, self._detail(value.decode()))
                 return
         received = 0
-        started = False
 
         async def limited_receive() -> Message:
             nonlocal received
@@ -57,15 +58,10 @@ class BodySizeLimitMiddleware:
                     raise BodyTooLarge(self._detail(f"more than {self.max_body_bytes}"))
             return message
 
-        async def tracking_send(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        tracked = TrackedSend(send)
         try:
-            await self.app(scope, limited_receive, tracking_send)
+            await self.app(scope, limited_receive, tracked)
         except BodyTooLarge as exc:
-            if started:
+            if tracked.started:
                 raise
             await self._reject(send, exc.detail)

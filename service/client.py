@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import email.utils
+import logging
 import random
 import threading
 import time
@@ -40,6 +41,8 @@ from service.schemas import (
     TokenRewardsRequest,
     TokenRewardsResponse,
 )
+
+logger = logging.getLogger("tlcr.service.client")
 
 __all__ = [
     "AsyncTokenRewardClient",
@@ -214,6 +217,8 @@ class _Attempts:
         remaining = self.remaining()
         if remaining is not None and delay >= remaining:
             raise self._give_up()
+        logger.warning("reward service %s%s failed (%s); retry %d of %d in %.2f s", url, self.path, error,
+                       self.retries, self.client.max_retries, delay)
         return _Retry(delay)
 
     def transport_error(self, url: str, exc: Exception) -> _Retry:

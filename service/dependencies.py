@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from service.guards import release_parse_slot
 from service.state import ServiceState
 
 _bearer = HTTPBearer(auto_error=False, description="The service's API key, when it was started with one.")
@@ -39,6 +40,11 @@ async def require_api_key(state: State,
         state.metrics.errors.labels("auth").inc()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key",
                             headers={"WWW-Authenticate": "Bearer"})
+
+
+async def body_parsed(request: Request) -> None:
+    """FastAPI solves dependencies after parsing the body: release the big-body parsing slot."""
+    release_parse_slot(request.scope)
 
 
 async def require_ready(state: State) -> ServiceState:

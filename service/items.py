@@ -4,6 +4,11 @@ Text is tokenized with `tlcr.tokenization.encode_prompt_response` (the split eve
 checked against the vocabulary; the caller's response offsets become a `SpanAlignment` from the
 discriminator's response tokens to the caller's. Too-long items are refused (422) unless truncation of
 the prompt's start was opted into.
+
+Tokenizing costs time and memory in proportion to the text, so text that cannot fit is refused before
+it is tokenized: no token of the discriminator's vocabulary spans more characters than its longest
+vocabulary entry (byte-level BPE and SentencePiece entries spell at least the characters they cover), so
+a text of more than max_length × that many characters has more than max_length tokens.
 """
 
 from __future__ import annotations
@@ -34,6 +39,31 @@ class Limits:
     vocab_size: int
     max_length: int
     truncation: Truncation = "none"
+    max_chars: int | None = None  # more characters than this cannot fit in max_length tokens
+    max_offsets: int = 16_384  # caller token spans per item
+
+
+def longest_token_chars(tokenizer: PreTrainedTokenizerBase) -> int:
+    """Characters of the longest vocabulary entry: an upper bound on the characters one token covers."""
+    return max((len(token) for token in tokenizer.get_vocab()), default=1) or 1
+
+
+def _bound_text(prompt: str, response: str, limits: Limits, where: str) -> str:
+    """The prompt to tokenize, or ItemError for text too long to fit, checked without tokenizing."""
+    if limits.max_chars is None:
+        return prompt
+    bound = (f"more than {limits.max_chars} characters cannot fit in the discriminator's max_length of "
+             f"{limits.max_length} tokens")
+    if len(response) > limits.max_chars:
+        raise ItemError(f"{where}.response", f"has {len(response)} characters; {bound}")
+    if limits.truncation == "none":
+        if len(prompt) + len(response) > limits.max_chars:
+            raise ItemError(where, f"prompt + response have {len(prompt) + len(response)} characters; {bound}; "
+                                   "shorten the prompt, or start the service with --truncation prompt_left")
+        return prompt
+    # prompt_left keeps at most max_length prompt tokens, all within its last max_chars characters; twice
+    # that keeps the cut's effect on tokenization (one word) far from the tokens kept.
+    return prompt[-2 * limits.max_chars:]
 
 
 @dataclass
@@ -77,7 +107,7 @@ def response_offsets(tokenizer: PreTrainedTokenizerBase, response: str,
 
 
 def prepare_token_item(index: int, item: TokenRewardItem, tokenizer: PreTrainedTokenizerBase,
-                       limits: Limits) -> PreparedItem:
+                       limits: Limits, return_tokens: bool = False) -> PreparedItem:
     where = f"items[{index}]"
     if item.prompt_token_ids is not None and item.response_token_ids is not None:
         _check_ids(item.prompt_token_ids, f"{where}.prompt_token_ids", limits.vocab_size)
@@ -86,7 +116,11 @@ def prepare_token_item(index: int, item: TokenRewardItem, tokenizer: PreTrainedT
                                       limits, where)
         return PreparedItem(encoded, dropped_prompt_tokens=dropped)
     assert item.prompt is not None and item.response is not None  # the schema guarantees one input form
-    prompt_ids, response_ids = encode_prompt_response(tokenizer, item.prompt, item.response)
+    if item.response_offsets is not None and len(item.response_offsets) > limits.max_offsets:
+        raise ItemError(f"{where}.response_offsets", f"{len(item.response_offsets)} spans exceed the limit of "
+                                                     f"{limits.max_offsets} per item (--max-offsets-per-item)")
+    prompt = _bound_text(item.prompt, item.response, limits, where)
+    prompt_ids, response_ids = encode_prompt_response(tokenizer, prompt, item.response)
     if not response_ids:
         raise ItemError(f"{where}.response", "tokenizes to no tokens")
     encoded, dropped = fit_length(Encoded(prompt_ids, response_ids), limits, where)
@@ -99,13 +133,22 @@ def prepare_token_item(index: int, item: TokenRewardItem, tokenizer: PreTrainedT
     if offset_ids != response_ids:  # cannot happen with one tokenizer; guards the alignment's premise
         raise ItemError(where, "the tokenizer gave different ids with and without offsets")
     caller_spans = [(int(s), int(e)) for s, e in item.response_offsets]
-    return PreparedItem(encoded, SpanAlignment(spans, caller_spans),
-                        [item.response[s:e] for s, e in caller_spans], dropped)
+    caller_tokens = None
+    if return_tokens:
+        # Overlapping spans could repeat the response many times over in the reply: allow 8 copies.
+        chars = sum(e - s for s, e in caller_spans)
+        if chars > 8 * len(item.response) + 1024:
+            raise ItemError(f"{where}.response_offsets",
+                            f"the spans cover {chars} characters of a {len(item.response)}-character response; "
+                            "too much overlap to return their tokens (send return_tokens: false)")
+        caller_tokens = [item.response[s:e] for s, e in caller_spans]
+    return PreparedItem(encoded, SpanAlignment(spans, caller_spans), caller_tokens, dropped)
 
 
 def prepare_sequence_item(index: int, item: SequenceRewardItem, tokenizer: PreTrainedTokenizerBase,
                           limits: Limits) -> Encoded:
-    prompt_ids, response_ids = encode_prompt_response(tokenizer, item.prompt, item.response)
+    prompt = _bound_text(item.prompt, item.response, limits, f"items[{index}]")
+    prompt_ids, response_ids = encode_prompt_response(tokenizer, prompt, item.response)
     return fit_length(Encoded(prompt_ids, response_ids), limits, f"items[{index}]")[0]
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 from enum import Enum
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, NonNegativeInt, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
 API_VERSION = "1"
 
@@ -27,7 +27,26 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-CharSpan = tuple[NonNegativeInt, NonNegativeInt]
+# Hard caps of the contract (the service's own limits, e.g. --max-items-per-request, may be lower). They
+# bound what one request can make the server parse and hold.
+MAX_ITEMS = 4096
+MAX_TOKEN_IDS = 65_536  # per id list of one item
+MAX_OFFSETS = 65_536  # caller token spans per item
+
+
+def _valid_unicode(text: str) -> str:
+    """Refuse lone surrogates ("\\ud800" in JSON): not Unicode text, and not encodable as UTF-8."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(f"character {exc.start} is a lone surrogate (U+{ord(text[exc.start]):04X}), "
+                         "which is not valid Unicode text") from None
+    return text
+
+
+Text = Annotated[str, AfterValidator(_valid_unicode)]
+TokenId = StrictInt  # "1", true and 1.0 are refused, not coerced
+CharSpan = tuple[Annotated[StrictInt, Field(ge=0)], Annotated[StrictInt, Field(ge=0)]]
 
 
 class TokenRewardItem(_Strict):
@@ -40,11 +59,11 @@ class TokenRewardItem(_Strict):
         re-aligned to those tokens by character overlap, preserving the sum over the response.
     """
 
-    prompt: str | None = None
-    response: str | None = None
-    prompt_token_ids: list[int] | None = None
-    response_token_ids: list[int] | None = None
-    response_offsets: list[CharSpan] | None = None
+    prompt: Text | None = None
+    response: Text | None = None
+    prompt_token_ids: Annotated[list[TokenId], Field(max_length=MAX_TOKEN_IDS)] | None = None
+    response_token_ids: Annotated[list[TokenId], Field(max_length=MAX_TOKEN_IDS)] | None = None
+    response_offsets: Annotated[list[CharSpan], Field(max_length=MAX_OFFSETS)] | None = None
 
     @model_validator(mode="after")
     def _one_input_form(self) -> TokenRewardItem:
@@ -78,7 +97,7 @@ class TokenRewardItem(_Strict):
 
 
 class TokenRewardsRequest(_Strict):
-    items: Annotated[list[TokenRewardItem], Field(min_length=1)]
+    items: Annotated[list[TokenRewardItem], Field(min_length=1, max_length=MAX_ITEMS)]
     mode: RewardMode = RewardMode.continuous
     threshold: Annotated[float, Field(gt=0.5, le=1.0)] = 0.6  # tau of the fixed mode
     return_probabilities: bool = False
@@ -99,12 +118,12 @@ class TokenRewardsResponse(BaseModel):
 
 
 class SequenceRewardItem(_Strict):
-    prompt: str
-    response: Annotated[str, Field(min_length=1)]
+    prompt: Text
+    response: Annotated[str, Field(min_length=1), AfterValidator(_valid_unicode)]
 
 
 class SequenceRewardsRequest(_Strict):
-    items: Annotated[list[SequenceRewardItem], Field(min_length=1)]
+    items: Annotated[list[SequenceRewardItem], Field(min_length=1, max_length=MAX_ITEMS)]
 
 
 class SequenceRewardsResponse(BaseModel):
@@ -117,8 +136,8 @@ class GetRewardRequest(BaseModel):
     """OpenRLHF's remote reward model request: ``query`` holds full prompt+response texts."""
 
     model_config = ConfigDict(extra="allow")  # OpenRLHF also sends labels and other fields
-    query: Annotated[list[str], Field(min_length=1)]
-    prompts: list[str] | None = None
+    query: Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)]
+    prompts: Annotated[list[Text], Field(max_length=MAX_ITEMS)] | None = None
 
 
 class GetRewardResponse(BaseModel):

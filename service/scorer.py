@@ -140,12 +140,12 @@ class SequenceScorer(_Loaded):
 
     @classmethod
     def load(cls, model: str, *, device: str | None = None, dtype: str = "auto",
-             max_length: int | None = None) -> SequenceScorer:
+             max_length: int | None = None, name: str | None = None) -> SequenceScorer:
         tokenizer = load_tokenizer(model)
         loaded = load_sequence_classifier(model, device=device, dtype=dtype)
         if loaded.config.num_labels != 1:
             raise ValueError(f"{model!r} has {loaded.config.num_labels} labels; a sequence reward model has one")
-        return cls(loaded, tokenizer, model, checkpoint_revision(model, loaded.config), max_length)
+        return cls(loaded, tokenizer, name or model, checkpoint_revision(model, loaded.config), max_length)
 
     @torch.inference_mode()
     def scores(self, batch: Sequence[Encoded]) -> list[float]:

@@ -13,7 +13,15 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
-from service.schemas import RewardMode
+from service.schemas import MAX_ITEMS, MAX_OFFSETS, RewardMode
+
+LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+
+
+def public_name(name_or_path: str) -> str:
+    """A Hub id as is; a local checkpoint by its directory name only (the server's paths stay private)."""
+    path = Path(name_or_path)
+    return path.name if path.is_absolute() or name_or_path.startswith((".", "~")) or path.exists() else name_or_path
 
 
 class ServiceSettings(BaseSettings):
@@ -42,13 +50,23 @@ class ServiceSettings(BaseSettings):
     fd: Annotated[int | None, Field(description="Serve on this inherited listening socket instead (launcher).")] = None
     api_key: Annotated[SecretStr | None, Field(
         description="If set, inference routes need 'Authorization: Bearer KEY'.")] = None
+    allowed_hosts: Annotated[list[str] | None, Field(description=(
+        "Host header values accepted (ports ignored; '*': any). Default: loopback names when bound to "
+        "loopback without an API key (a guard against DNS rebinding), else any."))] = None
     log_level: Annotated[str, Field(description="uvicorn log level.")] = "info"
     graceful_timeout_s: Annotated[float, Field(
         gt=0, description="On SIGTERM, wait this long for requests in flight.")] = 30.0
 
     # Limits
     max_body_bytes: Annotated[int, Field(ge=1024, description="Largest request body (413 above).")] = 8 * 1024 * 1024
-    max_items_per_request: Annotated[int, Field(ge=1, description="Most items in one request (422 above).")] = 256
+    max_json_values: Annotated[int, Field(ge=600_000, description=(
+        "Most JSON values (numbers, strings...) in a body over 1 MiB (413 above, before parsing).") )] = 1_000_000
+    max_items_per_request: Annotated[int, Field(ge=1, le=MAX_ITEMS, description=(
+        "Most items in one request (422 above).") )] = 256
+    max_offsets_per_item: Annotated[int, Field(ge=1, le=MAX_OFFSETS, description=(
+        "Most response_offsets spans in one item (422 above).") )] = 16_384
+    max_preparing: Annotated[int, Field(ge=1, description=(
+        "Most requests tokenized, aligned or decoded at once, in worker threads; others wait their turn.") )] = 4
     max_length: Annotated[int | None, Field(ge=2, description=(
         "Most prompt+response tokens per item (default: the checkpoint's tlcr.max_length).") )] = None
     truncation: Annotated[Literal["none", "prompt_left"], Field(description=(
@@ -96,7 +114,18 @@ class ServiceSettings(BaseSettings):
 
     @property
     def served_model_name(self) -> str:
-        return self.model_name or self.model
+        """The name in responses: --model-name, else the checkpoint's Hub id or directory name (no path)."""
+        return self.model_name or public_name(self.model)
+
+    @property
+    def host_allowlist(self) -> list[str] | None:
+        """Accepted Host names (lower case), or None for any."""
+        if self.allowed_hosts is not None:
+            hosts = [h.lower() for h in self.allowed_hosts]
+            return None if "*" in hosts else hosts
+        if self.api_key is None and self.host in LOOPBACK_HOSTS:
+            return list(LOOPBACK_HOSTS)
+        return None
 
 
 def settings_from_args(args: Sequence[str]) -> ServiceSettings:

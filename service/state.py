@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import threading
 from collections.abc import Callable
@@ -11,10 +12,10 @@ from typing import Any
 import numpy as np
 
 from service.batcher import DynamicBatcher
-from service.items import Limits
+from service.items import Limits, longest_token_chars
 from service.metrics import ServiceMetrics
 from service.scorer import Encoded, SequenceScorer, TokenScorer, describe
-from service.settings import ServiceSettings
+from service.settings import ServiceSettings, public_name
 from tlcr.models import demo_note
 
 logger = logging.getLogger("tlcr.service")
@@ -59,6 +60,8 @@ class ServiceState:
         self.ready = False
         self.shutting_down = False
         self.load_error: str | None = None
+        self.preparing = asyncio.Semaphore(settings.max_preparing)  # requests in worker threads at once
+        self._token_chars: dict[int, int] = {}
 
     def _load_models(self) -> None:
         # Blocking (minutes for 7B): runs in a thread while /healthz already answers.
@@ -77,10 +80,13 @@ class ServiceState:
         sequence_scorer = None
         if s.sequence_model:
             sequence_scorer = SequenceScorer.load(s.sequence_model, device=s.device, dtype=s.dtype,
-                                                  max_length=s.max_length)
+                                                  max_length=s.max_length, name=public_name(s.sequence_model))
             if s.warmup:
                 sequence_scorer.warm_up()
             logger.info("sequence reward model loaded: %s", describe(sequence_scorer))
+        for loaded in (scorer, sequence_scorer):  # the character bound of each tokenizer, computed once
+            if loaded is not None:
+                self.limits(loaded)
         self.token_scorer, self.sequence_scorer = scorer, sequence_scorer
 
     def _batcher(self, forward: Callable[[list[Encoded]], list[Any]], name: str) -> DynamicBatcher[Encoded, Any]:
@@ -93,6 +99,11 @@ class ServiceState:
     async def load(self) -> None:
         """Load models, warm up, start the batchers; then the service is ready."""
         await run_in_daemon_thread(self._load_models, "tlcr-load-models")
+        # The ~200k objects of torch, transformers and the model live as long as the process: frozen, every
+        # later garbage collection skips them instead of walking them all (which made parsing a large JSON
+        # body several times slower; see service/json_route.py).
+        gc.collect()
+        gc.freeze()
         assert self.token_scorer is not None
         self.token_batcher = self._batcher(self.token_scorer.probabilities, "discriminator")
         self.token_batcher.start()
@@ -110,5 +121,10 @@ class ServiceState:
                 await batcher.close()
 
     def limits(self, scorer: TokenScorer | SequenceScorer) -> Limits:
+        key = id(scorer.tokenizer)
+        if key not in self._token_chars:
+            self._token_chars[key] = longest_token_chars(scorer.tokenizer)
         return Limits(vocab_size=scorer.vocab_size, max_length=scorer.max_length,
-                      truncation=self.settings.truncation)
+                      truncation=self.settings.truncation,
+                      max_chars=scorer.max_length * self._token_chars[key],
+                      max_offsets=self.settings.max_offsets_per_item)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 import numpy as np
@@ -12,8 +12,9 @@ from fastapi import APIRouter, Depends, HTTPException, status
 from transformers import PreTrainedTokenizerBase
 
 from service.batcher import DynamicBatcher
-from service.dependencies import ReadyState, require_api_key
+from service.dependencies import ReadyState, body_parsed
 from service.items import ItemError, PreparedItem, prepare_sequence_item, prepare_token_item, split_query
+from service.json_route import PausedGCJSONRoute
 from service.rewards import reduce_rewards, rewards_from_probabilities
 from service.schemas import (
     ErrorResponse,
@@ -33,18 +34,21 @@ from tlcr.models import ModelLoadError, load_tokenizer
 from tlcr.tokens import special_token_strings, strip_special_suffix, token_reward_summary
 
 Result = TypeVar("Result")
-
-# Requests with more text than this are tokenized in a worker thread so the event loop stays responsive.
-_INLINE_TOKENIZE_CHARS = 20_000
+Work = TypeVar("Work")
 
 _ERRORS = {
-    401: {"model": ErrorResponse, "description": "Missing or wrong API key"},
+    400: {"model": ErrorResponse,
+          "description": "Body unreadable as JSON (bad UTF-8, too deep, huge number), or a bad Host"},
     413: {"model": ErrorResponse, "description": "Request body too large"},
+    415: {"model": ErrorResponse, "description": "Compressed (Content-Encoding) bodies are not accepted"},
     422: {"model": ErrorResponse, "description": "Invalid request; the message names the item and field"},
     503: {"model": ErrorResponse, "description": "Overloaded, loading or shutting down; see Retry-After"},
 }
+AUTH_ERRORS = {401: {"model": ErrorResponse, "description": "Missing or wrong API key"}}
 
-router = APIRouter(dependencies=[Depends(require_api_key)], responses=_ERRORS)  # type: ignore[arg-type]
+# The app adds the API key check when there is a key.
+router = APIRouter(responses=_ERRORS, dependencies=[Depends(body_parsed)],  # type: ignore[arg-type]
+                   route_class=PausedGCJSONRoute)
 
 
 def _check_item_count(state: ServiceState, count: int, field: str = "items") -> None:
@@ -65,16 +69,37 @@ async def _score(state: ServiceState, batcher: DynamicBatcher[Encoded, Result],
                             headers={"Retry-After": str(state.settings.retry_after_s)}) from exc
 
 
+async def off_loop(state: ServiceState, work: Callable[[], Work]) -> Work:
+    """`work()` (tokenizing, aligning, decoding) in a worker thread, at most --max-preparing at once, so
+    the event loop keeps answering and a burst of big requests waits instead of piling up."""
+    async with state.preparing:
+        return await asyncio.to_thread(work)
+
+
 async def _prepare_all(items: Sequence[TokenRewardItem], tokenizer: PreTrainedTokenizerBase,
-                       state: ServiceState) -> list[PreparedItem]:
+                       state: ServiceState, return_tokens: bool = False) -> list[PreparedItem]:
     assert state.token_scorer is not None
     limits = state.limits(state.token_scorer)
+    return await off_loop(state, lambda: [prepare_token_item(i, item, tokenizer, limits, return_tokens)
+                                          for i, item in enumerate(items)])
 
-    def prepare() -> list[PreparedItem]:
-        return [prepare_token_item(i, item, tokenizer, limits) for i, item in enumerate(items)]
 
-    chars = sum(len(item.prompt or "") + len(item.response or "") for item in items)
-    return await asyncio.to_thread(prepare) if chars > _INLINE_TOKENIZE_CHARS else prepare()
+def _prefix_token_strings(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int], window: int | None) -> list[str]:
+    """Each token's new text, decoding from at most `window` tokens back (None: from the start)."""
+    pieces: list[str] = []
+    start = done = 0  # ids[start:done] were decoded into text already handed out
+    for end in range(1, len(ids) + 1):
+        before = tokenizer.decode(list(ids[start:done])) if done > start else ""
+        text = tokenizer.decode(list(ids[start:end]))
+        if text.endswith("\ufffd") and end < len(ids):
+            pieces.append("")  # incomplete character: wait for the token that finishes it
+            continue
+        pieces.append(text[len(before):] if text.startswith(before) else text)
+        if window is not None:
+            start, done = max(0, end - window), end
+        else:
+            done = end
+    return pieces
 
 
 def token_strings(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> list[str]:
@@ -82,18 +107,14 @@ def token_strings(tokenizer: PreTrainedTokenizerBase, ids: Sequence[int]) -> lis
 
     Decoding tokens one by one garbles characters split over several byte-level tokens ("" or "�");
     instead each token gets the new text of the decoded prefix, and a token that ends mid-character
-    gets "" while the token that completes the character carries it.
+    gets "" while the token that completes the character carries it. Prefixes are decoded from a few
+    tokens back (linear time); if that ever disagrees with decoding the whole response, every prefix is
+    decoded from the start (quadratic, bounded by max_length).
     """
-    pieces: list[str] = []
-    emitted = ""
-    for end in range(1, len(ids) + 1):
-        text = tokenizer.decode(list(ids[:end]))
-        if text.endswith("\ufffd") and end < len(ids):
-            pieces.append("")  # incomplete character: wait for the token that finishes it
-            continue
-        pieces.append(text[len(emitted):] if text.startswith(emitted) else text)
-        emitted = text
-    return pieces
+    pieces = _prefix_token_strings(tokenizer, ids, window=4)
+    if "".join(pieces) == tokenizer.decode(list(ids)):
+        return pieces
+    return _prefix_token_strings(tokenizer, ids, window=None)
 
 
 def build_result(prepared: PreparedItem, probabilities: np.ndarray, mode: RewardMode, threshold: float,
@@ -122,16 +143,18 @@ async def token_rewards(request: TokenRewardsRequest, state: ReadyState) -> Toke
     scorer, batcher = state.token_scorer, state.token_batcher
     assert scorer is not None and batcher is not None
     _check_item_count(state, len(request.items))
-    prepared = await _prepare_all(request.items, scorer.tokenizer, state)
+    prepared = await _prepare_all(request.items, scorer.tokenizer, state, request.return_tokens)
     probabilities = await _score(state, batcher, [p.encoded for p in prepared])
     state.metrics.items.labels("/token_rewards").inc(len(prepared))
-    results = [build_result(p, probs, request.mode, request.threshold, request.return_probabilities,
-                            request.return_tokens, scorer.tokenizer)
-               for p, probs in zip(prepared, probabilities, strict=True)]
+    results = await off_loop(state, lambda: [
+        build_result(p, probs, request.mode, request.threshold, request.return_probabilities,
+                     request.return_tokens, scorer.tokenizer)
+        for p, probs in zip(prepared, probabilities, strict=True)])
     return TokenRewardsResponse(model=scorer.name, revision=scorer.revision, mode=request.mode, results=results)
 
 
-@router.post("/sequence_rewards", response_model=SequenceRewardsResponse, tags=["rewards"])
+@router.post("/sequence_rewards", response_model=SequenceRewardsResponse, tags=["rewards"],
+             responses={404: {"model": ErrorResponse, "description": "No sequence reward model is loaded"}})
 async def sequence_rewards(request: SequenceRewardsRequest, state: ReadyState) -> SequenceRewardsResponse:
     """One scalar per (prompt, response) from the sequence reward model (the PPO_seq baseline)."""
     scorer, batcher = state.sequence_scorer, state.sequence_batcher
@@ -140,7 +163,8 @@ async def sequence_rewards(request: SequenceRewardsRequest, state: ReadyState) -
                             "no sequence reward model is loaded: start the service with --sequence-model")
     _check_item_count(state, len(request.items))
     limits = state.limits(scorer)
-    encoded = [prepare_sequence_item(i, item, scorer.tokenizer, limits) for i, item in enumerate(request.items)]
+    encoded = await off_loop(state, lambda: [prepare_sequence_item(i, item, scorer.tokenizer, limits)
+                                             for i, item in enumerate(request.items)])
     scores = await _score(state, batcher, encoded)
     state.metrics.items.labels("/sequence_rewards").inc(len(encoded))
     return SequenceRewardsResponse(model=scorer.name, revision=scorer.revision, rewards=scores)

@@ -50,4 +50,24 @@ def test_token_diff_benchmark_on_real_pairs(bench: ModuleType, hh_harmless_test:
     diff = bench.bench_token_diff(subset, None, repeats=1)
     assert diff["pairs"] == 40 and diff["edit_distance_mismatches"] == 0
     assert diff["c_call_only_s"] > 0 and diff["c_call_only_speedup"] == diff["python_dp_s"] / diff["c_call_only_s"]
-    assert bench.print_token_diff(diff) is (diff["speedup"] >= 200)
+    assert diff["editops_loop_s"] > 0
+    assert diff["speedup_vs_editops_loop"] == diff["editops_loop_s"] / diff["levenshtein_s"]
+    # the verdict is on the TLCR release's DP (the anchor), not on the faster textbook DP
+    assert bench.print_token_diff(diff) is (diff["speedup_vs_tuples"] >= 200)
+
+
+def test_editops_loop_baseline_labels_like_label_tokens(bench: ModuleType) -> None:
+    for rejected, revised in CASES:
+        distance, rejected_labels, revised_labels = bench.editops_labels(rejected, revised)
+        labels = label_tokens(rejected, revised)
+        assert distance == labels.edit_distance
+        assert (rejected_labels, revised_labels) == (labels.rejected_labels, labels.revised_labels)
+
+
+def test_throughput_targets_and_verdict(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    assert [bench.target_fraction(c) for c in (1, 64, 65, 256)] == [0.9, 0.9, 0.8, 0.8]
+    row = {"concurrency": 256, "pairs": 10, "seconds": 1.0, "pairs_per_s": 10.0, "ideal_pairs_per_s": 12.0,
+           "fraction_of_ideal": 0.83, "target_fraction": 0.8, "client_cpu_ms_per_pair": 1.0, "client_cpu_share": 0.5}
+    assert bench.print_throughput([row], 0.2) is True
+    assert bench.print_throughput([{**row, "concurrency": 64, "target_fraction": 0.9}], 0.2) is False
+    assert "MISSED" in capsys.readouterr().out

@@ -67,8 +67,59 @@ def test_filters(label_tokenizer: PreTrainedTokenizerBase) -> None:
     assert (refusal["status"], refusal["reason"]) == ("filtered", "refusal")
     rewrite = apply_filters(_record(" Completely different words that share nothing here.", label_tokenizer),
                             config)
-    assert (rewrite["status"], rewrite["reason"]) == ("filtered", "edit_ratio")
-    assert rewrite["edit_ratio"] > 0.5
+    assert (rewrite["status"], rewrite["reason"]) == ("filtered", "rewrite")
+    # the optional edit-ratio rule still applies to a record that is not a rewrite
+    many_edits = apply_filters(_record(" Ugh. The capital of Kalo is Tri, and it is lovely in May and June.",
+                                       label_tokenizer), config)
+    assert (many_edits["status"], many_edits["reason"]) == ("filtered", "edit_ratio")
+    assert apply_filters(_record(" Ugh. The capital of Kalo is Tri, and it is lovely in May and June.",
+                                 label_tokenizer), FilterConfig())["status"] == "ok"
+
+
+# Shorter and longer than the 12-token rejected reply. (The tiny test tokenizer splits rare words into
+# characters, which any two texts share; texts of a few characters are left to the real-tokenizer test.)
+UNRELATED = [" Paris is lovely in spring, with long walks by the river.",
+             " I would rather talk about cooking: boil the pasta for nine minutes, then drain it.",
+             " Maybe tomorrow.",
+             " The weather tomorrow looks sunny with a light breeze from the west, and no rain at all."]
+
+
+@pytest.mark.parametrize("revision", UNRELATED)
+def test_unrelated_rewrites_of_any_length_are_filtered(label_tokenizer: PreTrainedTokenizerBase,
+                                                      revision: str) -> None:
+    record = apply_filters(_record(revision, label_tokenizer), FilterConfig())
+    assert (record["status"], record["reason"]) == ("filtered", "rewrite"), revision
+
+
+def test_insert_heavy_and_deletion_heavy_minimal_edits_are_kept(label_tokenizer: PreTrainedTokenizerBase) -> None:
+    # A human correction adding missing information: three times the rejected length, edit ratio > 1.
+    added = (" Ugh. The capital of Kalo is Ven, a port on the northern coast, founded in 1203 and home to the "
+             "old royal library and the national parliament.")
+    record = apply_filters(_record(added, label_tokenizer), FilterConfig())
+    assert record["edit_ratio"] > 1.0 and (record["status"], record["reason"]) == ("ok", None)
+    assert set(record["rejected_labels"]) == {0.5} and 1.0 in record["revised_labels"]
+    # Most of the response removed: the revision is made of kept tokens.
+    deleted = apply_filters(_record(" The capital", label_tokenizer), FilterConfig())
+    assert (deleted["status"], deleted["reason"]) == ("ok", None) and 0.0 in deleted["rejected_labels"]
+
+
+def test_hh_chosen_answers_mostly_fail_as_rewrites_of_the_rejected(hh_harmless_test: Path) -> None:
+    """Real HH-RLHF pairs, Llama 2 tokenizer: the chosen reply is usually a different answer, not an edit of
+    the rejected one, so most fail the kept-share rule while most passed the old edit-ratio rule."""
+    from tlcr.data.pairs import load_preference_pairs
+    from tlcr.models import load_tokenizer
+
+    llama2 = hh_harmless_test.parents[3] / "tokenizers" / "llama2"
+    if not llama2.exists():
+        pytest.skip(f"shared Llama 2 tokenizer not found at {llama2}")
+    tokenizer = load_tokenizer(llama2)
+    pairs = load_preference_pairs(hh_harmless_test, on_error="skip", limit=300)
+    records = [_record(p.chosen, tokenizer, p) for p in pairs if p.chosen.strip() != p.rejected.strip()]
+    rewrites = sum(apply_filters(r, FilterConfig(drop_refusals=False))["reason"] == "rewrite" for r in records)
+    old_rule = sum(r["edit_ratio"] > 1.0 for r in records)
+    assert rewrites > 0.8 * len(records) and old_rule < 0.5 * len(records)
+    appended = [_record(p.rejected + p.chosen, tokenizer, p) for p in pairs[:100]]
+    assert all(apply_filters(r, FilterConfig(drop_refusals=False))["status"] == "ok" for r in appended)
 
 
 def test_refusal_is_kept_when_the_preferred_reply_refuses_too(label_tokenizer: PreTrainedTokenizerBase) -> None:

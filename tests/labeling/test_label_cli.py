@@ -138,8 +138,68 @@ def test_real_hh_pairs_with_chosen_reviser(hh_harmless_test: Path, tiny_model_di
     assert code == 0, output
     records = _lines(out)
     assert len(records) == 40
-    # HH chosen responses are rarely minimal edits of the rejected ones: the edit-ratio filter says so
+    # HH chosen responses are rarely minimal edits of the rejected ones: the rewrite filter says so (and
+    # the optional edit-ratio filter, given here, catches more among the rest)
     filtered = [r for r in records if r["status"] == "filtered"]
-    assert filtered and all(r["reason"] in ("edit_ratio", "unchanged", "refusal") for r in filtered)
+    assert filtered and all(r["reason"] in ("rewrite", "edit_ratio", "unchanged", "refusal") for r in filtered)
+    assert sum(r["reason"] == "rewrite" for r in records) > len(records) / 2
     assert all(r["edit_ratio"] > 0.8 for r in filtered if r["reason"] == "edit_ratio")
-    assert "edit_ratio" in output
+    assert "rewrite" in output
+
+
+def test_no_usable_input_is_an_error_not_an_empty_output(tiny_model_dir: Path, tmp_path: Path) -> None:
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("", encoding="utf-8")
+    code, output = _label("--out", str(tmp_path / "a.jsonl"), "--tokenizer", str(tiny_model_dir),
+                          "--source", str(empty))
+    assert code == 2 and f"no usable pairs in {empty}" in output
+    unusable = tmp_path / "unusable.jsonl"
+    unusable.write_text('{"prompt": "p", "chosen": "", "rejected": "r"}\nnot json\n', encoding="utf-8")
+    code, output = _label("--out", str(tmp_path / "b.jsonl"), "--tokenizer", str(tiny_model_dir),
+                          "--source", str(unusable), "--on-error", "skip")
+    assert code == 2 and "no usable pairs" in output and "2 records skipped" in output
+    assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()
+
+
+def test_length_guard_skips_oversized_pairs_with_a_clear_reason(tiny_model_dir: Path, tmp_path: Path) -> None:
+    source = tmp_path / "pairs.jsonl"
+    rows = [{"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " Hello there.", "rejected": " Go away there."},
+            {"prompt": "\n\nHuman: long\n\nAssistant:", "chosen": " Fine.", "rejected": " word" * 50_000}]
+    source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    out = tmp_path / "labels.jsonl"
+    code, output = _label("--out", str(out), "--tokenizer", str(tiny_model_dir), "--source", str(source))
+    assert code == 0, output
+    short, long = _lines(out)
+    assert short["status"] == "ok"
+    assert (long["status"], long["reason"]) == ("filtered", "too_long") and long["rejected_token_ids"] == []
+    assert long["meta"]["too_long"] == "rejected: 250,000 characters > 20,000"
+    assert "too_long 1" in output
+    # the token guard: a response with more tokens than --max-response-tokens
+    code, output = _label("--out", str(tmp_path / "tokens.jsonl"), "--tokenizer", str(tiny_model_dir), "--source",
+                          str(source), "--max-chars", "300000", "--max-response-tokens", "3")
+    records = _lines(tmp_path / "tokens.jsonl")
+    assert code == 0 and all(r["reason"] == "too_long" and "tokens in a response > 3" in r["meta"]["too_long"]
+                             for r in records)
+
+
+def test_documented_hh_command_runs_on_the_real_file(hh_harmless_test: Path, fake_llm: FakeOpenAIServer,
+                                                     tiny_model_dir: Path, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """docs/labeling.md's harmless-base command, as written, except: the local copy of the file instead of
+    the Hub, the fake endpoint and the tiny tokenizer (no network), and the first 300 pairs."""
+    import shlex
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "labeling.md").read_text(encoding="utf-8")
+    command = doc.split("tlcr label --source Anthropic/hh-rlhf", 1)[1].split("--out", 1)[0]
+    args = shlex.split(command.replace("\\\n", " "))
+    replaced = {"--tokenizer": str(tiny_model_dir)}
+    for i, arg in enumerate(args[:-1]):
+        if arg in replaced:
+            args[i + 1] = replaced[arg]
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
+    out = tmp_path / "hh-rm.jsonl"
+    code, output = _label("--source", str(hh_harmless_test), *args, "--base-url", fake_llm.base_url,
+                          "--limit", "300", "--out", str(out))
+    assert code == 0, output
+    assert "--on-error" in args and "empty chosen response" in output  # line 87 reported, not fatal
+    assert len(_lines(out)) > 0

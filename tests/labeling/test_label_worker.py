@@ -10,13 +10,15 @@ from transformers import PreTrainedTokenizerBase
 
 from labeling.cache import RevisionCache
 from labeling.fake_openai_server import FakeOpenAIServer, Rule, Script
-from labeling.revisers import ChosenReviser, OpenAIReviser, RetryPolicy
+from labeling.filters import FilterConfig
+from labeling.revisers import ChosenReviser, OpenAIReviser, RetryPolicy, Revision
 from labeling.usage import UsageLedger
 from labeling.worker import (
     WorkerConfig,
     cut_partial_last_line,
     dedupe_pairs,
     label_pairs,
+    make_record,
     output_lock,
     parse_shard,
     select_shard,
@@ -70,8 +72,9 @@ async def test_output_loads_with_datasets(controlled_pairs: list[PreferencePair]
     await label_pairs(pairs, ChosenReviser(), label_tokenizer, _config(out))
     ds = datasets.load_dataset("json", data_files=str(out), split="train")
     assert set(ds.column_names) == SCHEMA_KEYS and len(ds) == 4
-    failed = ds[3]
-    assert failed["status"] == "failed" and failed["reason"] == "empty_revision" and failed["revision"] is None
+    deleted = ds[3]  # an empty revision deletes the whole response: all rejected tokens negative
+    assert (deleted["status"], deleted["reason"], deleted["revision"]) == ("ok", None, "")
+    assert set(deleted["rejected_labels"]) == {0.0} and deleted["revised_token_ids"] == []
 
 
 async def test_resume_skips_done_ids_and_ends_identical(controlled_pairs: list[PreferencePair],
@@ -189,3 +192,37 @@ def test_cut_partial_last_line(tmp_path: Path, content: bytes, kept: bytes) -> N
     with open(path, "rb+") as f:
         assert cut_partial_last_line(f) == len(content) - len(kept)
     assert path.read_bytes() == kept
+
+
+class CountingChosenReviser(ChosenReviser):
+    """The chosen reviser, counting the pairs it was asked to revise."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[str] = []
+
+    async def revise(self, pair: PreferencePair) -> Revision:
+        self.asked.append(pair.id)
+        return await super().revise(pair)
+
+
+async def test_oversized_texts_are_filtered_before_the_reviser_and_tokenizer(
+        label_tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
+    prompt = "\n\nHuman: hi\n\nAssistant:"
+    pairs = [PreferencePair(prompt=prompt, chosen=" Hi.", rejected=" Go away.", id="fine"),
+             PreferencePair(prompt=prompt, chosen=" Hi.", rejected=" x" * 600, id="long-rejected"),
+             PreferencePair(prompt=prompt, chosen=" y" * 600, rejected=" Go away.", id="long-chosen")]
+    reviser = CountingChosenReviser()
+    out = tmp_path / "labels.jsonl"
+    await label_pairs(pairs, reviser, label_tokenizer, _config(out, filters=FilterConfig(max_chars=1000)))
+    by_id = {r["id"]: r for r in _records(out)}
+    assert reviser.asked == ["fine"]
+    assert by_id["fine"]["status"] == "ok"
+    for pair_id, text in (("long-rejected", "rejected"), ("long-chosen", "chosen")):
+        record = by_id[pair_id]
+        assert (record["status"], record["reason"], record["rejected_token_ids"]) == ("filtered", "too_long", [])
+        assert record["meta"]["too_long"] == f"{text}: 1,200 characters > 1,000"
+    # a revision over the limit (the input was fine) is not tokenized either
+    record = make_record(pairs[0], Revision(" z" * 600), label_tokenizer, reviser="r", instruction_version="v",
+                         tokenizer_name="t", filters=FilterConfig(max_chars=1000))
+    assert (record["reason"], record["revision"], record["revised_token_ids"]) == ("too_long", " z" * 600, [])

@@ -6,9 +6,10 @@ import itertools
 import random
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from service.alignment import SpanAlignment, realign_mean, realign_sum, share_matrix_entries
+from service.alignment import SpanAlignment, realign_mean, realign_sum
 from service.items import response_offsets
 from tlcr.models import load_tokenizer
 
@@ -63,8 +64,6 @@ def test_sum_is_preserved_for_random_tokenizations() -> None:
         target = random_spans(length, rng.randint(0, 20), 0.3)
         values = [rng.uniform(-1, 1) for _ in source]
         assert sum(realign_sum(values, source, target)) == pytest.approx(sum(values), abs=1e-9)
-        shares = share_matrix_entries(source, target)
-        assert all(sum(share for _, share in row) == pytest.approx(1.0) for row in shares)
 
 
 def test_bad_spans_are_refused() -> None:
@@ -88,3 +87,58 @@ def test_realignment_between_two_real_tokenizers(tiny_model_dir: Path, tiny_gpt2
     assert moved.sum() == pytest.approx(sum(values), abs=1e-9)
     back = realign_sum(moved, policy_spans, disc_spans)
     assert back.sum() == pytest.approx(sum(values), abs=1e-9)
+
+
+def _reference(values: list[float], source: list[tuple[int, int]], target: list[tuple[int, int]],
+               empty_value: float = 0.5) -> tuple[list[float], list[float]]:
+    """The definition, computed over every (source, target) pair: shares by character overlap, an
+    orphan source whole to the nearest target (distance, then non-empty, then lowest index)."""
+    summed, weighted, weights = [0.0] * len(target), [0.0] * len(target), [0.0] * len(target)
+    for value, (a, b) in zip(values, source, strict=True):
+        overlaps = [max(0, min(b, e) - max(a, s)) for s, e in target]
+        total = sum(overlaps)
+        if total == 0:
+            nearest = min(range(len(target)), key=lambda t: (
+                max(0, target[t][0] - b, a - target[t][1]), target[t][0] == target[t][1], t))
+            shares = {nearest: 1.0}
+        else:
+            shares = {t: chars / total for t, chars in enumerate(overlaps) if chars}
+        for t, share in shares.items():
+            summed[t] += value * share
+            weighted[t] += value * share
+            weights[t] += share
+    return summed, [w / n if n > 0 else empty_value for w, n in zip(weighted, weights, strict=True)]
+
+
+def test_matches_the_pairwise_definition_on_hostile_spans() -> None:
+    """Overlapping, nested, empty, duplicated and uncovered spans on both sides, against the O(S×T) definition."""
+    rng = random.Random(1)
+    for _ in range(500):
+        length = rng.randint(0, 40)
+
+        def spans(n: int, length: int = length) -> list[tuple[int, int]]:
+            out = []
+            for _ in range(n):
+                a = rng.randint(0, length)
+                out.append((a, a if rng.random() < 0.2 else rng.randint(a, length)))
+            return out
+
+        source, target = spans(rng.randint(1, 12)), spans(rng.randint(1, 12))
+        values = [rng.uniform(-1, 1) for _ in source]
+        expected_sum, expected_mean = _reference(values, source, target)
+        alignment = SpanAlignment(source, target)
+        assert alignment.sum(values).tolist() == pytest.approx(expected_sum, abs=1e-9), (source, target)
+        assert alignment.mean(values).tolist() == pytest.approx(expected_mean, abs=1e-9), (source, target)
+
+
+def test_many_overlapping_offsets_stay_linear_in_memory() -> None:
+    # 20,000 caller spans each covering the whole 140,000-character text (the overlap matrix would hold
+    # 20,000 × 35,000 entries): the alignment stores O(S + T) numbers.
+    source = [(i * 4, i * 4 + 4) for i in range(35_000)]
+    target = [(0, 140_000)] * 20_000
+    alignment = SpanAlignment(source, target)
+    moved = alignment.sum([1.0] * len(source))
+    assert moved.sum() == pytest.approx(35_000.0)
+    assert moved[0] == pytest.approx(35_000.0 / 20_000)
+    held = sum(v.nbytes for v in vars(alignment).values() if isinstance(v, np.ndarray))
+    assert held < 64 * (len(source) + len(target)) * 8

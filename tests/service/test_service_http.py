@@ -39,7 +39,7 @@ def test_text_input_rewards_each_response_token(shared_service: ServiceProcess,
     result = body["results"][0]
     assert len(result["rewards"]) == len(result["probabilities"]) == len(response_ids)
     assert "".join(result["tokens"]) == RESPONSE
-    assert body["model"] == str(tiny_token_classifier_dir)
+    assert body["model"] == tiny_token_classifier_dir.name  # the directory name, not the server's path
     assert body["revision"].startswith("sha256:") and body["mode"] == "continuous"
     p = np.array(result["probabilities"])
     assert np.allclose(result["rewards"], 2 * p - 1, atol=1e-6)
@@ -105,7 +105,7 @@ def test_sequence_rewards_match_the_sequence_model(shared_service: ServiceProces
     scorer = SequenceScorer.load(str(sequence_rm_dir), device="cpu", dtype="float32")
     expected = scorer.scores([scorer.encode(i["prompt"], i["response"]) for i in items])
     assert response.json()["rewards"] == pytest.approx(expected, abs=1e-5)
-    assert response.json()["model"] == str(sequence_rm_dir)
+    assert response.json()["model"] == sequence_rm_dir.name
 
 
 def test_get_reward_is_openrlhf_compatible(shared_service: ServiceProcess) -> None:
