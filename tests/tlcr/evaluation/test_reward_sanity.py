@@ -44,7 +44,7 @@ def test_the_demo_discriminator_ranks_ideal_above_empty_above_rejected(tmp_path:
     from tlcr import pipeline
     from tlcr.demo import DemoConfig
 
-    config = DemoConfig(pairs=1500, hidden_size=64, discriminator_epochs=4.0)
+    config = DemoConfig(pairs=1500, discriminator_epochs=4.0)  # the demo's model size
     data, _ = pipeline.prepare_data(config, tmp_path)
     labels, _ = pipeline.label_stage(data, data.base, tmp_path)
     disc, _ = pipeline.discriminator_stage(config, labels, data.base, tmp_path)
