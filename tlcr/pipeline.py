@@ -39,10 +39,11 @@ class PipelineConfig:
     reward_model_epochs: float = 4.0
     ppo_steps: int = 50  # 7 methods × a 2×2 grid × 3 seeds must fit 30 min of 2 cores (compare_methods)
     ppo_rollout_batch: int = 32
-    ppo_learning_rate: float = 1e-4
+    # TLCR's point of the comparison's lr × β grid, chosen on validation questions (docs/results.md)
+    ppo_learning_rate: float = 5e-5
     ppo_value_learning_rate: float | None = 1e-3
     ppo_epochs: int = 2
-    ppo_kl_coef: float = 0.1
+    ppo_kl_coef: float = 0.05
     ppo_value_init: str = "discriminator"
     max_new_tokens: int = 40
     dpo_epochs: float = 1.0
