@@ -163,7 +163,7 @@ def test_no_usable_input_is_an_error_not_an_empty_output(tiny_model_dir: Path, t
 
 def test_length_guard_skips_oversized_pairs_with_a_clear_reason(tiny_model_dir: Path, tmp_path: Path) -> None:
     source = tmp_path / "pairs.jsonl"
-    rows = [{"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " Hello there.", "rejected": " Go away there."},
+    rows = [{"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " Hello there.", "rejected": " Hello there, go away."},
             {"prompt": "\n\nHuman: long\n\nAssistant:", "chosen": " Fine.", "rejected": " word" * 50_000}]
     source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "labels.jsonl"

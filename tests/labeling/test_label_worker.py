@@ -23,6 +23,7 @@ from labeling.worker import (
     parse_shard,
     select_shard,
 )
+from tlcr.data.controlled import INSERTION_FAULTS, OMISSION_FAULTS
 from tlcr.data.jsonl import DataError
 from tlcr.data.pairs import PreferencePair
 
@@ -53,13 +54,19 @@ async def test_chosen_reviser_labels_controlled_pairs_exactly(controlled_pairs: 
         assert record["reviser"] == "chosen" and record["instruction_version"] == "none"
         assert len(record["rejected_labels"]) == len(record["rejected_token_ids"])
         assert len(record["revised_labels"]) == len(record["revised_token_ids"])
-        if "wrong_fact" not in pair.meta["faults"]:
+        faults = set(pair.meta["faults"])
+        if faults <= set(INSERTION_FAULTS):
             # rude / hedge / repetition faults are pure insertions in rejected: the fix only deletes
             assert set(record["revised_labels"]) == {0.5}
             assert record["ops"] == {"insert": 0, "delete": len(record["rejected_token_ids"])
                                      - len(record["revised_token_ids"]), "replace": 0}
+        elif faults <= set(OMISSION_FAULTS):
+            # a left-out fact or detail: the fix only adds, so only the revision has edited (positive) tokens
+            assert set(record["rejected_labels"]) == {0.5} and 1.0 in record["revised_labels"]
+            assert record["ops"] == {"insert": len(record["revised_token_ids"])
+                                     - len(record["rejected_token_ids"]), "delete": 0, "replace": 0}
         else:
-            assert 1.0 in record["revised_labels"] and 0.0 in record["rejected_labels"]
+            assert 1.0 in record["revised_labels"]
 
 
 async def test_output_loads_with_datasets(controlled_pairs: list[PreferencePair],
@@ -209,7 +216,7 @@ class CountingChosenReviser(ChosenReviser):
 async def test_oversized_texts_are_filtered_before_the_reviser_and_tokenizer(
         label_tokenizer: PreTrainedTokenizerBase, tmp_path: Path) -> None:
     prompt = "\n\nHuman: hi\n\nAssistant:"
-    pairs = [PreferencePair(prompt=prompt, chosen=" Hi.", rejected=" Go away.", id="fine"),
+    pairs = [PreferencePair(prompt=prompt, chosen=" Hi.", rejected=" Hi. Go away.", id="fine"),
              PreferencePair(prompt=prompt, chosen=" Hi.", rejected=" x" * 600, id="long-rejected"),
              PreferencePair(prompt=prompt, chosen=" y" * 600, rejected=" Go away.", id="long-chosen")]
     reviser = CountingChosenReviser()
