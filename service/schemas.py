@@ -158,6 +158,9 @@ class InfoResponse(BaseModel):
     dtype: str
     sequence_model: str | None = None
     demo: str | None = None  # set when serving the offline demo discriminator (`tlcr bootstrap-model`)
+    # `tlcr.tokenization.tokenizer_fingerprint` of the discriminator's tokenizer: a trainer whose tokenizer has
+    # the same fingerprint sends token ids, any other sends text + offsets.
+    tokenizer_fingerprint: str | None = None
     api_version: str = API_VERSION
 
 

@@ -220,3 +220,20 @@ def require_special_tokens(tokenizer: PreTrainedTokenizerBase, source: str, *, e
         raise TokenizationError(f"tokenizer {source!r} has no {' and no '.join(missing)} token, which {purpose} "
                                 f"needs; set {' and '.join(m.lower() + '_token' for m in missing)} in its "
                                 "tokenizer_config.json")
+
+
+_FINGERPRINT_PROBES = ("Hello, world!", "\n\nHuman: What is 2+2?\n\nAssistant: 4.",
+                       " tr\u00e8s  \u00fcber \u4f60\u597d")
+
+
+def tokenizer_fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    """A digest of what a tokenizer does (vocabulary, special tokens, ids of a few probe texts), so two
+    processes can tell whether they tokenize alike without sharing a filesystem path or a Hub name."""
+    import hashlib
+    import json
+
+    summary = {"vocab": sorted(tokenizer.get_vocab().items()),
+               "special": sorted((k, str(v)) for k, v in tokenizer.special_tokens_map.items()),
+               "probes": [tokenizer(p, add_special_tokens=False)["input_ids"] for p in _FINGERPRINT_PROBES]}
+    return hashlib.sha256(json.dumps(summary, ensure_ascii=False).encode()).hexdigest()[:32]
+

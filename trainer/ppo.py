@@ -74,7 +74,7 @@ class PPOConfig:
     policy: str = ""  # the SFT checkpoint (path or Hub id); also the frozen reference unless `reference` is set
     reference: str | None = None
     value_init: str = "discriminator"  # "discriminator" or "sft": where the value model's weights come from
-    value_model: str | None = None  # discriminator checkpoint for value_init=discriminator (default: the service's)
+    value_model: str | None = None  # discriminator checkpoint (path or Hub id), required by value_init=discriminator
     dtype: str = "auto"
     device: str | None = None  # single-process runs only; accelerate decides under `accelerate launch`
     gradient_checkpointing: bool = False
@@ -280,29 +280,17 @@ class PolicyAndValue(nn.Module):
         return logits, values
 
 
-def same_tokenizer(a: Any, b: Any) -> bool:
-    """True when two tokenizers map text to the same ids (vocabulary and a few probe strings)."""
-    if a.get_vocab() != b.get_vocab():
-        return False
-    probes = ("Hello, world!", "\n\nHuman: What is 2+2?\n\nAssistant: 4.", " tr\u00e8s  \u00fcber \u4f60\u597d")
-    return all(a(p, add_special_tokens=False)["input_ids"] == b(p, add_special_tokens=False)["input_ids"]
-               for p in probes)
-
-
-def resolve_token_input(option: str, service_tokenizer: str | None, policy_tokenizer: Any) -> str:
-    """'ids' when the service's tokenizer is the policy's (checked by loading it), else 'text' + offsets."""
+def resolve_token_input(option: str, service_fingerprint: str | None, policy_tokenizer: Any) -> str:
+    """'ids' when the service's tokenizer tokenizes as the policy's does (same `tokenizer_fingerprint`, which
+    the service's /info reports), else 'text' + offsets. Nothing is loaded by the service's name or path:
+    /info gives names only, and the service may run on another machine."""
     if option in ("ids", "text"):
         return option
-    if not service_tokenizer:
+    if not service_fingerprint:
         return "text"
-    from tlcr.models import ModelLoadError, load_tokenizer
+    from tlcr.tokenization import tokenizer_fingerprint
 
-    try:
-        theirs = load_tokenizer(service_tokenizer)
-    except ModelLoadError:
-        logger.info("service tokenizer %r is not loadable here; sending text + offsets", service_tokenizer)
-        return "text"
-    return "ids" if same_tokenizer(theirs, policy_tokenizer) else "text"
+    return "ids" if tokenizer_fingerprint(policy_tokenizer) == service_fingerprint else "text"
 
 
 # --------------------------------------------------------------------------------------------- checkpoints
@@ -420,8 +408,8 @@ class PPOTrainer:
         from tlcr.models import load_causal_lm, load_token_classifier
 
         service_info = self._service_info()
-        self.token_input = resolve_token_input(config.token_input, getattr(service_info, "tokenizer", None),
-                                               self.tokenizer)
+        self.token_input = resolve_token_input(
+            config.token_input, getattr(service_info, "tokenizer_fingerprint", None), self.tokenizer)
         if config.reward_mode == "seq" and service_info is not None and not service_info.sequence_model:
             raise PPOConfigError("reward_mode 'seq' needs a service started with a sequence reward model "
                                  f"(--sequence-model); {config.reward_url} has none")
@@ -559,13 +547,16 @@ class PPOTrainer:
     def _value_source(self, service_info: Any) -> str:
         if self.config.value_init == "sft":
             return self.config.policy
-        source = self.config.value_model or getattr(service_info, "model", None)
-        if not source or not (Path(source).exists() or self.config.value_model):
+        # The trainer's own option, never the service's /info: that names the model, not where it is, and the
+        # service may run on another machine.
+        source = self.config.value_model
+        if not source:
             raise PPOConfigError("value_init 'discriminator' needs the discriminator checkpoint: pass value_model "
-                                 "(--value-model PATH), or use value_init 'sft'")
+                                 "(--value-model PATH or Hub id), or use value_init 'sft'")
         from tlcr.models import load_tokenizer
+        from tlcr.tokenization import tokenizer_fingerprint
 
-        if not same_tokenizer(load_tokenizer(source), self.tokenizer):
+        if tokenizer_fingerprint(load_tokenizer(source)) != tokenizer_fingerprint(self.tokenizer):
             raise PPOConfigError(f"value_init 'discriminator': {source} uses a different tokenizer than the policy "
                                  f"{self.config.policy}, so it cannot read the policy's tokens; use value_init 'sft'")
         return str(source)

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, HTTPException, Response, status
+from transformers import PreTrainedTokenizerBase
 
 from service.dependencies import ReadyState, State
 from service.schemas import InfoResponse, RewardMode
 from service.settings import public_name
 from tlcr.models import demo_note
+from tlcr.tokenization import tokenizer_fingerprint
 
 router = APIRouter(tags=["operations"])
 _NOT_READY: dict[int | str, dict[str, str]] = {503: {"description": "Loading, failed to load, or shutting down"}}
@@ -48,4 +52,15 @@ async def info(state: ReadyState) -> InfoResponse:
         dtype=str(scorer.dtype).removeprefix("torch."),
         sequence_model=(public_name(state.sequence_scorer.name) if state.sequence_scorer is not None else None),
         demo=demo_note(scorer.model.config),
+        tokenizer_fingerprint=await asyncio.to_thread(_fingerprint, scorer.tokenizer),
     )
+
+
+_FINGERPRINTS: dict[int, str] = {}  # by id() of the loaded tokenizer: computed once (a vocabulary sort)
+
+
+def _fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    key = id(tokenizer)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = tokenizer_fingerprint(tokenizer)
+    return _FINGERPRINTS[key]

@@ -217,3 +217,15 @@ def test_incremental_offsets_equal_decoding_every_prefix_on_random_tokens(
     # Llama 2's byte fallback turns a run of byte tokens that is not valid UTF-8 into one "\ufffd" per byte,
     # which decoding piece by piece cannot reproduce; those sequences take the prefix path
     assert incremental == 100 or (name == "llama2" and incremental > 0)
+
+
+def test_fingerprint_tells_tokenizers_apart_without_a_path(tiny_model_dir: Path, tiny_gpt2_dir: Path,
+                                                           tmp_path: Path) -> None:
+    from tlcr.models import load_tokenizer
+    from tlcr.tokenization import tokenizer_fingerprint
+
+    load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "copy")  # same tokenizer, another folder
+    assert tokenizer_fingerprint(load_tokenizer(tmp_path / "copy")) == tokenizer_fingerprint(
+        load_tokenizer(tiny_model_dir))
+    assert tokenizer_fingerprint(load_tokenizer(tiny_gpt2_dir)) != tokenizer_fingerprint(
+        load_tokenizer(tiny_model_dir))

@@ -37,8 +37,8 @@ def read_rows(run: Path) -> list[dict[str, Any]]:
 def test_every_reward_mode_trains_against_the_service(mode: str, service: ServiceProcess, tiny_model_dir: Path,
                                                       tiny_token_classifier_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / mode
-    # value_model left unset: the discriminator path comes from the service's /info.
-    summary = train_ppo(service_config(tiny_model_dir, run, service.url, reward_mode=mode))
+    summary = train_ppo(service_config(tiny_model_dir, run, service.url, reward_mode=mode,
+                                       value_model=str(tiny_token_classifier_dir)))
     rows = read_rows(run)
     assert [r["step"] for r in rows] == [1, 2]
     saved = json.loads((run / "ppo_config.json").read_text())
@@ -69,17 +69,20 @@ def test_policy_with_another_tokenizer_sends_text_and_offsets(service: ServicePr
     assert all(-1.0 <= r["reward/token_mean"] <= 1.0 for r in rows)
 
 
-def test_value_from_a_discriminator_with_another_tokenizer_is_refused(service: ServiceProcess,
-                                                                      tiny_gpt2_dir: Path, tmp_path: Path) -> None:
+def test_value_from_a_discriminator_with_another_tokenizer_is_refused(
+        service: ServiceProcess, tiny_token_classifier_dir: Path, tiny_gpt2_dir: Path, tmp_path: Path) -> None:
     with pytest.raises(PPOConfigError, match=r"different tokenizer than the policy .* use value_init 'sft'"):
-        PPOTrainer(service_config(tiny_gpt2_dir, tmp_path / "run", service.url, value_init="discriminator"))
+        PPOTrainer(service_config(tiny_gpt2_dir, tmp_path / "run", service.url, value_init="discriminator",
+                                  value_model=str(tiny_token_classifier_dir)))
 
 
-def test_cli_ppo_then_plot(service: ServiceProcess, tiny_model_dir: Path, tmp_path: Path) -> None:
+def test_cli_ppo_then_plot(service: ServiceProcess, tiny_model_dir: Path, tiny_token_classifier_dir: Path,
+                           tmp_path: Path) -> None:
     run = tmp_path / "cli-run"
     runner = CliRunner()
     result = runner.invoke(app, [
-        "ppo", "--policy", str(tiny_model_dir), "--reward-url", service.url, "--reward-mode", "tlcr_fixed",
+        "ppo", "--policy", str(tiny_model_dir), "--value-model", str(tiny_token_classifier_dir),
+        "--reward-url", service.url, "--reward-mode", "tlcr_fixed",
         "--out", str(run), "--steps", "2", "--rollout-batch-size", "4", "--mini-batch-size", "2",
         "--micro-batch-size", "1", "--ppo-epochs", "1", "--max-new-tokens", "8", "--lr", "1e-3", "--limit", "60",
         "--beta", "0.05", "--no-tensorboard"])
@@ -124,3 +127,10 @@ def test_prompts_too_long_for_the_service_are_dropped_in_every_mode(
         finally:
             trainer.close()
     assert summary["steps"] == 2
+
+
+def test_value_init_discriminator_needs_its_own_path(service: ServiceProcess, tiny_model_dir: Path,
+                                                     tmp_path: Path) -> None:
+    """The service's /info names the model without a path: the trainer never guesses the value model from it."""
+    with pytest.raises(PPOConfigError, match=r"needs the discriminator checkpoint: pass value_model"):
+        PPOTrainer(service_config(tiny_model_dir, tmp_path / "run", service.url, value_init="discriminator"))
