@@ -119,7 +119,8 @@ def test_prompts_too_long_for_the_service_are_dropped_in_every_mode(
     truncation = ["--truncation", "prompt_left"] if mode == "seq" else []
     with start_service(tiny_token_classifier_dir, sequence_model=sequence_rm_dir,
                        extra_args=["--torch-threads", "1", "--max-length", "30", *truncation]) as small:
-        trainer = PPOTrainer(service_config(tiny_model_dir, tmp_path / mode, small.url, reward_mode=mode))
+        trainer = PPOTrainer(service_config(tiny_model_dir, tmp_path / mode, small.url, reward_mode=mode,
+                                            value_model=str(tiny_token_classifier_dir)))
         try:
             kept = [len(ids) for ids in trainer.prompt_ids]
             assert kept and max(kept) <= 30 - 10  # room for max_new_tokens=10
