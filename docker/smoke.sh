@@ -354,7 +354,8 @@ check_demo_announced() {
   grep -q 'serving the DEMO discriminator' "$logs/service.log" || return 1
   info=$(curl -sS --fail --max-time 10 -H "Authorization: Bearer $api_key" "$url/info") || return 1
   echo "GET /info: $info"
-  grep -q '"model":"/models/demo/discriminator"' <<<"$info" && grep -q '"demo":"offline demo' <<<"$info"
+  # /info names the model (never its path): the demo note is what tells it apart
+  grep -q '"model":"discriminator"' <<<"$info" && grep -q '"demo":"offline demo' <<<"$info"
 }
 step demo-announced check_demo_announced
 
@@ -400,7 +401,7 @@ import json, sys
 from service.schemas import TokenRewardsResponse
 body = json.loads(sys.stdin.read())
 response = TokenRewardsResponse.model_validate(body)  # the typed HTTP contract
-assert response.model == "/models/demo/discriminator", response.model
+assert response.model == "discriminator", response.model  # a name, never a path
 assert response.mode.value == "continuous", response.mode
 assert len(response.results) == 2, len(response.results)
 assert len(response.results[1].rewards) == 4, "one reward per response token id"
