@@ -43,7 +43,7 @@ class PipelineConfig:
     ppo_learning_rate: float = 5e-5
     ppo_value_learning_rate: float | None = 1e-3
     ppo_epochs: int = 2
-    ppo_kl_coef: float = 0.05
+    ppo_kl_coef: float = 0.2
     ppo_value_init: str = "discriminator"
     max_new_tokens: int = 40
     dpo_epochs: float = 1.0
