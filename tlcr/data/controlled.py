@@ -3,10 +3,10 @@
 A knowledge base of invented countries is generated from a seed. Each prompt asks for one or two facts
 about a country, in HH-RLHF format. The ideal (chosen) response states, for each asked relation, the fact
 and the supporting detail that goes with it ("The capital of Kalor is Venmar. It is also the largest
-city."). Details carry no value of their own: a 2-layer model trained for seconds does not learn to copy a
-multi-token name into a second sentence (measured with a first design that did: the demo's SFT policy
-named another city in most such sentences), and the point of details is completeness, which positive
-token rewards should teach.
+city."). Details carry no value of their own: a 2-layer model trained for seconds copies a multi-token
+name into a second sentence unreliably (a first design whose details repeated the value: the demo's SFT
+policy stated a wrong value in about 40 % of its detail sentences on 64 test prompts), and the point of
+details is completeness, which positive token rewards should teach.
 The rejected response is the chosen one with 1-2 faults of three directions:
 
 - insertions a minimal revision deletes (→ negative tokens): ``rude``, ``hedge``, ``repetition``;
