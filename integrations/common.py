@@ -9,7 +9,7 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from service.schemas import TokenRewardItem, TokenRewardResult
-from tlcr.tokens import response_text_and_offsets
+from tlcr.tokenization import decode_with_offsets
 
 # "ids": the policy and the discriminator share a vocabulary, token ids are sent as they are.
 # "text": decoded text plus each policy token's character span; the service re-aligns rewards to them.
@@ -43,7 +43,7 @@ def token_reward_items(tokenizer: PreTrainedTokenizerBase, prompt_ids: Sequence[
             sent.append(i)
             items.append(TokenRewardItem(prompt_token_ids=list(prompt), response_token_ids=list(response)))
             continue
-        text, spans = response_text_and_offsets(tokenizer, response, prompt)
+        text, spans = decode_with_offsets(tokenizer, response, prompt)
         if not text:
             continue
         prompt_text = prompt_texts[i] if prompt_texts is not None else tokenizer.decode(

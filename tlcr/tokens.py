@@ -1,26 +1,12 @@
-"""Policy-side token/text helpers shared by the PPO trainer, the service's OpenRLHF route and the engine
-adapters (integrations/): a policy's sampled tokens as text with character spans, the policy's special
-tokens cut off the end of a decoded text, and the per-response summary of token rewards."""
+"""Policy-side text helpers shared by the service's OpenRLHF route and the engine adapters (integrations/):
+the policy's special tokens cut off the end of a decoded text, and the per-response summary of token rewards.
+(A policy's sampled tokens as text with character spans: `tlcr.tokenization.decode_with_offsets`.)"""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
 from transformers import PreTrainedTokenizerBase
-
-from tlcr.tokenization import decode_with_offsets
-
-
-def response_text_and_offsets(tokenizer: PreTrainedTokenizerBase, token_ids: Sequence[int],
-                              prompt_ids: Sequence[int] = ()) -> tuple[str, list[tuple[int, int]]]:
-    """The decoded response and each token's [start, end) character span in it.
-
-    Spans come from decoding growing prefixes after the prompt's last tokens (`tlcr.tokenization.
-    decode_with_offsets`), so they follow the tokens actually sampled (re-encoding the text could split it
-    differently) and a SentencePiece "▁" keeps its space; a token holding part of a multi-byte character
-    shares its span with the token that completes it; a special token gets an empty span.
-    """
-    return decode_with_offsets(tokenizer, token_ids, prompt_ids)
 
 
 def special_token_strings(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:

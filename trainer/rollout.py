@@ -20,7 +20,7 @@ from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
 from tlcr.scoring import pad_sequences, position_ids_from_attention_mask
-from tlcr.tokens import response_text_and_offsets
+from tlcr.tokenization import decode_with_offsets
 from trainer.ppo_math import mask_from_lengths, response_lengths
 
 RewardModeName = Literal["tlcr", "tlcr_fixed", "seq", "tlcr_positive_only", "tlcr_negative_only"]
@@ -216,7 +216,7 @@ def fetch_rewards(backend: RewardBackend, tokenizer: PreTrainedTokenizerBase, *,
     sent = [i for i in range(batch) if text_token_ids[i]]
     texts_and_spans = {}
     if token_input == "text" or reward_mode == "seq":
-        texts_and_spans = {i: response_text_and_offsets(tokenizer, text_token_ids[i], prompt_ids[i]) for i in sent}
+        texts_and_spans = {i: decode_with_offsets(tokenizer, text_token_ids[i], prompt_ids[i]) for i in sent}
         sent = [i for i in sent if texts_and_spans[i][0]]
     service_mode = SERVICE_MODES[reward_mode]
     if service_mode is None:

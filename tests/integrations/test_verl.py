@@ -16,7 +16,7 @@ from service.launcher import ServiceProcess
 from service.schemas import TokenRewardItem
 from tests.integrations.conftest import engine
 from tlcr.models import load_tokenizer
-from tlcr.tokens import response_text_and_offsets
+from tlcr.tokenization import decode_with_offsets
 from trainer.ppo_math import gae_advantages, kl_per_token, masked_whiten, shape_rewards
 
 AGENT_LOOP_YAML = Path(__file__).resolve().parents[2] / "configs" / "integrations" / "verl_agent_loop.yaml"
@@ -80,7 +80,7 @@ def test_agent_loop_emits_the_services_token_rewards_as_rm_scores(tiny_reward_se
 
 def test_agent_loop_with_another_policy_tokenizer(tiny_reward_service: ServiceProcess, tiny_gpt2_dir: Path) -> None:
     output, tokenizer = run_loop(tiny_gpt2_dir, tiny_reward_service.url, ANSWERS[0], QUESTIONS[0], "text")
-    text, spans = response_text_and_offsets(tokenizer, output.response_ids, output.prompt_ids)
+    text, spans = decode_with_offsets(tokenizer, output.response_ids, output.prompt_ids)
     prompt = tokenizer.decode(output.prompt_ids, skip_special_tokens=True)
     with TokenRewardClient(tiny_reward_service.url) as client:
         [expected] = client.token_rewards([TokenRewardItem(prompt=prompt, response=text, response_offsets=spans)])

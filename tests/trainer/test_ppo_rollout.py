@@ -11,6 +11,7 @@ import torch
 
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
 from tlcr.models import encode_prompt_response, load_causal_lm, load_token_classifier, load_tokenizer
+from tlcr.tokenization import decode_with_offsets
 from trainer.ppo import PolicyAndValue, batch_indices
 from trainer.ppo_math import mask_from_lengths
 from trainer.rollout import (
@@ -19,7 +20,6 @@ from trainer.rollout import (
     fetch_rewards,
     forward_rollout,
     generate_rollout,
-    response_text_and_offsets,
     sampling_config,
 )
 
@@ -175,13 +175,13 @@ def test_offsets_cover_multibyte_characters(tiny_gpt2_dir: Path) -> None:
     tokenizer = load_tokenizer(tiny_gpt2_dir)
     text = " Caf\u00e9 \u4f60\u597d \U0001f600!"
     ids = tokenizer(text, add_special_tokens=False)["input_ids"]
-    decoded, spans = response_text_and_offsets(tokenizer, ids)
+    decoded, spans = decode_with_offsets(tokenizer, ids)
     assert decoded == text
     assert len(spans) == len(ids)
     assert spans[0][0] == 0 and spans[-1][1] == len(text)
     # monotone with no gap; a token holding part of a split multi-byte character overlaps the next one
     assert all(a[0] <= b[0] <= a[1] <= b[1] for a, b in itertools.pairwise(spans))
-    assert response_text_and_offsets(tokenizer, []) == ("", [])
+    assert decode_with_offsets(tokenizer, []) == ("", [])
 
 
 def test_batch_indices_partition_each_epoch_across_processes() -> None:
