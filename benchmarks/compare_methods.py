@@ -49,12 +49,12 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
+from core.reward_modes import PolicyRewardMode  # noqa: E402
 from tlcr.demo import DemoConfig, StageLog, quiet_libraries  # noqa: E402
 from tlcr.evaluation.bootstrap import Interval, paired_bootstrap  # noqa: E402
-from tlcr.pipeline import MODE_NAMES  # noqa: E402
 
 METHODS = ("sft", "dpo", "seq", "tlcr_fixed", "tlcr", "tlcr_positive_only", "tlcr_negative_only")
-METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", **MODE_NAMES}
+METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", **{m.value: m.label for m in PolicyRewardMode}}
 PPO_GRID = {"ppo_learning_rate": (5e-5, 1.5e-4), "ppo_kl_coef": (0.05, 0.2)}
 DPO_GRID = {"dpo_learning_rate": (1e-5, 4e-5), "dpo_beta": (0.1, 0.3)}
 BUDGET_MINUTES = 30
@@ -378,7 +378,7 @@ def plot_length_curves(per_seed: Sequence[Mapping[str, Any]], out_root: Path, pa
 
     curves: dict[str, list[float]] = {}
     for method in per_seed[0]["chosen"]:
-        if method not in MODE_NAMES:
+        if method not in set(PolicyRewardMode):
             continue
         runs = [read_metrics(out_root / f"seed-{r['seed']}" / "runs" / method / point_name(r["chosen"][method])
                              / "ppo") for r in per_seed]

@@ -24,8 +24,9 @@ from typing import Any
 
 import torch
 
+from core.reward_modes import RewardMode
 from service.client import TokenRewardClient
-from service.schemas import RewardMode, TokenRewardItem
+from service.schemas import TokenRewardItem
 from tlcr.tokens import SUMMARY_KEYS, special_token_strings, strip_special_suffix, token_reward_summary
 
 _lock = threading.Lock()

@@ -23,9 +23,9 @@ import torch
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 
+from core.reward_modes import RewardMode
 from integrations.common import check_token_input, token_reward_items
 from service.client import AsyncTokenRewardClient
-from service.schemas import RewardMode
 from tlcr.tokens import token_reward_summary
 
 # One client (one connection pool) per event loop and service: agent loops are built per trajectory.

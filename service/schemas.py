@@ -5,22 +5,13 @@ Keep this module free of torch / transformers imports: trainers and external cal
 
 from __future__ import annotations
 
-from enum import Enum
 from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
+from core.reward_modes import RewardMode
+
 API_VERSION = "1"
-
-
-class RewardMode(str, Enum):
-    """How a token's discriminator probability p = P(token is positive) becomes a reward."""
-
-    continuous = "continuous"  # r = 2p - 1 (TLCR)
-    fixed = "fixed"  # +1 if p >= tau, -1 if p <= 1 - tau, else 0 (TLCR_fixed)
-    positive_only = "positive_only"  # max(2p - 1, 0) (ablation: w/o negative)
-    negative_only = "negative_only"  # min(2p - 1, 0) (ablation: w/o positive)
-    probability = "probability"  # p
 
 
 class _Strict(BaseModel):

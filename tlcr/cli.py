@@ -11,6 +11,8 @@ from typing import Annotated
 
 import typer
 
+from core.reward_modes import PolicyRewardMode
+
 app = typer.Typer(
     name="tlcr",
     help="Token-level continuous rewards for RLHF: label, train the discriminator, serve, run PPO.",
@@ -85,8 +87,8 @@ def tiny_model_command(
 def demo_command(
     out_root: Annotated[Path, typer.Option(help="Folder that receives runs/demo-<time>/.")] = Path("runs"),
     run_name: Annotated[str | None, typer.Option(help="Run folder name (default demo-<timestamp>).")] = None,
-    modes: Annotated[str, typer.Option(help="PPO reward modes, comma-separated: tlcr, tlcr_fixed, seq, "
-                                            "tlcr_positive_only, tlcr_negative_only.")] = "tlcr",
+    modes: Annotated[str, typer.Option(help="PPO reward modes, comma-separated: "
+                                            + ", ".join(m.value for m in PolicyRewardMode) + ".")] = "tlcr",
     ppo_steps: Annotated[int | None, typer.Option(help="PPO steps per mode (default: the budget's).")] = None,
     smoke: Annotated[bool, typer.Option(help="Tiny budget (~2 min): checks every stage runs; numbers mean little.")]
     = False,
@@ -96,12 +98,15 @@ def demo_command(
 ) -> None:
     """The whole pipeline offline: tiny models, SFT, labeling, discriminator + reward model, the service on
     loopback, PPO with TLCR rewards over HTTP, evaluation, and a report in runs/demo-*/."""
-    from tlcr.demo import MODE_NAMES, DemoConfig, run_demo
+    from tlcr.demo import DemoConfig, run_demo
 
     mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
-    unknown = [m for m in mode_list if m not in MODE_NAMES]
-    if not mode_list or unknown:
-        raise typer.BadParameter(f"unknown reward mode(s) {unknown or modes!r}; choose from {', '.join(MODE_NAMES)}")
+    if not mode_list:
+        raise typer.BadParameter(f"no reward mode in {modes!r}")
+    try:
+        mode_list = tuple(PolicyRewardMode.parse(m).value for m in mode_list)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     overrides: dict[str, object] = {"out_root": out_root, "run_name": run_name, "modes": mode_list}
     if ppo_steps is not None:
         overrides["ppo_steps"] = ppo_steps

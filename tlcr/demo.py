@@ -21,9 +21,10 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from tlcr.pipeline import MODE_NAMES, PipelineConfig
+from core.reward_modes import PolicyRewardMode
+from tlcr.pipeline import PipelineConfig
 
-__all__ = ["MODE_NAMES", "DemoConfig", "StageLog", "quiet_libraries", "run_demo"]
+__all__ = ["DemoConfig", "StageLog", "quiet_libraries", "run_demo"]
 
 
 @dataclass
@@ -153,7 +154,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
             eval_prompts = pipeline.held_out_prompts(config.eval_part, config.eval_samples_per_prompt,
                                                      config.eval_prompts)
             policies: dict[str, Path] = {"SFT": sft}
-            policies.update({MODE_NAMES.get(m, m): ppo_runs[m] / "policy" for m in config.modes})
+            policies.update({PolicyRewardMode(m).label: ppo_runs[m] / "policy" for m in config.modes})
             eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=32,
                                      do_sample=config.eval_do_sample, top_p=config.eval_top_p, seed=config.seed)
             from tlcr.evaluation.reward_sanity import reward_sanity, sanity_rows

@@ -16,10 +16,6 @@ from typing import Any
 
 from tlcr.data.pairs import PreferencePair
 
-# reward modes of `tlcr ppo` and their names in reports (the paper's rows)
-MODE_NAMES = {"tlcr": "TLCR", "tlcr_fixed": "TLCR_fixed", "seq": "PPO_seq",
-              "tlcr_positive_only": "TLCR w/o negative", "tlcr_negative_only": "TLCR w/o positive"}
-
 
 @dataclass
 class PipelineConfig:

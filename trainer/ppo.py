@@ -31,10 +31,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from core.reward_modes import PolicyRewardMode
 from trainer import ppo_math
 from trainer.metrics_log import MetricsLogger
 from trainer.rollout import (
-    SERVICE_MODES,
     FetchedRewards,
     RewardBackend,
     Rollout,
@@ -148,8 +148,8 @@ class PPOConfig:
             if not ok:
                 raise PPOConfigError(message)
 
-        need(self.reward_mode in SERVICE_MODES,
-             f"reward_mode must be one of {', '.join(SERVICE_MODES)}, not {self.reward_mode!r}")
+        need(self.reward_mode in set(PolicyRewardMode),
+             f"reward_mode must be one of {', '.join(m.value for m in PolicyRewardMode)}, not {self.reward_mode!r}")
         need(self.value_init in ("discriminator", "sft"),
              f"value_init must be 'discriminator' or 'sft', not {self.value_init!r}")
         need(self.token_input in ("auto", "ids", "text"),

@@ -18,22 +18,13 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
+from core.reward_modes import PolicyRewardMode
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
 from tlcr.scoring import pad_sequences, position_ids_from_attention_mask
 from tlcr.tokenization import decode_with_offsets
 from trainer.ppo_math import mask_from_lengths, response_lengths
 
-RewardModeName = Literal["tlcr", "tlcr_fixed", "seq", "tlcr_positive_only", "tlcr_negative_only"]
 TokenInput = Literal["ids", "text"]
-
-# PPO reward mode → the service's token RewardMode (None: POST /sequence_rewards).
-SERVICE_MODES: dict[str, str | None] = {
-    "tlcr": "continuous",
-    "tlcr_fixed": "fixed",
-    "tlcr_positive_only": "positive_only",
-    "tlcr_negative_only": "negative_only",
-    "seq": None,
-}
 
 
 class RewardContractError(RuntimeError):
@@ -209,16 +200,14 @@ def fetch_rewards(backend: RewardBackend, tokenizer: PreTrainedTokenizerBase, *,
     tokens from `prompt_ids`-aware character offsets). Responses with no text (EOS straight away) are not
     sent; they get no dense reward and a score of 0.
     """
-    if reward_mode not in SERVICE_MODES:
-        raise ValueError(f"unknown reward mode {reward_mode!r}; expected one of {', '.join(SERVICE_MODES)}")
+    service_mode = PolicyRewardMode.parse(reward_mode).service_mode
     started = time.perf_counter()
     batch = len(prompts)
     sent = [i for i in range(batch) if text_token_ids[i]]
     texts_and_spans = {}
-    if token_input == "text" or reward_mode == "seq":
+    if token_input == "text" or service_mode is None:
         texts_and_spans = {i: decode_with_offsets(tokenizer, text_token_ids[i], prompt_ids[i]) for i in sent}
         sent = [i for i in sent if texts_and_spans[i][0]]
-    service_mode = SERVICE_MODES[reward_mode]
     if service_mode is None:
         scores = torch.zeros(batch)
         if sent:

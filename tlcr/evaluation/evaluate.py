@@ -16,8 +16,8 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
+from core.reward_modes import RewardMode
 from service.client import TokenRewardClient
-from service.schemas import RewardMode
 from tlcr.data.controlled import ControlledTask
 from tlcr.evaluation.judge import Judge, JudgeConfig
 from tlcr.evaluation.mt_bench import conversation_prompt, load_mt_bench

@@ -13,8 +13,8 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from core.reward_modes import RewardMode
 from service.client import TokenRewardClient
-from service.schemas import RewardMode
 from tlcr.data.controlled import ControlledTask, QuestionPart
 from tlcr.models import encode_prompt_response
 
