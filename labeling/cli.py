@@ -107,7 +107,7 @@ def label_command(
         skipped = f"; {report.summary()}" if report.skipped else ""
         _fail(f"error: no usable pairs in {source}: nothing to label{skipped}")
     if part != "all":
-        from tlcr.data.pairs import paper_split
+        from tlcr.data.splits import paper_split
 
         pairs = paper_split(pairs, seed=seed)[part]
         if not pairs:
@@ -188,7 +188,7 @@ def _load_input(source: str, reviser: str, *, split: str, data_dir: str, limit: 
 
         given = load_given_input(source, on_error=on_error, report=report, limit=limit)
         return given.pairs, given.revisions
-    from tlcr.data.pairs import load_preference_pairs
+    from tlcr.data.sources import load_preference_pairs
 
     pairs = load_preference_pairs(source, split=split, data_dir=data_dir, limit=limit, seed=seed,
                                   on_error=on_error, report=report)

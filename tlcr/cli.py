@@ -37,7 +37,8 @@ def data_command(
 ) -> None:
     """Write preference pairs (optionally one part of the paper's 20/40/40 split) as JSONL."""
     from tlcr.data.jsonl import DataError, SkipReport, write_jsonl
-    from tlcr.data.pairs import load_preference_pairs, paper_split
+    from tlcr.data.sources import load_preference_pairs
+    from tlcr.data.splits import paper_split
 
     if part not in ("all", "sft", "rm", "ppo"):
         raise typer.BadParameter(f"--part must be all, sft, rm or ppo, not {part!r}")
@@ -151,7 +152,7 @@ def tiny_model_corpus(source: str, seed: int = 0) -> list[str]:
         from tlcr.data.controlled import ControlledTask
 
         return ControlledTask().corpus()  # the same fixed KB every stage draws pairs from
-    from tlcr.data.pairs import load_preference_pairs
+    from tlcr.data.sources import load_preference_pairs
 
     pairs = load_preference_pairs(source, on_error="skip")
     return [t for p in pairs for t in (p.prompt + p.chosen, p.rejected)]

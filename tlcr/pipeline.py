@@ -80,7 +80,8 @@ def prepare_data(config: PipelineConfig, run_dir: Path, source: str = "controlle
     prompts are drawn fresh); returns (prepared data, held-out pairs).
     """
     from tlcr.data.jsonl import write_jsonl
-    from tlcr.data.pairs import load_preference_pairs, paper_split
+    from tlcr.data.sources import load_preference_pairs
+    from tlcr.data.splits import paper_split
     from tlcr.models import build_tiny_model
 
     if source == "controlled":

@@ -216,7 +216,8 @@ class PPOConfig:
 
 def load_prompts(config: PPOConfig) -> list[str]:
     """Distinct prompts of the configured split part, in a fixed order."""
-    from tlcr.data.pairs import load_preference_pairs, paper_split
+    from tlcr.data.sources import load_preference_pairs
+    from tlcr.data.splits import paper_split
 
     pairs = load_preference_pairs(config.source, limit=config.data_limit, seed=config.data_seed)
     part = pairs if config.split_part == "all" else paper_split(pairs, seed=config.data_seed)[config.split_part]

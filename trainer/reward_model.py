@@ -22,7 +22,9 @@ from transformers.trainer_utils import SchedulerType
 from trl import RewardConfig, RewardTrainer
 
 from tlcr.data.jsonl import DataError, OnError, SkipReport
-from tlcr.data.pairs import PreferencePair, load_preference_pairs, paper_split
+from tlcr.data.pairs import PreferencePair
+from tlcr.data.sources import load_preference_pairs
+from tlcr.data.splits import paper_split
 from tlcr.models import check_max_length, load_sequence_classifier, load_tokenizer, mark_sequence_reward_model_config
 from tlcr.scoring import fit_prompt_response, prompt_response_scores
 from trainer.discriminator import json_safe, running_without_accelerator, train_and_release

@@ -93,7 +93,8 @@ def sft_examples(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizer
 
 
 def load_split(source: str, *, limit: int | None, seed: int, part: str) -> list[PreferencePair]:
-    from tlcr.data.pairs import load_preference_pairs, paper_split
+    from tlcr.data.sources import load_preference_pairs
+    from tlcr.data.splits import paper_split
 
     pairs = load_preference_pairs(source, limit=limit, seed=seed)
     return pairs if part == "all" else paper_split(pairs, seed=seed)[part]

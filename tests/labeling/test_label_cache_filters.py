@@ -106,7 +106,7 @@ def test_insert_heavy_and_deletion_heavy_minimal_edits_are_kept(label_tokenizer:
 def test_hh_chosen_answers_mostly_fail_as_rewrites_of_the_rejected(hh_harmless_test: Path) -> None:
     """Real HH-RLHF pairs, Llama 2 tokenizer: the chosen reply is usually a different answer, not an edit of
     the rejected one, so most fail the kept-share rule while most passed the old edit-ratio rule."""
-    from tlcr.data.pairs import load_preference_pairs
+    from tlcr.data.sources import load_preference_pairs
     from tlcr.models import load_tokenizer
 
     llama2 = hh_harmless_test.parents[3] / "tokenizers" / "llama2"

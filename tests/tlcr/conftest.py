@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from tlcr.data.pairs import PreferencePair, load_preference_pairs
+from tlcr.data.pairs import PreferencePair
+from tlcr.data.sources import load_preference_pairs
 from tlcr.models import load_tokenizer
 
 

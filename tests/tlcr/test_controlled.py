@@ -11,7 +11,7 @@ from tlcr.data.controlled import (
     ControlledTask,
     length_balance,
 )
-from tlcr.data.pairs import load_preference_pairs
+from tlcr.data.sources import load_preference_pairs
 
 
 def test_task_is_deterministic_by_seed() -> None:

@@ -5,7 +5,9 @@ from pathlib import Path
 import pytest
 
 from tlcr.data.jsonl import DataError, SkipReport
-from tlcr.data.pairs import PreferencePair, load_preference_pairs, paper_split, split_transcript
+from tlcr.data.pairs import PreferencePair, split_transcript
+from tlcr.data.sources import load_preference_pairs
+from tlcr.data.splits import paper_split
 
 
 def test_split_transcript_keeps_last_assistant_marker_in_prompt() -> None:
@@ -107,3 +109,16 @@ def test_hub_code_path_on_a_local_dataset_repo(tmp_path: Path, hh_harmless_test:
     assert report.skipped == 1 and "hh-rlhf[test][86]: empty chosen response" in report.reasons[0]
     with pytest.raises(DataError, match="cannot load dataset"):
         load_preference_pairs(repo, split="train", data_dir="harmless-base")
+
+
+def test_select_part_is_one_part_of_the_paper_split_or_every_pair_and_refuses_other_names():
+    from tlcr.data.splits import PART_CHOICES, check_part, select_part
+
+    pairs = [PreferencePair(prompt=f"p{i}", chosen="c", rejected="r") for i in range(10)]
+    assert PART_CHOICES == ("all", "sft", "rm", "ppo")
+    assert select_part(pairs, "all") == pairs
+    parts = {part: select_part(pairs, part, seed=3) for part in ("sft", "rm", "ppo")}
+    assert parts == paper_split(pairs, seed=3)
+    assert sorted(p.prompt for ps in parts.values() for p in ps) == sorted(p.prompt for p in pairs)
+    with pytest.raises(ValueError, match="split part must be one of all, sft, rm, ppo, not 'train'"):
+        check_part("train")

@@ -79,7 +79,8 @@ def test_ppo_run_writes_metrics_checkpoints_and_hf_models(tiny_model_dir: Path, 
 
 
 def test_oracle_metric_scores_the_controlled_task(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from tlcr.data.pairs import load_preference_pairs, paper_split
+    from tlcr.data.sources import load_preference_pairs
+    from tlcr.data.splits import paper_split
 
     trainer = PPOTrainer(tiny_config(tiny_model_dir, tmp_path / "run"), ParityRewards())
     try:

@@ -1,5 +1,2 @@
-"""Preference data: HH-RLHF (Hub or local files) and the built-in offline controlled task."""
-
-from tlcr.data.pairs import PreferencePair, paper_split
-
-__all__ = ["PreferencePair", "paper_split"]
+"""Preference data: the pair record, where pairs come from (HH-RLHF files or the Hub, the offline controlled task)
+and the paper's 20/40/40 split."""

@@ -55,7 +55,7 @@ def eval_command(
 
     from service.client import TokenRewardClient
     from tlcr.data.jsonl import DataError
-    from tlcr.data.pairs import CONTROLLED, load_preference_pairs
+    from tlcr.data.sources import CONTROLLED, load_preference_pairs
     from tlcr.evaluation.evaluate import EvalConfig
     from tlcr.evaluation.judge import JudgeConfig
     from tlcr.evaluation.run import run_evaluation
