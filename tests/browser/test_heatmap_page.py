@@ -114,6 +114,8 @@ def test_page_shows_service_info_and_an_auth_error_without_key(page: Page, heatm
     open_heatmap(page, heatmap_service)
     info = page.evaluate("document.getElementById('info').textContent")
     assert "contrasting-discriminator" in info and "cpu/float32" in info, info
+    max_length = httpx.get(f"{heatmap_service.url}/info", timeout=30).json()["max_length"]
+    assert info.endswith(f" · max {max_length} tokens"), info
     score_and_wait(page)
     error = page.evaluate("document.getElementById('error').textContent")
     assert error.startswith("HTTP 401"), error
@@ -132,9 +134,11 @@ def test_heatmap_spans_match_the_api_and_are_coloured(page: Page, heatmap_servic
     spans = rendered_spans(page)
     assert [s["text"] for s in spans] == expected["tokens"]
     assert "".join(expected["tokens"]).strip() == RESPONSE.strip()
-    for span, reward in zip(spans, expected["rewards"], strict=True):
-        shown = float(re.search(r"r = (-?[\d.]+)", span["title"]).group(1))  # type: ignore[union-attr]
-        assert math.isclose(shown, reward, abs_tol=1e-3), (span, reward)
+    for span, reward, probability in zip(spans, expected["rewards"], expected["probabilities"], strict=True):
+        shown = re.search(r"r = (-?\d\.\d{3})  p = (\d\.\d{3})$", span["title"])
+        assert shown is not None, span
+        assert math.isclose(float(shown.group(1)), reward, abs_tol=1e-3), (span, reward)
+        assert math.isclose(float(shown.group(2)), probability, abs_tol=1e-3), (span, probability)
         rgb, alpha = parse_rgba(span["background"])
         want_rgb, want_alpha = page_colour(reward, "continuous")
         assert rgb == want_rgb and math.isclose(alpha, want_alpha, abs_tol=0.01), (span, reward)
