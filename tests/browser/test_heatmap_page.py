@@ -8,7 +8,6 @@ and half r ≈ −0.8, which the screenshot must show as green and red.
 
 from __future__ import annotations
 
-import json
 import math
 import re
 from collections.abc import Iterator
@@ -19,6 +18,7 @@ import httpx
 import numpy as np
 import pytest
 import torch
+from playwright.sync_api import Page
 
 from service.launcher import ServiceProcess, start_service
 
@@ -91,46 +91,31 @@ def parse_rgba(css: str) -> tuple[tuple[int, int, int], float]:
     return (int(red), int(green), int(blue)), 1.0 if alpha is None else float(alpha)
 
 
-def click(page: Any, selector: str) -> None:
-    """A real mouse click (press and release) at the centre of the element, as a user would."""
-    box = page.evaluate(f"""(() => {{ const el = document.querySelector({json.dumps(selector)});
-        el.scrollIntoView({{block: "center"}}); const r = el.getBoundingClientRect();
-        return {{x: r.left + r.width / 2, y: r.top + r.height / 2}}; }})()""")
-    for event in ("mousePressed", "mouseReleased"):
-        page.send("Input.dispatchMouseEvent", type=event, x=box["x"], y=box["y"], button="left", clickCount=1)
+def open_heatmap(page: Page, service: ServiceProcess) -> None:
+    page.goto(service.url + "/")
+    page.wait_for_function("document.getElementById('info').textContent.startsWith('Model ')")
+    page.fill("#prompt", PROMPT)
+    page.fill("#response", RESPONSE)
 
 
-def type_into(page: Any, selector: str, text: str) -> None:
-    """Replace a field's content by focusing it, selecting all and typing `text` (CDP insertText)."""
-    page.evaluate(f"(() => {{ const el = document.querySelector({json.dumps(selector)}); el.focus(); el.select(); }})"
-                  "()")
-    page.send("Input.insertText", text=text)
-
-
-def open_heatmap(page: Any, service: ServiceProcess) -> None:
-    page.navigate(service.url + "/")
-    page.wait_for("document.getElementById('info').textContent.startsWith('Model ')",
-                  what="the page to show the service's /info")
-    type_into(page, "#prompt", PROMPT)
-    type_into(page, "#response", RESPONSE)
-
-
-def score_and_wait(page: Any) -> None:
+def score_and_wait(page: Page) -> None:
     page.evaluate("document.getElementById('heatmap').replaceChildren()")
-    click(page, "#score")
-    page.wait_for("document.querySelectorAll('#heatmap span').length > 0 || "
-                  "document.getElementById('error').textContent.length > 0", what="the heatmap or an error")
+    page.click("#score")
+    page.wait_for_function("document.querySelectorAll('#heatmap span').length > 0 || "
+                           "document.getElementById('error').textContent.length > 0")
 
 
-def rendered_spans(page: Any) -> list[dict[str, str]]:
+def rendered_spans(page: Page) -> list[dict[str, str]]:
     return list(page.evaluate("""Array.from(document.querySelectorAll('#heatmap span')).map(s => ({
         text: s.textContent, title: s.title, background: getComputedStyle(s).backgroundColor}))"""))
 
 
-def test_page_shows_service_info_and_an_auth_error_without_key(page: Any, heatmap_service: ServiceProcess) -> None:
+def test_page_shows_service_info_and_an_auth_error_without_key(page: Page, heatmap_service: ServiceProcess) -> None:
     open_heatmap(page, heatmap_service)
     info = page.evaluate("document.getElementById('info').textContent")
     assert "contrasting-discriminator" in info and "cpu/float32" in info, info
+    max_length = httpx.get(f"{heatmap_service.url}/info", timeout=30).json()["max_length"]
+    assert info.endswith(f" · max {max_length} tokens"), info
     score_and_wait(page)
     error = page.evaluate("document.getElementById('error').textContent")
     assert error.startswith("HTTP 401"), error
@@ -138,10 +123,10 @@ def test_page_shows_service_info_and_an_auth_error_without_key(page: Any, heatma
     assert page.evaluate("document.getElementById('score').disabled") is False
 
 
-def test_heatmap_spans_match_the_api_and_are_coloured(page: Any, heatmap_service: ServiceProcess,
-                                                      pixel_stats: Any) -> None:
+def test_heatmap_spans_match_the_api_and_are_coloured(page: Page, heatmap_service: ServiceProcess,
+                                                      decode_png: Any, pixel_stats: Any) -> None:
     open_heatmap(page, heatmap_service)
-    type_into(page, "#apikey", API_KEY)
+    page.fill("#apikey", API_KEY)
     score_and_wait(page)
     assert page.evaluate("document.getElementById('error').textContent") == ""
 
@@ -149,9 +134,11 @@ def test_heatmap_spans_match_the_api_and_are_coloured(page: Any, heatmap_service
     spans = rendered_spans(page)
     assert [s["text"] for s in spans] == expected["tokens"]
     assert "".join(expected["tokens"]).strip() == RESPONSE.strip()
-    for span, reward in zip(spans, expected["rewards"], strict=True):
-        shown = float(re.search(r"r = (-?[\d.]+)", span["title"]).group(1))  # type: ignore[union-attr]
-        assert math.isclose(shown, reward, abs_tol=1e-3), (span, reward)
+    for span, reward, probability in zip(spans, expected["rewards"], expected["probabilities"], strict=True):
+        shown = re.search(r"r = (-?\d\.\d{3})  p = (\d\.\d{3})$", span["title"])
+        assert shown is not None, span
+        assert math.isclose(float(shown.group(1)), reward, abs_tol=1e-3), (span, reward)
+        assert math.isclose(float(shown.group(2)), probability, abs_tol=1e-3), (span, probability)
         rgb, alpha = parse_rgba(span["background"])
         want_rgb, want_alpha = page_colour(reward, "continuous")
         assert rgb == want_rgb and math.isclose(alpha, want_alpha, abs_tol=0.01), (span, reward)
@@ -160,17 +147,17 @@ def test_heatmap_spans_match_the_api_and_are_coloured(page: Any, heatmap_service
     summary = page.evaluate("document.getElementById('summary').textContent")
     assert summary.startswith(f"{len(spans)} tokens · sum of rewards {sum(expected['rewards']):.3f}"), summary
 
-    page_image = page.screenshot()
+    page_image = decode_png(page.screenshot())
     assert pixel_stats(page_image)["non_white"] > 0.01 and page_image.std() > 0.05, "blank page screenshot"
-    heatmap = pixel_stats(page.screenshot(page.element_clip("#heatmap")))
+    heatmap = pixel_stats(decode_png(page.locator("#heatmap").screenshot()))
     assert heatmap["green"] > 0.02 and heatmap["red"] > 0.02, heatmap
 
 
-def test_fixed_mode_colours_only_tokens_past_the_threshold(page: Any, heatmap_service: ServiceProcess) -> None:
+def test_fixed_mode_colours_only_tokens_past_the_threshold(page: Page, heatmap_service: ServiceProcess) -> None:
     open_heatmap(page, heatmap_service)
-    type_into(page, "#apikey", API_KEY)
-    page.evaluate("document.getElementById('mode').value = 'fixed'")
-    type_into(page, "#threshold", "0.9")
+    page.fill("#apikey", API_KEY)
+    page.select_option("#mode", "fixed")
+    page.fill("#threshold", "0.9")
     assert page.evaluate("[document.getElementById('mode').value, document.getElementById('threshold').value]") == [
         "fixed", "0.9"]
     score_and_wait(page)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from playwright.sync_api import Page
 
 from tlcr.evaluation.report import HeatmapSample, Report, fig6_plot, write_report
 
@@ -43,9 +44,9 @@ def blended_on_white(rgb: tuple[int, int, int], alpha: float) -> np.ndarray:
     return (1.0 - alpha) + alpha * np.asarray(rgb, dtype=np.float64) / 255.0
 
 
-def open_report(page: Any, path: Path) -> list[dict[str, Any]]:
-    page.navigate(path.resolve().as_uri())
-    page.wait_for("Array.from(document.images).every(img => img.complete)", what="the figures to load")
+def open_report(page: Page, path: Path) -> list[dict[str, Any]]:
+    page.goto(path.resolve().as_uri())
+    page.wait_for_function("Array.from(document.images).every(img => img.complete)")
     return list(page.evaluate(SPANS_JS))
 
 
@@ -61,15 +62,17 @@ def assert_spans_painted_by_reward(spans: list[dict[str, Any]]) -> None:
             assert span["box"]["width"] > 0 and span["box"]["height"] > 0, f"span not laid out: {span}"
 
 
-def span_pixels(page: Any, span: dict[str, Any]) -> np.ndarray:
+def span_pixels(page: Page, span: dict[str, Any], decode_png: Any) -> np.ndarray:
     """Median colour of a span's box in a screenshot (the glyphs cover less than half of it)."""
     box = span["box"]
-    image = page.screenshot({"x": box["x"], "y": box["y"] + 2, "width": box["width"], "height": box["height"] - 4})
+    # full_page: the clip is in page coordinates, as the box is
+    image = decode_png(page.screenshot(full_page=True, clip={"x": box["x"], "y": box["y"] + 2, "width": box["width"],
+                                                             "height": box["height"] - 4}))
     return np.asarray(np.median(image[..., :3].reshape(-1, 3), axis=0))
 
 
-def test_demo_report_renders_figures_and_coloured_token_spans(page: Any, demo_smoke_run: Any,
-                                                              pixel_stats: Any) -> None:
+def test_demo_report_renders_figures_and_coloured_token_spans(page: Page, demo_smoke_run: Any,
+                                                              decode_png: Any, pixel_stats: Any) -> None:
     report = Path(demo_smoke_run.run_dir) / "report.html"
     spans = open_report(page, report)
     source_rewards = re.findall(r'<span class="tok"[^>]*data-reward="([^"]+)"', report.read_text(encoding="utf-8"))
@@ -82,18 +85,19 @@ def test_demo_report_renders_figures_and_coloured_token_spans(page: Any, demo_sm
     rows = page.evaluate("Array.from(document.querySelectorAll('#summary tr')).map(tr => tr.cells[0].textContent)")
     assert rows == ["policy", "SFT", "TLCR"]
 
-    top = pixel_stats(page.screenshot())
+    top = pixel_stats(decode_png(page.screenshot()))
     assert top["non_white"] > 0.05, f"blank screenshot: {top}"
     # the strongest spans, whatever their sign, look like their colour blended on white
     # a wrapped span's box also covers white page; an empty one has no box
     one_line = [s for s in spans if s["lines"] == 1 and s["box"]["width"] >= 4]
     for span in sorted(one_line, key=lambda s: -abs(s["reward"]))[:3]:
         want = blended_on_white(*expected_background(span["reward"]))
-        got = span_pixels(page, span)
+        got = span_pixels(page, span, decode_png)
         assert np.allclose(got, want, atol=0.03), (span, got, want)
 
 
-def test_report_heatmap_shows_green_and_red_tokens(page: Any, tmp_path: Path, pixel_stats: Any) -> None:
+def test_report_heatmap_shows_green_and_red_tokens(page: Page, tmp_path: Path, decode_png: Any,
+                                                    pixel_stats: Any) -> None:
     summary = {"SFT": {"sequence_reward": 0.1, "fixed_token_reward_sum": -1.0, "continuous_token_reward_sum": -0.4},
                "TLCR": {"sequence_reward": 0.5, "fixed_token_reward_sum": 2.0, "continuous_token_reward_sum": 1.2}}
     tokens = [" The", " capital", " of", " Nesolland", " is", " Qarvish", ".", " You", " are", " <b>stupid</b>", "."]
@@ -106,9 +110,10 @@ def test_report_heatmap_shows_green_and_red_tokens(page: Any, tmp_path: Path, pi
     assert page.evaluate("document.querySelectorAll('.heatmap b').length") == 0
     assert_spans_painted_by_reward(spans)
 
-    page_image = page.screenshot()
+    page_image = decode_png(page.screenshot())
     assert pixel_stats(page_image)["non_white"] > 0.05 and page_image.std() > 0.05, "blank page screenshot"
-    heatmap = pixel_stats(page.screenshot(page.element_clip(".heatmap")))
+    heatmap = pixel_stats(decode_png(page.locator(".heatmap").screenshot()))
     assert heatmap["green"] > 0.05 and heatmap["red"] > 0.05, heatmap
     neutral = next(s for s in spans if s["reward"] == 0.0)
-    assert np.allclose(span_pixels(page, neutral), 1.0, atol=0.03), "a zero reward must leave the token unpainted"
+    assert np.allclose(span_pixels(page, neutral, decode_png), 1.0, atol=0.03), \
+        "a zero reward must leave the token unpainted"
