@@ -1,14 +1,16 @@
 """Inference routes: POST /token_rewards, /sequence_rewards and OpenRLHF's /get_reward.
 
-Each declares its contract and hands the parsed request to the serving layer (service/serving.py).
+Each declares its contract, hands the parsed request to the serving layer (service/serving.py) and is
+cancelled if its client disconnects first (service/disconnect.py).
 """
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 
 from service import serving
 from service.dependencies import ReadyState, body_parsed
+from service.disconnect import cancel_on_disconnect
 from service.json_route import PausedGCJSONRoute
 from service.schemas import (
     ErrorResponse,
@@ -36,20 +38,24 @@ router = APIRouter(responses=_ERRORS, dependencies=[Depends(body_parsed)],  # ty
 
 
 @router.post("/token_rewards", response_model=TokenRewardsResponse, tags=["rewards"])
-async def token_rewards(request: TokenRewardsRequest, state: ReadyState) -> TokenRewardsResponse:
+@cancel_on_disconnect
+async def token_rewards(request: TokenRewardsRequest, state: ReadyState, raw_request: Request) -> TokenRewardsResponse:
     """Per-token rewards of each item's response tokens: r = 2·D − 1 by default (TLCR)."""
     return await serving.token_rewards(state, request)
 
 
 @router.post("/sequence_rewards", response_model=SequenceRewardsResponse, tags=["rewards"],
              responses={404: {"model": ErrorResponse, "description": "No sequence reward model is loaded"}})
-async def sequence_rewards(request: SequenceRewardsRequest, state: ReadyState) -> SequenceRewardsResponse:
+@cancel_on_disconnect
+async def sequence_rewards(request: SequenceRewardsRequest, state: ReadyState,
+                           raw_request: Request) -> SequenceRewardsResponse:
     """One scalar per (prompt, response) from the sequence reward model (the PPO_seq baseline)."""
     return await serving.sequence_rewards(state, request)
 
 
 @router.post("/get_reward", response_model=GetRewardResponse, tags=["openrlhf"])
-async def get_reward(request: GetRewardRequest, state: ReadyState) -> GetRewardResponse:
+@cancel_on_disconnect
+async def get_reward(request: GetRewardRequest, state: ReadyState, raw_request: Request) -> GetRewardResponse:
     """OpenRLHF remote reward model: full texts in `query`, one scalar each (sum or mean of token rewards),
     plus `scores` (mean token probability) and `extra_logs` (token-reward statistics)."""
     return await serving.get_reward(state, request)
