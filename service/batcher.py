@@ -65,6 +65,7 @@ def should_dispatch(*, queued: int, queued_tokens: int, oldest_wait_s: float, wa
 class BatchObserver(Protocol):
     def batch_done(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None: ...
     def queue_depth(self, depth: int) -> None: ...
+    def sequences_dropped(self, count: int) -> None: ...
 
 
 def select_batch(lengths: Sequence[int], anchor: int, token_budget: int, max_batch_size: int) -> list[int]:
@@ -165,12 +166,29 @@ class DynamicBatcher(Generic[Payload, Result]):
         self._pending.extend(entries)
         self._report_depth()
         self._wakeup.set()
-        # return_exceptions: every future's outcome is retrieved, then the first error is raised.
-        outcomes = await asyncio.gather(*(e.future for e in entries), return_exceptions=True)
+        try:
+            # return_exceptions: every future's outcome is retrieved, then the first error is raised.
+            outcomes = await asyncio.gather(*(e.future for e in entries), return_exceptions=True)
+        except asyncio.CancelledError:  # the caller gave up (timeout, client disconnected)
+            for e in entries:
+                e.future.cancel()
+            self._drop_cancelled()
+            raise
         for outcome in outcomes:
             if isinstance(outcome, BaseException):
                 raise outcome
         return list(outcomes)  # type: ignore[arg-type]
+
+    def _drop_cancelled(self) -> None:
+        """Take the sequences of requests that gave up out of the queue, so they are never computed (those
+        already in a running forward finish; their results are discarded)."""
+        queued = len(self._pending)
+        self._pending = [e for e in self._pending if not e.future.cancelled()]
+        dropped = queued - len(self._pending)
+        if dropped:
+            self._report_depth()
+            if self._observer is not None:
+                self._observer.sequences_dropped(dropped)
 
     def _report_depth(self) -> None:
         if self._observer is not None:
@@ -184,8 +202,9 @@ class DynamicBatcher(Generic[Payload, Result]):
             token_budget=self.token_budget, closing=self._closing)
 
     def _take_batch(self) -> list[_Entry[Payload, Result]]:
-        # Callers that gave up (timeout, disconnect) cancelled their futures: drop their sequences.
-        self._pending = [e for e in self._pending if not e.future.done()]
+        # A cancelled request's futures are cancelled at once, but its own clean-up runs only when its task
+        # resumes, which may be after this.
+        self._drop_cancelled()
         if not self._pending:
             return []
         chosen = select_batch([e.length for e in self._pending], 0, self.token_budget, self.max_batch_size)

@@ -2,7 +2,8 @@
 
 Requests are counted per route template (never per raw path, so a scan of random URLs cannot blow up
 the label set) and status; batches record size, real and padded tokens and forward time; the queue
-depth is a gauge.
+depth is a gauge; requests dropped because their client disconnected are counted, and so are queued
+sequences taken out before their forward pass because their request was cancelled.
 """
 
 from __future__ import annotations
@@ -40,6 +41,12 @@ class ServiceMetrics:
         self.forward_seconds = Histogram("tlcr_forward_seconds", "Time of one forward batch", ["model"],
                                          buckets=LATENCY_BUCKETS, registry=r)
         self.queue = Gauge("tlcr_queue_depth", "Sequences waiting for a forward batch", ["model"], registry=r)
+        self.dropped_requests = Counter(
+            "tlcr_dropped_requests", "Requests whose client disconnected before the response, by route; their "
+            "work was cancelled, so their sequences still queued were never computed", ["route"], registry=r)
+        self.dropped_sequences = Counter(
+            "tlcr_dropped_sequences", "Queued sequences taken out before their forward pass because their request "
+            "was cancelled (client disconnected, or request timeout)", ["model"], registry=r)
 
     def observer(self, model: str) -> BatchMetrics:
         return BatchMetrics(self, model)
@@ -63,6 +70,9 @@ class BatchMetrics:
 
     def queue_depth(self, depth: int) -> None:
         self._m.queue.labels(self._model).set(depth)
+
+    def sequences_dropped(self, count: int) -> None:
+        self._m.dropped_sequences.labels(self._model).inc(count)
 
 
 class RequestMetricsMiddleware:

@@ -151,6 +151,46 @@ async def test_abandoned_requests_are_not_computed() -> None:
     assert all(111 not in b for b in recorder.batches)
 
 
+class DropCounter:
+    """A batch observer that keeps what the batcher reports about its queue."""
+
+    def __init__(self) -> None:
+        self.depths: list[int] = []
+        self.dropped = 0
+
+    def batch_done(self, size: int, tokens: int, padded_tokens: int, seconds: float) -> None:
+        pass
+
+    def queue_depth(self, depth: int) -> None:
+        self.depths.append(depth)
+
+    def sequences_dropped(self, count: int) -> None:
+        self.dropped += count
+
+
+async def test_cancelled_request_leaves_the_queue_at_once_and_is_counted() -> None:
+    recorder, observer = Recorder(), DropCounter()
+    recorder.gate.clear()  # the first forward blocks, so later requests stay queued
+    batcher = DynamicBatcher(recorder, lambda p: p, token_budget=1000, max_batch_size=64, max_wait_s=0.0,
+                             max_queue=3, observer=observer)
+    batcher.start()
+    running = asyncio.ensure_future(batcher.submit([1]))
+    while batcher.depth or not observer.depths:  # until the first request went into the forward
+        await asyncio.sleep(0.005)
+    abandoned = asyncio.ensure_future(batcher.submit([111, 222, 333]))  # fills the queue
+    await asyncio.sleep(0.01)
+    assert batcher.depth == 3
+    abandoned.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await abandoned
+    assert batcher.depth == 0 and observer.dropped == 3 and observer.depths[-1] == 0
+    kept = asyncio.ensure_future(batcher.submit([4, 5, 6]))  # room again before any forward ran
+    recorder.gate.set()
+    assert await running == [2] and await kept == [8, 10, 12]
+    await batcher.close()
+    assert all(p not in b for b in recorder.batches for p in (111, 222, 333))
+
+
 async def test_adaptive_wait_follows_forward_time() -> None:
     recorder = Recorder(seconds=0.2)
     batcher = make(recorder, max_wait_s=0.05, adaptive_wait=True)

@@ -1,0 +1,63 @@
+"""Routes whose client disconnects are cancelled, so the request's sequences still queued are never computed.
+
+uvicorn does not cancel a request's task when its client goes away: it marks the request disconnected,
+and `receive()`, which waits once the body has been read, then returns {"type": "http.disconnect"}.
+So a route whose body FastAPI has already read waits on `receive()` alongside its work and cancels the
+work when the disconnect arrives (vLLM's `with_cancellation`; Starlette's StreamingResponse listens the
+same way). Cancelling the work cancels its wait in the batcher, which takes the request's queued
+sequences out of the queue (service/batcher.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import ParamSpec, TypeVar
+
+from fastapi import Request, Response
+
+from service.state import ServiceState
+
+Params = ParamSpec("Params")
+Result = TypeVar("Result")
+
+# nginx's status for "client closed request": nobody receives it (uvicorn discards what is sent to a
+# closed connection), but the request metrics record it under this status.
+CLIENT_CLOSED_REQUEST = 499
+
+
+async def wait_for_disconnect(request: Request) -> None:
+    """Returns when the client has disconnected. Only once the body has been read: it consumes messages."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+def cancel_on_disconnect(route: Callable[Params, Awaitable[Result]]) -> Callable[Params, Awaitable[Result | Response]]:
+    """Decorate a FastAPI route that takes `raw_request: Request` and a body that FastAPI parses before
+    calling it: the route's work is cancelled when its client disconnects, and the request is counted in
+    `tlcr_dropped_requests`."""
+    if "raw_request" not in inspect.signature(route).parameters:
+        raise TypeError(f"{route.__name__} needs a 'raw_request: Request' parameter to watch for its client")
+
+    @functools.wraps(route)
+    async def cancellable(*args: Params.args, **kwargs: Params.kwargs) -> Result | Response:
+        request = kwargs["raw_request"]
+        assert isinstance(request, Request)
+        work = asyncio.ensure_future(route(*args, **kwargs))
+        disconnect = asyncio.ensure_future(wait_for_disconnect(request))
+        try:
+            await asyncio.wait([work, disconnect], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            disconnect.cancel()
+            if not work.done():
+                work.cancel()
+                await asyncio.wait([work])  # its clean-up (leaving the queue) runs before the route ends
+        if not work.cancelled():
+            return work.result()  # finished first (or finished anyway): its result or its error
+        state: ServiceState = request.app.state.service
+        state.metrics.dropped_requests.labels(request.scope["route"].path).inc()
+        return Response(status_code=CLIENT_CLOSED_REQUEST)
+
+    return cancellable

@@ -1,0 +1,195 @@
+"""The serving layer under the HTTP routes: from a parsed request to its response, one function per route.
+
+The routes in service/routers/ only declare the HTTP contract, call one of these and return what it
+gives. Here requests are checked against the limits, prepared in worker threads (tokenizing, aligning),
+scored through the dynamic batcher and turned into response models. Errors are raised as the exceptions
+the app's handlers answer (`ItemError` → 422, `QueueFull` → 503, `HTTPException`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+from collections.abc import Callable, Sequence
+from typing import TypeVar
+
+import numpy as np
+from fastapi import HTTPException, status
+from transformers import PreTrainedTokenizerBase
+
+from service.batcher import DynamicBatcher
+from service.items import ItemError, PreparedItem, prepare_sequence_item, prepare_token_item, split_query
+from service.rewards import reduce_rewards, rewards_from_probabilities
+from service.schemas import (
+    GetRewardRequest,
+    GetRewardResponse,
+    InfoResponse,
+    RewardMode,
+    SequenceRewardsRequest,
+    SequenceRewardsResponse,
+    TokenRewardItem,
+    TokenRewardResult,
+    TokenRewardsRequest,
+    TokenRewardsResponse,
+)
+from service.scorer import Encoded
+from service.settings import public_name
+from service.state import ServiceState
+from service.token_strings import token_strings
+from tlcr.models import ModelLoadError, demo_note, load_tokenizer
+from tlcr.tokenization import tokenizer_fingerprint
+from tlcr.tokens import special_token_strings, strip_special_suffix, token_reward_summary
+
+Result = TypeVar("Result")
+Work = TypeVar("Work")
+
+
+def check_ready(state: ServiceState) -> None:
+    """503 + Retry-After, naming why, unless the model is loaded and warmed up."""
+    if not state.ready:
+        reason = state.load_error or ("shutting down" if state.shutting_down else "loading the model")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"not ready: {reason}",
+                            headers={"Retry-After": str(state.settings.retry_after_s)})
+
+
+_FINGERPRINTS: dict[int, str] = {}  # by id() of the loaded tokenizer: computed once (a vocabulary sort)
+
+
+def _fingerprint(tokenizer: PreTrainedTokenizerBase) -> str:
+    key = id(tokenizer)
+    if key not in _FINGERPRINTS:
+        _FINGERPRINTS[key] = tokenizer_fingerprint(tokenizer)
+    return _FINGERPRINTS[key]
+
+
+async def info(state: ServiceState) -> InfoResponse:
+    """What is served: names, revision, limits and modes (never file paths)."""
+    scorer = state.token_scorer
+    assert scorer is not None
+    return InfoResponse(
+        model=scorer.name, revision=scorer.revision, tokenizer=public_name(str(scorer.tokenizer.name_or_path)),
+        max_length=scorer.max_length, modes=list(RewardMode), device=str(scorer.device),
+        dtype=str(scorer.dtype).removeprefix("torch."),
+        sequence_model=(public_name(state.sequence_scorer.name) if state.sequence_scorer is not None else None),
+        demo=demo_note(scorer.model.config),
+        tokenizer_fingerprint=await asyncio.to_thread(_fingerprint, scorer.tokenizer),
+    )
+
+
+def _check_item_count(state: ServiceState, count: int, field: str = "items") -> None:
+    limit = state.settings.max_items_per_request
+    if count > limit:
+        raise ItemError(field, f"{count} items exceed the limit of {limit} per request "
+                               "(split the batch; the client does this itself)")
+
+
+async def _score(state: ServiceState, batcher: DynamicBatcher[Encoded, Result],
+                 encoded: Sequence[Encoded]) -> list[Result]:
+    try:
+        return await asyncio.wait_for(batcher.submit(encoded), timeout=state.settings.request_timeout_s)
+    except asyncio.TimeoutError as exc:  # (TimeoutError itself only from Python 3.11)
+        state.metrics.errors.labels("timeout").inc()
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE,
+                            f"no result within {state.settings.request_timeout_s:g} s; the service is overloaded",
+                            headers={"Retry-After": str(state.settings.retry_after_s)}) from exc
+
+
+async def off_loop(state: ServiceState, work: Callable[[], Work]) -> Work:
+    """`work()` (tokenizing, aligning, decoding) in a worker thread, at most --max-preparing at once, so
+    the event loop keeps answering and a burst of big requests waits instead of piling up."""
+    async with state.preparing:
+        return await asyncio.to_thread(work)
+
+
+async def _prepare_all(items: Sequence[TokenRewardItem], tokenizer: PreTrainedTokenizerBase,
+                       state: ServiceState, return_tokens: bool = False) -> list[PreparedItem]:
+    assert state.token_scorer is not None
+    limits = state.limits(state.token_scorer)
+    return await off_loop(state, lambda: [prepare_token_item(i, item, tokenizer, limits, return_tokens)
+                                          for i, item in enumerate(items)])
+
+
+def build_result(prepared: PreparedItem, probabilities: np.ndarray, mode: RewardMode, threshold: float,
+                 return_probabilities: bool, return_tokens: bool,
+                 tokenizer: PreTrainedTokenizerBase) -> TokenRewardResult:
+    """Rewards of the response tokens (the caller's tokens when offsets were given)."""
+    rewards = rewards_from_probabilities(probabilities, mode, threshold)
+    probs: np.ndarray = probabilities
+    tokens: list[str] | None = None
+    if prepared.alignment is not None:
+        rewards = prepared.alignment.sum(rewards)
+        probs = prepared.alignment.mean(probabilities)
+        tokens = prepared.caller_tokens
+    elif return_tokens:
+        tokens = token_strings(tokenizer, prepared.encoded.response_ids)
+    return TokenRewardResult(
+        rewards=rewards.tolist(),
+        probabilities=np.asarray(probs, dtype=np.float64).tolist() if return_probabilities else None,
+        tokens=tokens if return_tokens else None,
+    )
+
+
+async def token_rewards(state: ServiceState, request: TokenRewardsRequest) -> TokenRewardsResponse:
+    """Per-token rewards of each item's response tokens."""
+    scorer, batcher = state.token_scorer, state.token_batcher
+    assert scorer is not None and batcher is not None
+    _check_item_count(state, len(request.items))
+    prepared = await _prepare_all(request.items, scorer.tokenizer, state, request.return_tokens)
+    probabilities = await _score(state, batcher, [p.encoded for p in prepared])
+    state.metrics.items.labels("/token_rewards").inc(len(prepared))
+    results = await off_loop(state, lambda: [
+        build_result(p, probs, request.mode, request.threshold, request.return_probabilities,
+                     request.return_tokens, scorer.tokenizer)
+        for p, probs in zip(prepared, probabilities, strict=True)])
+    return TokenRewardsResponse(model=scorer.name, revision=scorer.revision, mode=request.mode, results=results)
+
+
+async def sequence_rewards(state: ServiceState, request: SequenceRewardsRequest) -> SequenceRewardsResponse:
+    """One scalar per item from the sequence reward model; 404 when none is loaded."""
+    scorer, batcher = state.sequence_scorer, state.sequence_batcher
+    if scorer is None or batcher is None:
+        raise HTTPException(status.HTTP_404_NOT_FOUND,
+                            "no sequence reward model is loaded: start the service with --sequence-model")
+    _check_item_count(state, len(request.items))
+    limits = state.limits(scorer)
+    encoded = await off_loop(state, lambda: [prepare_sequence_item(i, item, scorer.tokenizer, limits)
+                                             for i, item in enumerate(request.items)])
+    scores = await _score(state, batcher, encoded)
+    state.metrics.items.labels("/sequence_rewards").inc(len(encoded))
+    return SequenceRewardsResponse(model=scorer.name, revision=scorer.revision, rewards=scores)
+
+
+@functools.cache
+def _policy_specials(name: str) -> tuple[str, ...]:
+    return special_token_strings(load_tokenizer(name))
+
+
+async def get_reward(state: ServiceState, request: GetRewardRequest) -> GetRewardResponse:
+    """OpenRLHF's remote reward: each full text split into prompt and response, one scalar per text."""
+    scorer, batcher = state.token_scorer, state.token_batcher
+    assert scorer is not None and batcher is not None
+    settings = state.settings
+    _check_item_count(state, len(request.query), "query")
+    if request.prompts is not None and len(request.prompts) != len(request.query):
+        raise ItemError("prompts", f"{len(request.prompts)} prompts for {len(request.query)} queries")
+    specials: tuple[str, ...] = ()
+    if settings.get_reward_policy_tokenizer:
+        try:
+            specials = await asyncio.to_thread(_policy_specials, settings.get_reward_policy_tokenizer)
+        except ModelLoadError as exc:
+            raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
+                                f"get_reward_policy_tokenizer: {exc}") from exc
+    prompts: Sequence[str | None] = request.prompts or [None] * len(request.query)
+    items = []
+    for i, (query, prompt) in enumerate(zip(request.query, prompts, strict=True)):
+        prompt_text, response = split_query(i, strip_special_suffix(query, specials), prompt)
+        items.append(TokenRewardItem(prompt=prompt_text, response=response))
+    prepared = await _prepare_all(items, scorer.tokenizer, state)
+    probabilities = await _score(state, batcher, [p.encoded for p in prepared])
+    state.metrics.items.labels("/get_reward").inc(len(prepared))
+    rewards = [rewards_from_probabilities(p, settings.default_mode, settings.default_threshold)
+               for p in probabilities]
+    summaries = [token_reward_summary(r.tolist(), p.tolist()) for r, p in zip(rewards, probabilities, strict=True)]
+    return GetRewardResponse(rewards=[reduce_rewards(r, settings.get_reward_reduction) for r in rewards],
+                             scores=[s["tlcr/score"] for s in summaries],
+                             extra_logs={key: [s[key] for s in summaries] for key in summaries[0]})
