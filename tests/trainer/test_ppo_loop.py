@@ -15,7 +15,8 @@ from service.client import RewardServiceUnavailable
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
 from tlcr.models import load_causal_lm
 from trainer import ppo_math
-from trainer.ppo import PPOConfig, PPOConfigError, PPOTrainer, TrainingStopped, train_ppo
+from trainer.ppo import PPOTrainer, TrainingStopped, train_ppo
+from trainer.ppo_config import PPOConfig, PPOConfigError
 from trainer.rollout import forward_rollout
 
 
