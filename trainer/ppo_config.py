@@ -84,14 +84,17 @@ class PPOConfig:
     save_total_limit: int | None = 2
     resume: bool = False
     overwrite: bool = False
-    tensorboard: bool = True
+    # Trackers besides metrics.jsonl (always written): accelerate's names, as transformers' report_to
+    # ("tensorboard", "wandb,mlflow", a list, "all" or "none").
+    report_to: str | list[str] = "tensorboard"
     extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the run
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
-        # Imported here: trainer.rollout loads torch and transformers, which reading a config does not need.
+        # Imported here: these load torch, transformers and accelerate, which reading a config does not need.
+        from trainer.metrics_log import tracker_names
         from trainer.rollout import SERVICE_MODES
 
         def need(ok: bool, message: str) -> None:
@@ -126,6 +129,10 @@ class PPOConfig:
              f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         need(self.reward_deadline > 0, f"reward_deadline must be positive, got {self.reward_deadline}")
         need(not (self.resume and self.overwrite), "resume and overwrite exclude each other")
+        try:
+            tracker_names(self.report_to)
+        except ValueError as exc:
+            raise PPOConfigError(str(exc)) from exc
 
     @classmethod
     def field_names(cls) -> list[str]:
