@@ -30,7 +30,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from service.client import RewardServiceError
     from tlcr.data.jsonl import DataError
     from tlcr.models import ModelLoadError
-    from trainer.ppo import PPOConfigError
+    from trainer.ppo_config import PPOConfigError
 
     return (DataError, ModelLoadError, PPOConfigError, RewardServiceError, ValueError, FileNotFoundError)
 
@@ -191,11 +191,12 @@ def ppo_command(
         help="cpu or cuda (single process; accelerate decides otherwise).")] = None,
     gradient_checkpointing: Annotated[bool | None, typer.Option(
         "--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory.")] = None,
-    tensorboard: Annotated[bool | None, typer.Option(
-        "--tensorboard/--no-tensorboard", help="Also log to TensorBoard (<out>/tensorboard).")] = None,
+    report_to: Annotated[str | None, typer.Option(
+        help="Trackers besides <out>/metrics.jsonl: tensorboard (default), wandb, mlflow..., all, none.")] = None,
 ) -> None:
     """PPO with dense per-token rewards from the reward service (runs under `accelerate launch` too)."""
-    from trainer.ppo import PPOConfig, TrainingStopped, train_ppo
+    from trainer.ppo import TrainingStopped, train_ppo
+    from trainer.ppo_config import PPOConfig
 
     _setup_logging()
     given: dict[str, Any] = {
@@ -215,7 +216,7 @@ def ppo_command(
         "whiten_advantages": whiten_advantages, "whiten_rewards": whiten_rewards,
         "truncation_bootstrap": truncation_bootstrap, "missing_eos_penalty": missing_eos_penalty,
         "save_steps": save_steps, "save_total_limit": save_total_limit, "seed": seed, "dtype": dtype,
-        "device": device, "gradient_checkpointing": gradient_checkpointing, "tensorboard": tensorboard,
+        "device": device, "gradient_checkpointing": gradient_checkpointing, "report_to": report_to,
     }
     overrides = {key: value for key, value in given.items() if value is not None}
     if resume:
