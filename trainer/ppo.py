@@ -13,13 +13,9 @@ its own share of the prompts and fetches its own rewards; gradients are averaged
 from __future__ import annotations
 
 import concurrent.futures
-import json
 import logging
 import math
-import os
 import random
-import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -31,6 +27,13 @@ import torch
 from torch import nn
 
 from trainer import ppo_math
+from trainer.checkpoints import (
+    capture_rng_state,
+    load_latest_checkpoint,
+    prepare_output_dir,
+    restore_rng_state,
+    write_checkpoint,
+)
 from trainer.metrics_log import MetricsLogger
 from trainer.ppo_config import PPOConfig, PPOConfigError
 from trainer.rollout import (
@@ -48,8 +51,6 @@ from trainer.rollout import (
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "ppo_config.json"
-TRAINER_STATE = "trainer_state.json"
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 
 
 class TrainingStopped(RuntimeError):
@@ -143,41 +144,6 @@ def resolve_token_input(option: str, service_fingerprint: str | None, policy_tok
     return "ids" if tokenizer_fingerprint(policy_tokenizer) == service_fingerprint else "text"
 
 
-# --------------------------------------------------------------------------------------------- checkpoints
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """The RNG streams accelerate checkpoints (python, numpy, torch, CUDA), to rewind a step that failed."""
-    import numpy as np
-
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (their trainer state written last), oldest first."""
-    found = []
-    if output_dir.is_dir():
-        for child in output_dir.iterdir():
-            match = CHECKPOINT_PATTERN.match(child.name)
-            if match and (child / TRAINER_STATE).exists():
-                found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
 # --------------------------------------------------------------------------------------------- trainer
 
 
@@ -230,7 +196,7 @@ class PPOTrainer:
         cpu = config.device == "cpu" or not torch.cuda.is_available()
         self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=accumulation, cpu=cpu)
         self.output_dir = Path(config.output_dir)
-        self._prepare_output_dir()
+        prepare_output_dir(self.accelerator, self.output_dir, resume=config.resume, overwrite=config.overwrite)
         set_seed(config.seed + self.accelerator.process_index)
 
         self.tokenizer = load_tokenizer(config.policy, padding_side="left")
@@ -321,18 +287,6 @@ class PPOTrainer:
         self.sequence_score_stats: tuple[float, float] | None = None  # (mean, std) of the SFT samples' scores
 
     # ----------------------------------------------------------------------------------------- setup
-
-    def _prepare_output_dir(self) -> None:
-        existing = list_checkpoints(self.output_dir)
-        if existing and not (self.config.resume or self.config.overwrite):
-            raise PPOConfigError(f"{self.output_dir} already holds checkpoints (latest: {existing[-1][1].name}); "
-                                 "pass --resume to continue that run or --overwrite to start over")
-        if self.config.resume and not existing:
-            raise PPOConfigError(f"--resume: no complete checkpoint in {self.output_dir}")
-        if self.config.overwrite and self.accelerator.is_main_process:
-            for _, path in existing:
-                shutil.rmtree(path)
-        self.accelerator.wait_for_everyone()
 
     def _tokenize_prompts(self, prompts: Sequence[str]) -> list[list[int] | None]:
         """Prompt token ids (the prompt alone: what the joint split gives with no response); None if too long."""
@@ -591,29 +545,11 @@ class PPOTrainer:
     # ----------------------------------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, step: int) -> Path:
-        """Accelerate state (policy + value weights, optimiser, RNG), scheduler, step, and HF exports.
-
-        Written to a temporary folder and renamed, so a kill mid-save never leaves a half checkpoint."""
-        acc = self.accelerator
-        final = self.output_dir / f"checkpoint-{step}"
-        tmp = self.output_dir / f".checkpoint-{step}.tmp"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=False)  # tied embeddings: safetensors rejects shared storage
-        self.export_hf(tmp)
-        acc.wait_for_everyone()  # every process's RNG file is in `tmp` before it is renamed
-        if acc.is_main_process:
-            state = {"step": step, "num_steps": self.config.num_steps, "reward_mode": self.config.reward_mode,
-                     "num_processes": acc.num_processes, "time": time.time(),
-                     "sequence_score_stats": self.sequence_score_stats}
-            (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            if self.config.save_total_limit:
-                for _, old in list_checkpoints(self.output_dir)[:-self.config.save_total_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
+        """Accelerate state (policy + value weights, optimiser, RNG), scheduler, step, and HF exports."""
+        state = {"num_steps": self.config.num_steps, "reward_mode": self.config.reward_mode,
+                 "sequence_score_stats": self.sequence_score_stats}
+        final = write_checkpoint(self.accelerator, self.output_dir, step, state,
+                                 total_limit=self.config.save_total_limit, write_exports=self.export_hf)
         self.last_checkpoint_step = step
         return final
 
@@ -631,15 +567,9 @@ class PPOTrainer:
             self.tokenizer.save_pretrained(directory / name)
 
     def _resume(self) -> int:
-        step, path = list_checkpoints(self.output_dir)[-1]
-        saved = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
-        if saved.get("num_processes") != self.accelerator.num_processes:
-            logger.warning("resuming a %s-process checkpoint on %s processes: prompts and RNG streams will differ",
-                           saved.get("num_processes"), self.accelerator.num_processes)
-        self.accelerator.load_state(str(path))
+        step, _, saved = load_latest_checkpoint(self.accelerator, self.output_dir)
         stats = saved.get("sequence_score_stats")
         self.sequence_score_stats = (float(stats[0]), float(stats[1])) if stats else None
-        logger.info("resumed from %s (step %d)", path, step)
         self.last_checkpoint_step = step
         return step
 
