@@ -71,7 +71,9 @@ def dpo_command(config: DPOOptions) -> None:
     typer.echo(f"DPO policy saved to {path}")
 
 
-@config_command(PPOConfig, yaml_only=("extra",), presets=presets_dir("ppo"))
+# Rarely changed fields stay in config files (as before options came from PPOConfig), keeping --help shorter.
+@config_command(PPOConfig, presets=presets_dir("ppo"), yaml_only=(
+    "extra", "reward_backoff", "overlap_reward_fetch", "generation_batch_size", "weight_decay", "adam_eps"))
 def ppo_command(config: PPOConfig) -> None:
     """PPO with dense per-token rewards from the reward service (runs under `accelerate launch` too)."""
     from trainer.ppo import TrainingStopped, train_ppo

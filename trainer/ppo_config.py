@@ -73,26 +73,29 @@ class PPOConfig:
     generation_batch_size: int | None = field(default=None, metadata={
         "help": "Rows per generate call (default: the whole rollout batch).", "panel": "Sampling"})
     # PPO
-    num_steps: int = field(default=200, metadata={"help": "PPO steps (rollout + update).", "panel": "PPO"})
-    rollout_batch_size: int = field(default=16, metadata={"help": "Prompts per process per step.", "panel": "PPO"})
-    mini_batch_size: int = field(default=8, metadata={"help": "Rows per optimizer step per process.", "panel": "PPO"})
+    num_steps: int = field(default=200, metadata={"help": "PPO steps (rollout + update).", "panel": "Optimiser"})
+    rollout_batch_size: int = field(default=16, metadata={
+        "help": "Prompts per process per step.", "panel": "Optimiser"})
+    mini_batch_size: int = field(default=8, metadata={
+        "help": "Rows per optimizer step per process.", "panel": "Optimiser"})
     micro_batch_size: int = field(default=4, metadata={
-        "help": "Rows per forward/backward (gradient accumulation inside a minibatch).", "panel": "PPO"})
+        "help": "Rows per forward/backward (gradient accumulation inside a minibatch).", "panel": "Optimiser"})
     forward_batch_size: int = field(default=16, metadata={
-        "help": "Rows per no-grad forward during rollouts.", "panel": "PPO"})
-    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch.", "panel": "PPO"})
-    learning_rate: float = field(default=1e-6, metadata={"help": "Policy learning rate (paper: 1e-6).", "panel": "PPO"})
+        "help": "Rows per no-grad forward during rollouts.", "panel": "Optimiser"})
+    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch.", "panel": "Optimiser"})
+    learning_rate: float = field(default=1e-6, metadata={
+        "help": "Policy learning rate (paper: 1e-6).", "panel": "Optimiser"})
     value_learning_rate: float | None = field(default=None, metadata={
-        "help": "Value learning rate (default: --learning-rate).", "panel": "PPO"})
+        "help": "Value learning rate (default: --learning-rate).", "panel": "Optimiser"})
     # The paper states no PPO schedule: constant, so the lr a run reports is the lr it trained at.
     lr_scheduler: str = field(default="constant", metadata={
-        "help": "transformers scheduler name: constant, linear, cosine...", "panel": "PPO"})
-    warmup_steps: int = field(default=0, metadata={"help": "Optimizer warm-up steps.", "panel": "PPO"})
-    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay.", "panel": "PPO"})
+        "help": "transformers scheduler name: constant, linear, cosine...", "panel": "Optimiser"})
+    warmup_steps: int = field(default=0, metadata={"help": "Optimizer warm-up steps.", "panel": "Optimiser"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay.", "panel": "Optimiser"})
     adam_betas: tuple[float, float] = field(default=(0.9, 0.95), metadata={
-        "help": "AdamW betas (paper: 0.9,0.95).", "panel": "PPO"})
-    adam_eps: float = field(default=1e-5, metadata={"help": "AdamW epsilon.", "panel": "PPO"})
-    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off).", "panel": "PPO"})
+        "help": "AdamW betas (paper: 0.9,0.95).", "panel": "Optimiser"})
+    adam_eps: float = field(default=1e-5, metadata={"help": "AdamW epsilon.", "panel": "Optimiser"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off).", "panel": "Optimiser"})
     kl_coef: float = field(default=0.1, metadata={"help": "beta of the -beta*KL_t reward term.", "panel": "PPO"})
     kl_estimator: str = field(default="k1", metadata={"help": "k1 (log-ratio) or k3.", "panel": "PPO"})
     gamma: float = field(default=1.0, metadata={"help": "GAE gamma.", "panel": "PPO"})

@@ -42,10 +42,13 @@ def test_one_spelling_per_option(command: str) -> None:
     assert expected <= options, f"{command} lacks {sorted(expected - options)}"
 
 
-def test_every_ppo_config_field_is_an_option() -> None:
+def test_every_ppo_config_field_is_an_option_or_named_as_config_only() -> None:
     options = options_of("ppo")
-    fields = {"--" + name.replace("_", "-") for name in PPOConfig.__dataclass_fields__ if name != "extra"}
+    yaml_only = {"extra", "reward_backoff", "overlap_reward_fetch", "generation_batch_size", "weight_decay", "adam_eps"}
+    fields = {"--" + name.replace("_", "-") for name in PPOConfig.__dataclass_fields__ if name not in yaml_only}
     assert fields <= options, sorted(fields - options)
+    help_text = runner.invoke(app, ["ppo", "--help"], terminal_width=200).output
+    assert "In --config files only: adam_eps, extra" in help_text
     assert "--num-steps" in options and "--kl-coef" in options and "--beta" not in options
 
 
