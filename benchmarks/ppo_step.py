@@ -55,7 +55,7 @@ def run(args: argparse.Namespace, policy: Path, url: str, out: Path, overlap: bo
                        rollout_batch_size=args.rollout_batch_size, mini_batch_size=args.rollout_batch_size // 2,
                        micro_batch_size=args.rollout_batch_size // 2, forward_batch_size=args.rollout_batch_size,
                        ppo_epochs=2, max_new_tokens=args.max_new_tokens, learning_rate=1e-4, data_limit=400,
-                       save_steps=10_000, tensorboard=False, overlap_reward_fetch=overlap, overwrite=True,
+                       save_steps=10_000, report_to="none", overlap_reward_fetch=overlap, overwrite=True,
                        value_model=str(args.discriminator_dir))
     train_ppo(config)
     return [row for row in read_metrics(out) if row["step"] > args.warmup]

@@ -13,8 +13,9 @@ file, the command line.
     app.command("sft")(sft_command)
 
 Field types and their options: bool gives `--x/--no-x`, or the switch `--x` alone when the default is
-False (which keeps `--help` narrow; a YAML `x: true` then stands); Literal and Enum give a choice; `X | None` takes
-X; lists and tuples take comma-separated values (or the option repeated). Help comes from
+False (which keeps `--help` narrow; a YAML `x: true` then stands); Literal and Enum give a choice;
+`X | None` takes X; a union with str (`str | list[str]`) takes the string; lists and tuples take
+comma-separated values (or the option repeated). Help comes from
 `field(metadata={"help": ...})` (dataclasses) or `Field(description=...)` (pydantic). A dataclass field may
 also carry `"envvar": "NAME"` and `"panel": "Section"` (the --help section it is listed under) in its metadata.
 
@@ -155,6 +156,8 @@ def _option_type(field: ConfigField) -> tuple[Any, dict[str, Any]]:
     inner = _without_none(field.annotation)
     if get_origin(inner) is Literal:
         return inner, {}
+    if get_origin(inner) in (Union, types.UnionType) and str in get_args(inner):
+        return str, {}  # e.g. `str | list[str]`: the command line gives the string form
     if _is_sequence(inner):
         return list[str], {"metavar": "A,B,..."}
     if inner in (bool, int, float, str, Path) or (isinstance(inner, type) and issubclass(inner, enum.Enum)):

@@ -101,7 +101,7 @@ def _ppo_yaml(config: DemoModelConfig, out: Path) -> str:
         "num_steps": config.ppo_steps, "rollout_batch_size": batch, "mini_batch_size": batch // 2,
         "micro_batch_size": batch // 2, "forward_batch_size": batch, "ppo_epochs": 1,
         "learning_rate": config.ppo_learning_rate, "value_learning_rate": config.ppo_value_learning_rate,
-        "kl_coef": config.ppo_kl_coef, "dtype": "float32", "save_steps": config.ppo_steps, "tensorboard": False,
+        "kl_coef": config.ppo_kl_coef, "dtype": "float32", "save_steps": config.ppo_steps, "report_to": "none",
         "seed": config.seed,
     }
     header = ("# A short PPO job of the demo policy against the demo discriminator (tlcr bootstrap-model).\n"

@@ -193,7 +193,7 @@ def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, dis
         mini_batch_size=max(batch // 2, 1), micro_batch_size=max(batch // 2, 1), forward_batch_size=batch,
         ppo_epochs=config.ppo_epochs, learning_rate=config.ppo_learning_rate,
         value_learning_rate=config.ppo_value_learning_rate, kl_coef=config.ppo_kl_coef, output_dir=str(out),
-        seed=config.seed, dtype="float32", save_steps=max(config.ppo_steps, 1), tensorboard=False)
+        seed=config.seed, dtype="float32", save_steps=max(config.ppo_steps, 1), report_to="none")
     summary = PPOTrainer(ppo_config).train()
     return out, summary
 

@@ -1,26 +1,29 @@
-"""Per-step training metrics to TensorBoard, a JSONL file and a CSV file in the run directory.
+"""Per-step training metrics through accelerate's trackers: `metrics.jsonl` in the run directory, always (the
+run's record, read by `tlcr plot`, the pipeline and the benchmarks), plus the trackers `report_to` names
+(accelerate's: tensorboard, wandb, mlflow, ...; spelled as transformers' `TrainingArguments.report_to`).
 
-JSONL (`metrics.jsonl`) is the source of truth: one fsync'd line per step, so a killed run loses at most
-the step in flight. On resume, rows after the checkpoint's step are dropped (those steps are re-run)
-and TensorBoard purges the same steps, so every file shows each step once.
+JSONL is the source of truth: one fsync'd line per step, so a killed run loses at most the step in flight. On
+resume, rows after the checkpoint's step are dropped (those steps are re-run) and TensorBoard purges the same
+steps, so both show each step once.
 """
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
+
+from accelerate.tracking import GeneralTracker, on_main_process
 
 from tlcr.data.jsonl import DataError, append_jsonl, write_jsonl
 
 METRICS_JSONL = "metrics.jsonl"
-METRICS_CSV = "metrics.csv"
-TENSORBOARD_DIR = "tensorboard"
+TENSORBOARD_DIR = "tensorboard"  # accelerate's logging_dir: TensorBoard writes to tensorboard/<project name>/
+TRACKING_PROJECT = "tlcr-ppo"  # the project (wandb, mlflow...) or run folder (tensorboard) name
 
 
 def read_metrics(run_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
@@ -53,87 +56,98 @@ def _complete_rows(path: Path) -> list[dict[str, Any]]:
     return rows
 
 
-class MetricsLogger:
-    """Append metrics rows; only the main process should construct one with `enabled=True`."""
+class JSONLTracker(GeneralTracker):
+    """An accelerate tracker writing one fsync'd JSON line per logged step to `<run_dir>/metrics.jsonl`, on the
+    main process only. `start` (from `Accelerator.init_trackers`) truncates the file to the rows up to
+    `resume_step`, or, with `resume_step` None, starts a fresh file: an old run's rows would interleave."""
 
-    def __init__(self, run_dir: str | os.PathLike[str], *, resume_step: int | None = None,
-                 tensorboard: bool = True, enabled: bool = True) -> None:
-        self.run_dir = Path(run_dir)
-        self.enabled = enabled
-        self._writer: Any = None
-        self._columns: list[str] = []
-        if not enabled:
-            return
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.jsonl_path = self.run_dir / METRICS_JSONL
-        self.csv_path = self.run_dir / METRICS_CSV
-        if resume_step is not None and self.jsonl_path.exists():
-            self._truncate_after(resume_step)
+    name = "jsonl"
+    requires_logging_directory = False
+
+    def __init__(self, run_dir: str | os.PathLike[str], resume_step: int | None = None) -> None:
+        super().__init__()
+        self.path = Path(run_dir) / METRICS_JSONL
+        self.resume_step = resume_step  # set before init_trackers when the resumed step is known later
+        self._handle: IO[str] | None = None
+
+    @property
+    def tracker(self) -> IO[str] | None:
+        return self._handle
+
+    @on_main_process
+    def start(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.resume_step is not None and self.path.exists():
+            write_jsonl(self.path, [row for row in _complete_rows(self.path) if row["step"] <= self.resume_step])
         else:
-            # A fresh run into an old directory would interleave two runs' curves.
-            self.jsonl_path.unlink(missing_ok=True)
-            shutil.rmtree(self.run_dir / TENSORBOARD_DIR, ignore_errors=True)
-        self._rewrite_csv()
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+            self.path.unlink(missing_ok=True)
+        self._handle = open(self.path, "a", encoding="utf-8")
 
-            purge = None if resume_step is None else resume_step + 1
-            self._writer = SummaryWriter(log_dir=str(self.run_dir / TENSORBOARD_DIR), purge_step=purge)
-        self._handle = open(self.jsonl_path, "a", encoding="utf-8")
-
-    def _truncate_after(self, step: int) -> None:
-        kept = [row for row in _complete_rows(self.jsonl_path) if row["step"] <= step]
-        write_jsonl(self.jsonl_path, kept)
-
-    def _rewrite_csv(self) -> None:
-        rows = _complete_rows(self.jsonl_path) if self.jsonl_path.exists() else []
-        columns: list[str] = ["step"]
-        for row in rows:
-            columns.extend(k for k in row if k not in columns)
-        self._columns = columns
-        tmp = self.csv_path.with_suffix(".csv.tmp")
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=columns)
-            writer.writeheader()
-            writer.writerows(rows)
-        os.replace(tmp, self.csv_path)
-
-    def log(self, step: int, metrics: Mapping[str, float | int | str | None]) -> None:
-        if not self.enabled:
-            return
+    @on_main_process
+    def log(self, values: dict[str, Any], step: int | None = None, **kwargs: Any) -> None:
+        if step is None:
+            raise ValueError("metrics.jsonl rows need a step: pass step= to Accelerator.log")
+        if self._handle is None:
+            raise RuntimeError(f"{self.path}: log before start (call Accelerator.init_trackers first)")
         row: dict[str, Any] = {"step": step}
-        for key, value in metrics.items():
+        for key, value in values.items():
             row[key] = None if isinstance(value, float) and not math.isfinite(value) else value
         append_jsonl(self._handle, row)  # type: ignore[arg-type]
-        if any(key not in self._columns for key in row):
-            self._rewrite_csv()  # a new metric appeared: the CSV header must grow
-        else:
-            with open(self.csv_path, "a", newline="", encoding="utf-8") as handle:
-                csv.DictWriter(handle, fieldnames=self._columns).writerow(row)
-        if self._writer is not None:
-            for key, value in row.items():
-                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
-                    self._writer.add_scalar(key, value, global_step=step)
-            self._writer.flush()
 
-    def write_json(self, name: str, payload: Mapping[str, Any]) -> None:
-        """A small JSON side file in the run directory (config, summary), written atomically."""
-        if not self.enabled:
-            return
-        path = self.run_dir / name
-        tmp = path.with_suffix(path.suffix + ".tmp")
-        tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
-        os.replace(tmp, path)
+    @on_main_process
+    def finish(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
 
-    def close(self) -> None:
-        if not self.enabled:
-            return
-        self._handle.close()
-        if self._writer is not None:
-            self._writer.close()
 
-    def __enter__(self) -> MetricsLogger:
-        return self
+def tracker_names(report_to: str | Sequence[str]) -> list[str]:
+    """The accelerate trackers `report_to` names: one, several (a list or comma-separated), "all" (every installed
+    one) or "none". ValueError names an unknown or uninstalled tracker."""
+    from accelerate.tracking import get_available_trackers
+    from accelerate.utils import LoggerType
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    parts = report_to.split(",") if isinstance(report_to, str) else list(report_to)
+    names = list(dict.fromkeys(str(name).strip() for name in parts if str(name).strip()))
+    installed = [str(tracker) for tracker in get_available_trackers()]
+    if names in ([], ["none"]):
+        return []
+    if names == ["all"]:
+        return installed
+    known = [str(tracker) for tracker in LoggerType if tracker is not LoggerType.ALL]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"report_to: unknown tracker(s) {', '.join(unknown)}; choose from {', '.join(known)}, "
+                         "or all, or none alone")
+    missing = [name for name in names if name not in installed]
+    if missing:
+        raise ValueError(f"report_to: {', '.join(missing)} is not installed here (installed: "
+                         f"{', '.join(installed) or 'none'})")
+    return names
+
+
+def start_tracking(accelerator: Any, run_dir: Path, jsonl: JSONLTracker, resume_step: int | None) -> None:
+    """Start every tracker of `accelerator` (built with `log_with=[jsonl, *tracker_names(...)]` and
+    `project_config=tracking_project(run_dir)`) for a fresh run, or for one resumed after `resume_step`."""
+    jsonl.resume_step = resume_step
+    init_kwargs: dict[str, dict[str, Any]] = {}
+    if resume_step is None:
+        if accelerator.is_main_process:
+            shutil.rmtree(run_dir / TENSORBOARD_DIR, ignore_errors=True)  # an old run's curves would interleave
+    else:
+        init_kwargs["tensorboard"] = {"purge_step": resume_step + 1}
+    accelerator.init_trackers(TRACKING_PROJECT, init_kwargs=init_kwargs)
+
+
+def finish_tracking(accelerator: Any) -> None:
+    """Close every tracker. Not `Accelerator.end_training`: that also ends the process group, which the run still
+    needs to export its models."""
+    for tracker in accelerator.trackers:
+        tracker.finish()
+
+
+def tracking_project(run_dir: Path) -> Any:
+    """accelerate's project configuration for trackers that write files: under `<run_dir>/tensorboard`."""
+    from accelerate.utils import ProjectConfiguration
+
+    return ProjectConfiguration(logging_dir=str(run_dir / TENSORBOARD_DIR))

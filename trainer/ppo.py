@@ -13,8 +13,10 @@ its own share of the prompts and fetches its own rewards; gradients are averaged
 from __future__ import annotations
 
 import concurrent.futures
+import json
 import logging
 import math
+import os
 import random
 import time
 from collections.abc import Callable, Sequence
@@ -34,7 +36,7 @@ from trainer.checkpoints import (
     restore_rng_state,
     write_checkpoint,
 )
-from trainer.metrics_log import MetricsLogger
+from trainer.metrics_log import JSONLTracker, finish_tracking, start_tracking, tracker_names, tracking_project
 from trainer.ppo_config import PPOConfig, PPOConfigError
 from trainer.rollout import (
     FetchedRewards,
@@ -182,8 +184,7 @@ def unavailable_errors() -> tuple[type[BaseException], ...]:
 class PPOTrainer:
     """Build with a config (and optionally a reward backend), then `train()`."""
 
-    def __init__(self, config: PPOConfig, reward_backend: RewardBackend | None = None,
-                 accelerator: Any = None) -> None:
+    def __init__(self, config: PPOConfig, reward_backend: RewardBackend | None = None) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -194,8 +195,11 @@ class PPOTrainer:
             raise PPOConfigError("policy is required (the SFT checkpoint to start from)")
         accumulation = config.mini_batch_size // config.micro_batch_size
         cpu = config.device == "cpu" or not torch.cuda.is_available()
-        self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=accumulation, cpu=cpu)
         self.output_dir = Path(config.output_dir)
+        self.metrics_file = JSONLTracker(self.output_dir)
+        self.accelerator = Accelerator(gradient_accumulation_steps=accumulation, cpu=cpu,
+                                       log_with=[self.metrics_file, *tracker_names(config.report_to)],
+                                       project_config=tracking_project(self.output_dir))
         prepare_output_dir(self.accelerator, self.output_dir, resume=config.resume, overwrite=config.overwrite)
         set_seed(config.seed + self.accelerator.process_index)
 
@@ -588,11 +592,9 @@ class PPOTrainer:
         config = self.config
         acc = self.accelerator
         start_step = self._resume() if config.resume else 0
-        metrics_logger = MetricsLogger(self.output_dir, resume_step=start_step if config.resume else None,
-                                       tensorboard=config.tensorboard, enabled=acc.is_main_process)
-        metrics_logger.write_json(CONFIG_FILE, {**config.to_dict(), "token_input_resolved": self.token_input,
-                                                "value_source": self.value_source,
-                                                "num_processes": acc.num_processes})
+        start_tracking(acc, self.output_dir, self.metrics_file, start_step if config.resume else None)
+        self._write_run_file(CONFIG_FILE, {**config.to_dict(), "token_input_resolved": self.token_input,
+                                           "value_source": self.value_source, "num_processes": acc.num_processes})
         last: dict[str, float] = {}
         try:
             for step in range(start_step + 1, config.num_steps + 1):
@@ -616,7 +618,7 @@ class PPOTrainer:
                                 "time/reward_wait": reward_wait, "time/update": update_time,
                                 "time/step": time.perf_counter() - step_started}
                 last = self._reduce(step_metrics)
-                metrics_logger.log(step, last)
+                acc.log(last, step=step)
                 if acc.is_main_process:
                     logger.info("step %d/%d  reward %.3f  kl %.3f  len %.1f  ppl %.2f  (%.2fs, reward fetch %.2fs)",
                                 step, config.num_steps, last["reward/sequence"], last["kl"], last["response_length"],
@@ -624,13 +626,22 @@ class PPOTrainer:
                 if step % config.save_steps == 0 or step == config.num_steps:
                     self.save_checkpoint(step)
         finally:
-            metrics_logger.close()
+            finish_tracking(acc)
         self.export_hf(self.output_dir)
         summary = {"steps": config.num_steps, "output_dir": str(self.output_dir), "metrics": last,
                    "policy": str(self.output_dir / "policy"), "value": str(self.output_dir / "value"),
                    "is_main_process": acc.is_main_process}
-        metrics_logger.write_json("run_summary.json", summary)
+        self._write_run_file("run_summary.json", summary)
         return summary
+
+    def _write_run_file(self, name: str, payload: dict[str, Any]) -> None:
+        """A small JSON file in the run directory (config, summary), written atomically by the main process."""
+        if not self.accelerator.is_main_process:
+            return
+        path = self.output_dir / name
+        tmp = path.with_suffix(path.suffix + ".tmp")
+        tmp.write_text(json.dumps(payload, indent=2, default=str), encoding="utf-8")
+        os.replace(tmp, path)
 
     def _stop_if_any_failed(self, failure: BaseException | None, step: int, rng_state: dict[str, Any]) -> None:
         """All processes agree: if any one lost the reward service, all checkpoint and stop together.

@@ -124,8 +124,11 @@ class PPOConfig:
         "help": "Continue from the newest checkpoint in --output-dir.", "panel": "Run"})
     overwrite: bool = field(default=False, metadata={
         "help": "Delete --output-dir's checkpoints and start over.", "panel": "Run"})
-    tensorboard: bool = field(default=True, metadata={
-        "help": "Also log to TensorBoard (<output-dir>/tensorboard).", "panel": "Run"})
+    # Trackers besides metrics.jsonl (always written): accelerate's names, as transformers' report_to
+    # ("tensorboard", "wandb,mlflow", a list, "all" or "none").
+    report_to: str | list[str] = field(default="tensorboard", metadata={
+        "help": "Trackers besides <output-dir>/metrics.jsonl: tensorboard, wandb, mlflow... (comma-separated), "
+                "all or none.", "panel": "Run"})
     extra: dict[str, Any] = field(default_factory=dict, metadata={
         "help": "Free-form notes saved with the run (YAML only)."})
 
@@ -133,7 +136,8 @@ class PPOConfig:
         self.validate()
 
     def validate(self) -> None:
-        # Imported here: trainer.rollout loads torch and transformers, which reading a config does not need.
+        # Imported here: these load torch, transformers and accelerate, which reading a config does not need.
+        from trainer.metrics_log import tracker_names
         from trainer.rollout import SERVICE_MODES
 
         def need(ok: bool, message: str) -> None:
@@ -168,6 +172,10 @@ class PPOConfig:
              f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
         need(self.reward_deadline > 0, f"reward_deadline must be positive, got {self.reward_deadline}")
         need(not (self.resume and self.overwrite), "resume and overwrite exclude each other")
+        try:
+            tracker_names(self.report_to)
+        except ValueError as exc:
+            raise PPOConfigError(str(exc)) from exc
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> PPOConfig:

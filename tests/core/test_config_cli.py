@@ -35,6 +35,7 @@ class RunOptions:
     adam_betas: tuple[float, float] = field(default=(0.9, 0.95), metadata={"help": "AdamW betas."})
     tags: list[str] = field(default_factory=list, metadata={"help": "Tags."})
     api_key: str | None = field(default=None, metadata={"help": "Key.", "envvar": "CONFIG_CLI_TEST_KEY"})
+    report_to: str | list[str] = field(default="none", metadata={"help": "Trackers."})
     extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "Free-form notes."})
 
     def __post_init__(self) -> None:
@@ -95,7 +96,7 @@ def test_defaults_and_required_field() -> None:
     values = run_config("--model", "m")
     assert values == {"name": "x", "model": "m", "learning_rate": 1e-5, "mode": "fast", "color": "red",
                       "data_limit": None, "whiten": True, "resume": False, "adam_betas": [0.9, 0.95], "tags": [],
-                      "api_key": None, "extra": {}}
+                      "api_key": None, "report_to": "none", "extra": {}}
     result = invoke()
     assert result.exit_code == 2
     assert "missing option(s) --model" in result.output
@@ -104,10 +105,11 @@ def test_defaults_and_required_field() -> None:
 def test_each_kind_of_field_parses_from_the_command_line() -> None:
     values = run_config("--model", "m", "--learning-rate", "3e-4", "--mode", "slow", "--color", "blue",
                         "--data-limit", "7", "--no-whiten", "--resume", "--adam-betas", "0.8,0.99", "--tags", "a,b",
-                        "--tags", "c", "named")
+                        "--tags", "c", "--report-to", "a,b", "named")
     assert values["learning_rate"] == 3e-4 and values["mode"] == "slow" and values["color"] == "blue"
     assert values["data_limit"] == 7 and values["whiten"] is False and values["resume"] is True
     assert values["adam_betas"] == [0.8, 0.99] and values["tags"] == ["a", "b", "c"] and values["name"] == "named"
+    assert values["report_to"] == "a,b"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -124,12 +126,12 @@ def test_bad_command_line_values_exit_2_naming_the_option(args: list[str], messa
 
 def test_yaml_overrides_defaults_and_the_command_line_overrides_yaml(tmp_path: Path) -> None:
     path = write(tmp_path, "model: from-yaml\nlearning_rate: 1e-4\nwhiten: false\nadam_betas: [0.5, 0.6]\n"
-                           "tags: [t]\nextra: {note: kept}\ncolor: blue\n")
+                           "tags: [t]\nextra: {note: kept}\ncolor: blue\nreport_to: [x, y]\n")
     values = run_config("--config", str(path), "--learning-rate", "2e-3")
     assert values["model"] == "from-yaml"
     assert values["learning_rate"] == 2e-3  # the command line wins
     assert values["whiten"] is False and values["adam_betas"] == [0.5, 0.6] and values["tags"] == ["t"]
-    assert values["extra"] == {"note": "kept"} and values["color"] == "blue"
+    assert values["extra"] == {"note": "kept"} and values["color"] == "blue" and values["report_to"] == ["x", "y"]
     # A flag left at its default does not undo the file's value.
     assert run_config("--config", str(path))["learning_rate"] == 1e-4
     assert run_config("--config", str(path), "--whiten")["whiten"] is True

@@ -10,15 +10,17 @@ from typer.testing import CliRunner
 
 from tlcr.cli import app
 from tlcr.data.jsonl import DataError
-from trainer.metrics_log import MetricsLogger
+from trainer.metrics_log import JSONLTracker
 from trainer.plot import ema, plot_runs, run_label
 
 
 def make_run(directory: Path, mode: str, steps: int = 5) -> Path:
-    with MetricsLogger(directory, tensorboard=False) as log:
-        log.write_json("ppo_config.json", {"reward_mode": mode})
-        for step in range(1, steps + 1):
-            log.log(step, {"perplexity": 10.0 - step, "response_length": 20 + step, "kl": 0.1 * step})
+    metrics_file = JSONLTracker(directory)
+    metrics_file.start()
+    for step in range(1, steps + 1):
+        metrics_file.log({"perplexity": 10.0 - step, "response_length": 20 + step, "kl": 0.1 * step}, step=step)
+    metrics_file.finish()
+    (directory / "ppo_config.json").write_text(json.dumps({"reward_mode": mode}))
     return directory
 
 

@@ -71,7 +71,7 @@ def test_policy_with_a_real_tokenizer_other_than_the_discriminators(
     config = PPOConfig(policy=str(policy), output_dir=str(tmp_path / "run"), reward_url=llama2_service.url,
                        value_init="sft", num_steps=2, rollout_batch_size=4, mini_batch_size=2, micro_batch_size=2,
                        forward_batch_size=4, ppo_epochs=1, max_new_tokens=12, learning_rate=1e-3, data_limit=40,
-                       save_steps=2, tensorboard=False, reward_deadline=60.0, device="cpu")
+                       save_steps=2, report_to="none", reward_deadline=60.0, device="cpu")
     trainer = RecordingPPOTrainer(config, reward_backend=backend)
     trainer.steps = []
     eos_ids = set(trainer.eos_token_ids)

@@ -44,7 +44,7 @@ def config(policy: Path, out: Path, url: str, **overrides: Any) -> PPOConfig:
     values: dict[str, Any] = dict(
         policy=str(policy), output_dir=str(out), reward_url=url, value_init="sft", num_steps=5, rollout_batch_size=4,
         mini_batch_size=2, micro_batch_size=2, forward_batch_size=4, ppo_epochs=1, max_new_tokens=10,
-        learning_rate=1e-3, data_limit=60, save_steps=2, tensorboard=False, reward_backoff=0.2)
+        learning_rate=1e-3, data_limit=60, save_steps=2, report_to="none", reward_backoff=0.2)
     values.update(overrides)
     return PPOConfig(**values)
 
@@ -122,7 +122,7 @@ def cli_args(policy: Path, run: Path, url: str, steps: int) -> list[str]:
             "--num-steps", str(steps),
             "--rollout-batch-size", "4", "--mini-batch-size", "2", "--micro-batch-size", "1", "--ppo-epochs", "1",
             "--max-new-tokens", "10", "--learning-rate", "1e-3", "--data-limit", "60", "--save-steps", "2",
-            "--no-tensorboard"]
+            "--report-to", "none"]
 
 
 def child_env() -> dict[str, str]:

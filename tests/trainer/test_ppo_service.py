@@ -25,7 +25,7 @@ def service_config(policy: Path, out: Path, url: str, **overrides: Any) -> PPOCo
     values: dict[str, Any] = dict(
         policy=str(policy), output_dir=str(out), reward_url=url, num_steps=2, rollout_batch_size=4,
         mini_batch_size=2, micro_batch_size=2, forward_batch_size=4, ppo_epochs=1, max_new_tokens=10,
-        learning_rate=1e-3, data_limit=60, save_steps=2, tensorboard=False, reward_deadline=60.0)
+        learning_rate=1e-3, data_limit=60, save_steps=2, report_to="none", reward_deadline=60.0)
     values.update(overrides)
     return PPOConfig(**values)
 
@@ -86,7 +86,7 @@ def test_cli_ppo_then_plot(service: ServiceProcess, tiny_model_dir: Path, tiny_t
         "--reward-url", service.url, "--reward-mode", "tlcr_fixed",
         "--output-dir", str(run), "--num-steps", "2", "--rollout-batch-size", "4", "--mini-batch-size", "2",
         "--micro-batch-size", "1", "--ppo-epochs", "1", "--max-new-tokens", "8", "--learning-rate", "1e-3",
-        "--data-limit", "60", "--kl-coef", "0.05", "--no-tensorboard"])
+        "--data-limit", "60", "--kl-coef", "0.05", "--report-to", "none"])
     assert result.exit_code == 0, result.output
     assert "PPO done: 2 steps" in result.output
     saved = json.loads((run / "ppo_config.json").read_text())
