@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from tlcr.data.splits import PartChoice, check_part
 from trainer.training_options import TrainingOptions
 
 
@@ -18,7 +19,7 @@ class PolicyTrainingOptions(TrainingOptions):
         "help": "Pairs: 'controlled', a local .jsonl/.jsonl.gz, or a Hub id."})
     data_limit: int | None = field(default=None, metadata={"help": "Load at most this many pairs before splitting."})
     data_seed: int = field(default=42, metadata={"help": "Seed of the controlled task and of the 20/40/40 split."})
-    split_part: str = field(default="sft", metadata={"help": "Paper split part to train on: sft, rm, ppo or all."})
+    split_part: PartChoice = field(default="sft", metadata={"help": "Paper split part to train on."})
     epochs: float = field(default=2.0, metadata={"help": "Epochs."})
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
     lr_scheduler: str = field(default="cosine", metadata={"help": "transformers scheduler name."})
@@ -32,8 +33,7 @@ class PolicyTrainingOptions(TrainingOptions):
     report_to: str = field(default="tensorboard", metadata={"help": "Trainer loggers: tensorboard, none, wandb..."})
 
     def __post_init__(self) -> None:
-        if self.split_part not in ("sft", "rm", "ppo", "all"):
-            raise ValueError(f"split_part must be sft, rm, ppo or all, not {self.split_part!r}")
+        check_part(self.split_part)
         super().__post_init__()
         if self.max_length < 1:
             raise ValueError(f"max_length must be at least 1, got {self.max_length}")

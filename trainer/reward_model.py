@@ -21,7 +21,7 @@ from trl import RewardConfig, RewardTrainer
 from tlcr.data.jsonl import DataError, OnError, SkipReport
 from tlcr.data.pairs import PreferencePair
 from tlcr.data.sources import load_preference_pairs
-from tlcr.data.splits import paper_split
+from tlcr.data.splits import check_part, select_part
 from tlcr.models import check_max_length, load_sequence_classifier, load_tokenizer, mark_sequence_reward_model_config
 from tlcr.scoring import fit_prompt_response, prompt_response_scores
 from trainer.discriminator_metrics import pairwise_preference_accuracy
@@ -120,12 +120,10 @@ def load_pairs(source: str | os.PathLike[str], *, on_error: OnError, limit: int 
 
     `part` keeps one part of the paper's 20/40/40 split (the paper trains reward models on "rm").
     """
-    if part not in ("all", "sft", "rm", "ppo"):
-        raise ValueError(f"part must be all, sft, rm or ppo, not {part!r}")
+    check_part(part)
     report = SkipReport()
-    pairs = load_preference_pairs(source, on_error=on_error, report=report, limit=limit, seed=seed)
-    if part != "all":
-        pairs = paper_split(pairs, seed=seed)[part]
+    pairs = select_part(load_preference_pairs(source, on_error=on_error, report=report, limit=limit, seed=seed),
+                        part, seed=seed)
     if not pairs:
         raise DataError(f"{source}: no preference pairs to train on ({report.summary()})")
     return pairs, report

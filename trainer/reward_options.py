@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
+from tlcr.data.splits import PartChoice
 from trainer.training_options import TrainingOptions
 
 if TYPE_CHECKING:
@@ -86,7 +87,7 @@ class RewardModelOptions(RewardTrainingOptions):
         "help": "Recompute activations to save memory (paper scale: on)."})
     data_limit: int | None = field(default=None, metadata={
         "help": "Use at most this many pairs (controlled: how many to make)."})
-    split_part: str = field(default="all", metadata={"help": "Paper split part to train on: all, sft, rm or ppo."})
+    split_part: PartChoice = field(default="all", metadata={"help": "Paper split part to train on."})
     data_seed: int = field(default=42, metadata={"help": "Seed of the controlled task and of the 20/40/40 split."})
     center_rewards_coefficient: float | None = field(default=None, metadata={
         "help": "Weight of the term pushing rewards to mean zero (TRL center_rewards_coefficient)."})

@@ -55,10 +55,9 @@ def sft_examples(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizer
 
 def load_split(source: str, *, limit: int | None, seed: int, part: str) -> list[PreferencePair]:
     from tlcr.data.sources import load_preference_pairs
-    from tlcr.data.splits import paper_split
+    from tlcr.data.splits import select_part
 
-    pairs = load_preference_pairs(source, limit=limit, seed=seed)
-    return pairs if part == "all" else paper_split(pairs, seed=seed)[part]
+    return select_part(load_preference_pairs(source, limit=limit, seed=seed), part, seed=seed)
 
 
 def mixed_precision_flags(dtype: str) -> dict[str, bool]:
