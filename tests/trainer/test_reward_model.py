@@ -110,4 +110,4 @@ def test_part_keeps_one_part_of_the_paper_split(tmp_path: Path, tiny_model_dir: 
     assert not {p.id for p in rm_part} & {p.id for p in sft_part}
     result = runner.invoke(app, ["train-reward-model", "--source", "controlled", "--model", str(tiny_model_dir),
                                  "--output-dir", str(tmp_path / "rm"), "--split-part", "middle"])
-    assert result.exit_code == 2 and "'middle' is not one of 'all', 'sft', 'rm', 'ppo'" in result.output
+    assert result.exit_code == 2 and "'middle' is not one of" in result.output
