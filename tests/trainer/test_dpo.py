@@ -87,4 +87,4 @@ def test_dpo_option_and_cli_errors(tiny_model_dir: Path, tmp_path: Path) -> None
         DPOOptions(model="m", output_dir="o", gradient_accumulation_steps=0)
     result = CliRunner().invoke(app, ["dpo", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "x"),
                                       "--split-part", "everything"])
-    assert result.exit_code == 2 and "split_part must be sft, rm, ppo or all" in result.output
+    assert result.exit_code == 2 and "split part must be one of all, sft, rm, ppo" in result.output
