@@ -11,12 +11,32 @@ from typing import Annotated
 
 import typer
 
+from core.exit_codes import ExitCode
+from core.logs import VERBOSITY_KEY, setup_logging
+
 app = typer.Typer(
     name="tlcr",
-    help="Token-level continuous rewards for RLHF: label, train the discriminator, serve, run PPO.",
+    help="Token-level continuous rewards for RLHF: label, train the discriminator, serve, run PPO. "
+         "Exit codes: 0 done, 1 unexpected error, 2 bad input, 3 a remote service stayed unavailable (README).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def global_options(
+    ctx: typer.Context,
+    verbose: Annotated[int, typer.Option(
+        "--verbose", "-v", count=True, help="More log lines: -v our debug messages, -vv every library's too.")] = 0,
+    quiet: Annotated[int, typer.Option(
+        "--quiet", "-q", count=True, help="Fewer log lines: -q warnings and errors only, -qq errors only.")] = 0,
+) -> None:
+    """Logging for every subcommand (before the subcommand's name: `tlcr -q label ...`)."""
+    if verbose and quiet:
+        raise typer.BadParameter("give --verbose or --quiet, not both")
+    if verbose or quiet:
+        ctx.meta[VERBOSITY_KEY] = verbose - quiet
+    setup_logging(verbose - quiet)
 
 
 @app.command("data")
@@ -47,7 +67,7 @@ def data_command(
                                       on_error=on_error, report=report)  # type: ignore[arg-type]
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(ExitCode.BAD_INPUT) from exc
     if part != "all":
         pairs = paper_split(pairs, seed=seed)[part]
     write_jsonl(out, [p.to_dict() for p in pairs])
@@ -77,12 +97,13 @@ def tiny_model_command(
                                 hidden_size=hidden_size, num_layers=num_layers, seed=seed, tokenizer=tokenizer)
     except ModelLoadError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(ExitCode.BAD_INPUT) from exc
     typer.echo(f"tiny {arch} model and tokenizer saved to {path}")
 
 
 @app.command("demo")
 def demo_command(
+    ctx: typer.Context,
     out_root: Annotated[Path, typer.Option(help="Folder that receives runs/demo-<time>/.")] = Path("runs"),
     run_name: Annotated[str | None, typer.Option(help="Run folder name (default demo-<timestamp>).")] = None,
     modes: Annotated[str, typer.Option(help="PPO reward modes, comma-separated: tlcr, tlcr_fixed, seq, "
@@ -109,10 +130,10 @@ def demo_command(
         overrides["tokenizer"] = tokenizer
     config = DemoConfig.smoke(**overrides) if smoke else DemoConfig(**overrides)  # type: ignore[arg-type]
     try:
-        run_demo(config)
+        run_demo(config, verbosity=ctx.meta.get(VERBOSITY_KEY, 0))
     except FileExistsError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(ExitCode.BAD_INPUT) from exc
 
 
 @app.command("bootstrap-model")
@@ -131,7 +152,7 @@ def bootstrap_model_command(
         return
     if out.exists():
         typer.echo(f"error: {out} exists but is not a complete demo model: remove it first", err=True)
-        raise typer.Exit(2)
+        raise typer.Exit(ExitCode.BAD_INPUT)
     overrides = {key: value for key, value in (("pairs", pairs), ("discriminator_epochs", epochs)) if value is not None}
     config = DemoModelConfig(**overrides)  # type: ignore[arg-type]
     typer.echo(f"training the offline demo discriminator into {out} ({config.pairs} controlled-task pairs)")
