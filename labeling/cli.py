@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
+
+from core.exit_codes import ExitCode
 
 if TYPE_CHECKING:
     from labeling.revisers import GivenRevision, OpenAIReviser, Reviser
@@ -79,7 +80,6 @@ def label_command(
     from tlcr.data.jsonl import DataError, SkipReport
     from tlcr.models import ModelLoadError, load_tokenizer
 
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     if reviser not in REVISERS:
         raise typer.BadParameter(f"--reviser must be one of {', '.join(REVISERS)}, not {reviser!r}")
     if part not in ("all", "sft", "rm", "ppo"):
@@ -152,7 +152,7 @@ def label_command(
     try:
         result = run_event_loop(run())
     except ReviserError as exc:
-        _fail(f"error: {exc}", code=3)
+        _fail(f"error: {exc}")  # refused: a bad API key or model name, as bad as a bad option
     except (DataError, RuntimeError, ValueError) as exc:
         _fail(f"error: {exc}")
 
@@ -173,10 +173,10 @@ def label_command(
         typer.echo(f"usage ({ledger_file.path}):\n{ledger_file.ledger.summary()}")
     if result.unfinished:
         _fail(f"{len(result.unfinished)} pairs left unlabelled after retries (e.g. {result.unfinished[0]}); "
-              "rerun the same command to retry them", code=1)
+              "rerun the same command to retry them", code=ExitCode.UNAVAILABLE)
 
 
-def _fail(message: str, code: int = 2) -> NoReturn:
+def _fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
     typer.echo(message, err=True)
     raise typer.Exit(code)
 

@@ -21,6 +21,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from core.logs import setup_logging
 from tlcr.pipeline import MODE_NAMES, PipelineConfig
 
 __all__ = ["MODE_NAMES", "DemoConfig", "StageLog", "quiet_libraries", "run_demo"]
@@ -75,25 +76,21 @@ class StageLog:
         self.console.print(f"[green]✓[/green] {name} in {self.timings[name]:.1f}s")
 
 
-def quiet_libraries(console: Console) -> None:
-    """Keep the console to stage headers, training progress bars and PPO step lines."""
-    import logging
-
-    from rich.logging import RichHandler
+def quiet_libraries(console: Console, verbosity: int = 0) -> None:
+    """Log to the demo's console; at the default verbosity keep it to stage headers, training progress bars and
+    PPO step lines."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()  # checkpoint load reports ("score.weight MISSING" is expected here)
-    hf_logging.disable_progress_bar()  # weight loading / shard writing bars
-    handler = RichHandler(console=console, show_path=False, show_time=False)
-    for name in ("trainer", "labeling", "service"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        if not any(isinstance(h, RichHandler) for h in logger.handlers):
-            logger.addHandler(handler)
+    setup_logging(verbosity, console=console)
+    if verbosity < 1:
+        hf_logging.set_verbosity_error()  # checkpoint load reports ("score.weight MISSING" is expected here)
+        hf_logging.disable_progress_bar()  # weight loading / shard writing bars
 
 
-def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
-    """Run every stage; returns the run folder (report.html, metrics.json, PNGs, models, logs)."""
+def run_demo(config: DemoConfig, console: Console | None = None, verbosity: int = 0) -> Path:
+    """Run every stage; returns the run folder (report.html, metrics.json, PNGs, models, logs).
+
+    `verbosity`: the global `tlcr -v/-q` count (core.logs.setup_logging)."""
     console = console or Console()
     name = config.run_name or f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run_dir = config.out_root / name
@@ -102,7 +99,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "demo_config.json").write_text(json.dumps(asdict(config), default=str, indent=2))
     log = StageLog(console)
-    quiet_libraries(console)
+    quiet_libraries(console, verbosity)
     console.print(f"[bold]tlcr demo[/bold] → {run_dir}")
 
     import torch

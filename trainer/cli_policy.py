@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
 import typer
 
-# Exit codes: 2 bad input (options, data, checkpoints, a request the service refused);
-# 3 the run stopped because the reward service stayed unavailable (a checkpoint was saved).
-EXIT_BAD_INPUT = 2
-EXIT_STOPPED = 3
+from core.exit_codes import ExitCode
 
 
 def register(app: typer.Typer) -> None:
@@ -21,7 +17,7 @@ def register(app: typer.Typer) -> None:
     app.command("plot")(plot_command)
 
 
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+def _fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -33,11 +29,6 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from trainer.ppo import PPOConfigError
 
     return (DataError, ModelLoadError, PPOConfigError, RewardServiceError, ValueError, FileNotFoundError)
-
-
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("trainer").setLevel(logging.INFO)
 
 
 def sft_command(
@@ -66,7 +57,6 @@ def sft_command(
     """Supervised fine-tuning on the SFT split's chosen responses (loss on response tokens only)."""
     from trainer.sft import SFTOptions, train_sft
 
-    _setup_logging()
     try:
         options = SFTOptions(model=model, output_dir=str(out), source=source, part=part, data_limit=limit,
                              data_seed=data_seed, noisy_fraction=noisy_fraction, epochs=epochs, learning_rate=lr,
@@ -104,7 +94,6 @@ def dpo_command(
     """The DPO baseline: TRL DPOTrainer on the preference part of the split."""
     from trainer.dpo import DPOOptions, train_dpo
 
-    _setup_logging()
     try:
         options = DPOOptions(model=model, output_dir=str(out), source=source, part=part, data_limit=limit,
                              data_seed=data_seed, beta=beta, epochs=epochs, learning_rate=lr,
@@ -197,7 +186,6 @@ def ppo_command(
     """PPO with dense per-token rewards from the reward service (runs under `accelerate launch` too)."""
     from trainer.ppo import PPOConfig, TrainingStopped, train_ppo
 
-    _setup_logging()
     given: dict[str, Any] = {
         "policy": policy, "output_dir": out, "reward_url": reward_url, "reward_mode": reward_mode,
         "reward_threshold": reward_threshold, "reward_api_key": reward_api_key, "token_input": token_input,
@@ -226,7 +214,7 @@ def ppo_command(
         ppo_config = PPOConfig.from_yaml(config, **overrides) if config else PPOConfig(**overrides)
         summary = train_ppo(ppo_config)
     except TrainingStopped as exc:
-        _fail(str(exc), EXIT_STOPPED)
+        _fail(str(exc), ExitCode.UNAVAILABLE)
     except _input_errors() as exc:
         _fail(str(exc))
     if not summary["is_main_process"]:

@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 import typer
 
+from core.exit_codes import ExitCode
+
 
 class Preset(str, Enum):
     paper = "paper"
@@ -30,7 +32,7 @@ def _overrides(**options: Any) -> dict[str, Any]:
 
 def _fail(exc: Exception) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(2)
+    return typer.Exit(ExitCode.BAD_INPUT)
 
 
 def _print_metrics(title: str, rows: list[tuple[str, Any]], metrics_path: Path) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.exit_codes import ExitCode
 from labeling.fake_openai_server import FakeOpenAIServer, Rule, Script
 from tlcr.cli import app
 
@@ -81,11 +82,11 @@ def test_openai_errors_exit_codes(fake_llm: FakeOpenAIServer, tiny_model_dir: Pa
     assert code == 2 and "needs --model" in output
     fake_llm.set_script(Script(rules=[Rule("401")]))
     code, output = _label("--out", str(tmp_path / "b.jsonl"), *base, "--base-url", fake_llm.base_url)
-    assert code == 3 and "HTTP 401" in output
+    assert code == ExitCode.BAD_INPUT and "HTTP 401" in output
     fake_llm.set_script(Script(rules=[Rule("500")]))
     code, output = _label("--out", str(tmp_path / "c.jsonl"), *base, "--base-url", fake_llm.base_url,
                           "--max-retries", "1", "--backoff", "0.01")
-    assert code == 1 and "3 pairs left unlabelled after retries" in output and "rerun" in output
+    assert code == ExitCode.UNAVAILABLE and "3 pairs left unlabelled after retries" in output and "rerun" in output
 
 
 def test_bad_input_names_file_and_line_or_is_skipped_and_reported(tiny_model_dir: Path, tmp_path: Path) -> None:

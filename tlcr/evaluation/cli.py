@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from core.exit_codes import ExitCode
+
 
 def parse_policy_option(values: list[str]) -> dict[str, str]:
     """NAME=PATH pairs (or bare paths, named after their folder), names unique."""
@@ -53,12 +55,13 @@ def eval_command(
     token rewards (Fig. 6) via the service, the oracle on the controlled task, and optional LLM judges."""
     import os
 
-    from service.client import TokenRewardClient
+    from service.client import RewardServiceError, RewardServiceUnavailable, TokenRewardClient
     from tlcr.data.jsonl import DataError
     from tlcr.data.pairs import CONTROLLED, load_preference_pairs
     from tlcr.evaluation.evaluate import EvalConfig
     from tlcr.evaluation.judge import JudgeConfig
     from tlcr.evaluation.run import run_evaluation
+    from tlcr.models import ModelLoadError
 
     policies = parse_policy_option(policy)
     if mt_bench is not None and judge_url is None:
@@ -69,7 +72,7 @@ def eval_command(
         pairs = load_preference_pairs(source, split=split, limit=limit, seed=seed, on_error="skip")
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from exc
+        raise typer.Exit(ExitCode.BAD_INPUT) from exc
     prompts = [p.prompt for p in pairs]
     task = None
     if source == CONTROLLED:
@@ -80,8 +83,15 @@ def eval_command(
     config = EvalConfig(max_new_tokens=max_new_tokens, batch_size=batch_size, do_sample=sample, seed=seed,
                         heatmap_samples=heatmaps, judge=judge, judge_baseline=judge_baseline,
                         mt_bench_path=mt_bench, mt_bench_limit=mt_bench_limit)
-    with TokenRewardClient(reward_url, api_key=os.environ.get(api_key_env)) as client:
-        summary = run_evaluation(policies, prompts, client, config, out, task=task, ppo_runs=ppo_run or [])
+    try:
+        with TokenRewardClient(reward_url, api_key=os.environ.get(api_key_env)) as client:
+            summary = run_evaluation(policies, prompts, client, config, out, task=task, ppo_runs=ppo_run or [])
+    except RewardServiceUnavailable as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.UNAVAILABLE) from exc
+    except (RewardServiceError, ModelLoadError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(ExitCode.BAD_INPUT) from exc
     typer.echo(json.dumps(summary, indent=2))
     typer.echo(f"report: {out / 'report.html'}")
 

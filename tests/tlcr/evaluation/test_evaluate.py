@@ -80,3 +80,14 @@ def test_eval_command_rejects_bad_options(tiny_model_dir: Path, tmp_path: Path) 
     result = CliRunner().invoke(app, ["eval", "--policy", f"a={tiny_model_dir}", "--reward-url", "http://127.0.0.1:9",
                                       "--out", str(tmp_path), "--mt-bench", "q.jsonl"])
     assert result.exit_code != 0 and "needs --judge-url" in result.output
+
+
+def test_eval_command_exits_2_naming_a_policy_that_cannot_load(service: ServiceProcess, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from core.exit_codes import ExitCode
+    from tlcr.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--policy", f"a={tmp_path / 'missing'}", "--reward-url", service.url,
+                                      "--out", str(tmp_path / "report"), "--limit", "2"])
+    assert result.exit_code == ExitCode.BAD_INPUT and "missing" in result.output
