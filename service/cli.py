@@ -13,16 +13,27 @@ from collections.abc import Sequence
 
 import typer
 
+from core.exit_codes import ExitCode
+from core.logs import VERBOSITY_KEY, package_level, setup_logging, verbosity_of_level
 
-def run(settings: object) -> int:
-    """Serve until SIGINT/SIGTERM (graceful: requests in flight finish). Exit code 1 if loading failed."""
+
+def run(settings: object, verbosity: int | None = None) -> ExitCode:
+    """Serve until SIGINT/SIGTERM (graceful: requests in flight finish).
+
+    `verbosity`: the global `tlcr -v/-q` count when given, which wins over --log-level (TLCR_LOG_LEVEL).
+    Exit code BAD_INPUT if a checkpoint could not be loaded, FAILURE if loading failed otherwise.
+    """
     import uvicorn
 
     from service.app import create_app
     from service.settings import ServiceSettings
+    from tlcr.models import ModelLoadError
 
     assert isinstance(settings, ServiceSettings)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbosity is None:
+        verbosity = verbosity_of_level(settings.log_level)
+    setup_logging(verbosity)
+    log_level = logging.getLevelName(package_level(verbosity)).lower()
     failures: list[BaseException] = []
     server: uvicorn.Server | None = None
 
@@ -33,9 +44,10 @@ def run(settings: object) -> int:
 
     app = create_app(settings, on_fatal=on_fatal)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+        app, host=settings.host, port=settings.port, log_level=log_level,
+        log_config=None,  # uvicorn's records go through setup_logging's handler and format
         timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s), lifespan="on",
-        access_log=settings.log_level.lower() == "debug",  # a line per request is noise at training rates
+        access_log=log_level == "debug",  # a line per request is noise at training rates
     )
     server = uvicorn.Server(config)
     if settings.fd is not None:
@@ -47,10 +59,12 @@ def run(settings: object) -> int:
         server.run(sockets=[config.bind_socket()])  # bound first, so uvicorn's log names the real port
     else:
         server.run()
-    return 1 if failures else 0
+    if not failures:
+        return ExitCode.OK
+    return ExitCode.BAD_INPUT if isinstance(failures[0], ModelLoadError) else ExitCode.FAILURE
 
 
-def main(args: Sequence[str]) -> int:
+def main(args: Sequence[str], verbosity: int | None = None) -> int:
     """Parse flags (argparse exits 2 naming a bad one) and serve."""
     from pydantic import ValidationError
 
@@ -63,8 +77,8 @@ def main(args: Sequence[str]) -> int:
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
                              f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
         typer.echo(f"error: invalid service settings: {problems}", err=True)
-        return 2
-    return run(settings)
+        return ExitCode.BAD_INPUT
+    return run(settings, verbosity)
 
 
 def register(app: typer.Typer) -> None:
@@ -78,4 +92,4 @@ def register(app: typer.Typer) -> None:
         Needs --model (a discriminator checkpoint). Run `tlcr serve --help` for every flag and its
         TLCR_* environment variable.
         """
-        raise typer.Exit(main(ctx.args))
+        raise typer.Exit(main(ctx.args, ctx.meta.get(VERBOSITY_KEY)))

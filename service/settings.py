@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
 
+from core.logs import verbosity_of_level
 from service.schemas import MAX_ITEMS, MAX_OFFSETS, RewardMode
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -53,7 +54,9 @@ class ServiceSettings(BaseSettings):
     allowed_hosts: Annotated[list[str] | None, Field(description=(
         "Host header values accepted (ports ignored; '*': any). Default: loopback names when bound to "
         "loopback without an API key (a guard against DNS rebinding), else any."))] = None
-    log_level: Annotated[str, Field(description="uvicorn log level.")] = "info"
+    log_level: Annotated[str, Field(description=(
+        "debug, info, warning, error or critical; the global `tlcr -v/-q` wins when given. debug also logs every "
+        "request."))] = "info"
     graceful_timeout_s: Annotated[float, Field(
         gt=0, description="On SIGTERM, wait this long for requests in flight.")] = 30.0
 
@@ -104,6 +107,12 @@ class ServiceSettings(BaseSettings):
         if value is not None and value.startswith(("/", ".", "~")) and not Path(value).expanduser().exists():
             raise ValueError(f"checkpoint directory {value!r} does not exist")
         return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        verbosity_of_level(value)  # raises naming the unknown level
+        return value.lower()
 
     @model_validator(mode="after")
     def _consistent_limits(self) -> ServiceSettings:

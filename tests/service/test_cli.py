@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.exit_codes import ExitCode
 from service.settings import ServiceSettings, settings_from_args
 from tlcr.cli import app
 
@@ -53,9 +54,24 @@ def test_missing_local_checkpoint_is_refused_before_loading(tmp_path: Path) -> N
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_serve_exits_1_when_the_model_cannot_load(tmp_path: Path) -> None:
+def test_serve_exits_2_when_the_checkpoint_cannot_load(tmp_path: Path) -> None:
     not_a_checkpoint = tmp_path / "empty"
     not_a_checkpoint.mkdir()
     result = CliRunner().invoke(app, ["serve", "--model", str(not_a_checkpoint), "--port", "0",
                                       "--log-level", "warning"])
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert "holds no tokenizer" in result.output and "Started server process" not in result.output
+
+
+def test_global_verbosity_wins_over_log_level(tmp_path: Path) -> None:
+    not_a_checkpoint = tmp_path / "empty"
+    not_a_checkpoint.mkdir()
+    result = CliRunner().invoke(app, ["-v", "serve", "--model", str(not_a_checkpoint), "--port", "0",
+                                      "--log-level", "warning"])
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert "INFO uvicorn.error: Started server process" in result.output  # one format for uvicorn's lines too
+
+
+def test_unknown_log_level_is_refused() -> None:
+    result = CliRunner().invoke(app, ["serve", "--model", "m", "--log-level", "loud"])
+    assert result.exit_code == ExitCode.BAD_INPUT and "unknown log level 'loud'" in result.output
