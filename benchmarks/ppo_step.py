@@ -47,7 +47,8 @@ def run(args: argparse.Namespace, policy: Path, url: str, out: Path, overlap: bo
     import torch
 
     from trainer.metrics_log import read_metrics
-    from trainer.ppo import PPOConfig, train_ppo
+    from trainer.ppo import train_ppo
+    from trainer.ppo_config import PPOConfig
 
     torch.set_num_threads(1)
     config = PPOConfig(policy=str(policy), output_dir=str(out), reward_url=url, num_steps=args.warmup + args.steps,

@@ -168,7 +168,8 @@ def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, dis
               prompts_file: Path, out: Path) -> tuple[Path, dict[str, Any]]:
     """PPO from the SFT policy with rewards of `mode` fetched from the service; returns (run dir, summary)."""
     from trainer.discriminator import PRESETS
-    from trainer.ppo import PPOConfig, PPOTrainer
+    from trainer.ppo import PPOTrainer
+    from trainer.ppo_config import PPOConfig
 
     batch = config.ppo_rollout_batch
     # The service refuses items longer than the discriminator's max_length, on /sequence_rewards too, and

@@ -26,7 +26,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     from service.client import RewardServiceError
     from tlcr.data.jsonl import DataError
     from tlcr.models import ModelLoadError
-    from trainer.ppo import PPOConfigError
+    from trainer.ppo_config import PPOConfigError
 
     return (DataError, ModelLoadError, PPOConfigError, RewardServiceError, ValueError, FileNotFoundError)
 
@@ -184,7 +184,8 @@ def ppo_command(
         "--tensorboard/--no-tensorboard", help="Also log to TensorBoard (<out>/tensorboard).")] = None,
 ) -> None:
     """PPO with dense per-token rewards from the reward service (runs under `accelerate launch` too)."""
-    from trainer.ppo import PPOConfig, TrainingStopped, train_ppo
+    from trainer.ppo import TrainingStopped, train_ppo
+    from trainer.ppo_config import PPOConfig
 
     given: dict[str, Any] = {
         "policy": policy, "output_dir": out, "reward_url": reward_url, "reward_mode": reward_mode,

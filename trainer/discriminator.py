@@ -11,10 +11,6 @@ The saved checkpoint is plain `save_pretrained` output (model, tokenizer, config
 
 from __future__ import annotations
 
-import gc
-import hashlib
-import json
-import math
 import os
 from collections import Counter
 from collections.abc import Sequence
@@ -32,37 +28,10 @@ from tlcr.models import check_max_length, load_token_classifier, load_tokenizer,
 from tlcr.scoring import fit_prompt_response, pad_sequences, position_ids_from_attention_mask
 from tlcr.tokenization import encode_prompt_response_batch
 from trainer.discriminator_metrics import discriminator_metrics, reward_sum
+from trainer.reward_training import apply_hardware_defaults, held_out_split, train_and_release, write_metrics
 
 IGNORE_INDEX = -100
 METRICS_FILE = "discriminator_metrics.json"
-
-
-def running_without_accelerator() -> bool:
-    """True on a CPU-only machine (no CUDA, MPS, XPU...)."""
-    accelerator = getattr(torch, "accelerator", None)
-    if accelerator is not None:
-        return accelerator.current_accelerator() is None
-    return not torch.cuda.is_available()
-
-
-def train_and_release(trainer: Any, output_dir: str | os.PathLike[str] | None) -> tuple[Any, bool]:
-    """Train, save the model to `output_dir`, wait for every process, and free the trainer's memory
-    before the saved checkpoint is reloaded for evaluation (as a whole model, also after ZeRO-3).
-    Returns (train output, is main process)."""
-    train_output = trainer.train()
-    trainer.save_model(str(output_dir))
-    is_main = trainer.is_world_process_zero()
-    trainer.accelerator.wait_for_everyone()
-    del trainer
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-    # Under ZeRO-3, transformers would load the checkpoint reloaded for evaluation (main process only) as
-    # shards with collectives, waiting for processes that have finished; the saved checkpoint is whole.
-    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
-
-    unset_hf_deepspeed_config()
-    return train_output, is_main
 
 
 @dataclass
@@ -96,12 +65,7 @@ class DiscriminatorConfig(TrainingArguments):
     threshold: float = field(default=0.5, metadata={"help": "D >= threshold counts as a positive prediction."})
 
     def __post_init__(self) -> None:
-        # Without this, DDP on CPU (torchrun / accelerate launch) would not form a gloo process group.
-        if running_without_accelerator():
-            self.use_cpu = True
-            self.dataloader_pin_memory = False
-        if self.bf16 is None:
-            self.bf16 = bool(not self.fp16 and torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        apply_hardware_defaults(self)
         if self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -239,14 +203,7 @@ def check_tokenization(records: Sequence[LabelledRecord], tokenizer: PreTrainedT
 def split_records(records: Sequence[LabelledRecord], eval_fraction: float,
                   seed: int) -> tuple[list[LabelledRecord], list[LabelledRecord]]:
     """(train, held out), by a hash of (seed, id): deterministic, and records sharing an id stay together."""
-    if eval_fraction <= 0:
-        return list(records), []
-    ids = sorted({r.id for r in records}, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
-    if len(ids) < 2:
-        raise DataError(f"cannot hold out {eval_fraction:.0%} of {len(ids)} distinct record id(s): give more "
-                        "records, an eval file, or eval_fraction 0")
-    held_out = set(ids[:min(len(ids) - 1, max(1, round(eval_fraction * len(ids))))])
-    return [r for r in records if r.id not in held_out], [r for r in records if r.id in held_out]
+    return held_out_split(records, eval_fraction, seed, noun="record", alternative="an eval file")
 
 
 def training_example(prompt_ids: Sequence[int], response_ids: Sequence[int], response_labels: Sequence[float],
@@ -441,16 +398,6 @@ def train_discriminator(data: str | os.PathLike[str], base_model: str, config: D
         result["eval"] = evaluate_discriminator(
             saved, prepared.tokenizer, prepared.eval_records, max_length=config.max_length,
             batch_size=config.per_device_eval_batch_size, threshold=config.threshold)
-    (output_dir / METRICS_FILE).write_text(json.dumps(json_safe(result), indent=2) + "\n")
+    write_metrics(output_dir / METRICS_FILE, result)
     return result
 
-
-def json_safe(value: Any) -> Any:
-    """`value` with non-finite floats as None, so json.dumps writes valid JSON."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {str(k): json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [json_safe(v) for v in value]
-    return value

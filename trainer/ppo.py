@@ -13,18 +13,13 @@ its own share of the prompts and fetches its own rewards; gradients are averaged
 from __future__ import annotations
 
 import concurrent.futures
-import dataclasses
-import json
 import logging
 import math
-import os
 import random
-import re
-import shutil
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +27,16 @@ import torch
 from torch import nn
 
 from trainer import ppo_math
+from trainer.checkpoints import (
+    capture_rng_state,
+    load_latest_checkpoint,
+    prepare_output_dir,
+    restore_rng_state,
+    write_checkpoint,
+)
 from trainer.metrics_log import MetricsLogger
+from trainer.ppo_config import PPOConfig, PPOConfigError
 from trainer.rollout import (
-    SERVICE_MODES,
     FetchedRewards,
     RewardBackend,
     Rollout,
@@ -49,12 +51,6 @@ from trainer.rollout import (
 logger = logging.getLogger(__name__)
 
 CONFIG_FILE = "ppo_config.json"
-TRAINER_STATE = "trainer_state.json"
-CHECKPOINT_PATTERN = re.compile(r"^checkpoint-(\d+)$")
-
-
-class PPOConfigError(ValueError):
-    """A PPO option is invalid; the message names the option."""
 
 
 class TrainingStopped(RuntimeError):
@@ -64,151 +60,6 @@ class TrainingStopped(RuntimeError):
         super().__init__(message)
         self.step = step
         self.checkpoint = checkpoint
-
-
-@dataclass
-class PPOConfig:
-    """Every option of a PPO run (TRL style: one config per trainer). Defaults follow the TLCR paper."""
-
-    # Models
-    policy: str = ""  # the SFT checkpoint (path or Hub id); also the frozen reference unless `reference` is set
-    reference: str | None = None
-    value_init: str = "discriminator"  # "discriminator" or "sft": where the value model's weights come from
-    value_model: str | None = None  # discriminator checkpoint (path or Hub id), required by value_init=discriminator
-    dtype: str = "auto"
-    device: str | None = None  # single-process runs only; accelerate decides under `accelerate launch`
-    gradient_checkpointing: bool = False
-    # Rewards
-    reward_url: str = "http://127.0.0.1:8000"  # one URL or "u1,u2" (the client balances and fails over)
-    reward_mode: str = "tlcr"  # tlcr | tlcr_fixed | seq | tlcr_positive_only | tlcr_negative_only
-    reward_threshold: float = 0.6  # tau of tlcr_fixed
-    reward_api_key: str | None = None
-    token_input: str = "auto"  # auto | ids | text: send token ids (same tokenizer) or text + character offsets
-    reward_timeout: float = 60.0
-    reward_max_retries: int = 8
-    reward_backoff: float = 0.5
-    reward_deadline: float = 600.0  # seconds one reward call may keep retrying before the run checkpoints and stops
-    overlap_reward_fetch: bool = True  # fetch rewards while the forwards run (False: one after the other)
-    # Prompts
-    source: str = "controlled"
-    data_limit: int | None = None
-    data_seed: int = 42  # seed of the controlled task and the paper's 20/40/40 split
-    split_part: str = "ppo"
-    max_prompt_length: int = 256  # longer prompts are dropped (and counted), never cut
-    # Sampling
-    max_new_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 0.9
-    generation_batch_size: int | None = None  # default: the whole rollout batch at once
-    # PPO
-    num_steps: int = 200
-    rollout_batch_size: int = 16  # prompts per process per step
-    mini_batch_size: int = 8  # rows per optimizer step, per process
-    micro_batch_size: int = 4  # rows per forward/backward (gradient accumulation inside a minibatch)
-    forward_batch_size: int = 16  # rows per no-grad forward during rollouts
-    ppo_epochs: int = 4
-    learning_rate: float = 1e-6
-    value_learning_rate: float | None = None  # default: learning_rate
-    # The paper states no PPO schedule: constant, so the lr a run reports is the lr it trained at.
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.95)  # the paper's AdamW betas
-    adam_eps: float = 1e-5
-    max_grad_norm: float = 1.0
-    kl_coef: float = 0.1  # beta
-    kl_estimator: str = "k1"
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    vf_coef: float = 0.1
-    whiten_advantages: bool = True
-    whiten_rewards: bool = False
-    # seq mode: z-score the sequence RM's scores with the mean and std of the first rollout batch (the SFT
-    # policy's samples), fixed for the run, so one kl_coef means the same for a sequence RM and token rewards.
-    normalize_sequence_scores: bool = True
-    truncation_bootstrap: bool = False  # responses cut at max_new_tokens: bootstrap V (True) or treat as ended
-    missing_eos_penalty: float | None = None  # added to the last action of responses cut without EOS
-    # Run
-    output_dir: str = "runs/ppo"
-    seed: int = 0
-    save_steps: int = 50
-    save_total_limit: int | None = 2
-    resume: bool = False
-    overwrite: bool = False
-    tensorboard: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the run
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        def need(ok: bool, message: str) -> None:
-            if not ok:
-                raise PPOConfigError(message)
-
-        need(self.reward_mode in SERVICE_MODES,
-             f"reward_mode must be one of {', '.join(SERVICE_MODES)}, not {self.reward_mode!r}")
-        need(self.value_init in ("discriminator", "sft"),
-             f"value_init must be 'discriminator' or 'sft', not {self.value_init!r}")
-        need(self.token_input in ("auto", "ids", "text"),
-             f"token_input must be auto, ids or text, not {self.token_input!r}")
-        need(self.kl_estimator in ("k1", "k3"), f"kl_estimator must be k1 or k3, not {self.kl_estimator!r}")
-        need(self.split_part in ("sft", "rm", "ppo", "all"),
-             f"split_part must be sft, rm, ppo or all, not {self.split_part!r}")
-        for name in ("num_steps", "rollout_batch_size", "mini_batch_size", "micro_batch_size", "forward_batch_size",
-                     "ppo_epochs", "max_new_tokens", "max_prompt_length", "save_steps"):
-            need(getattr(self, name) >= 1, f"{name} must be at least 1, got {getattr(self, name)}")
-        need(self.rollout_batch_size % self.mini_batch_size == 0,
-             f"rollout_batch_size ({self.rollout_batch_size}) must be a multiple of mini_batch_size "
-             f"({self.mini_batch_size})")
-        need(self.mini_batch_size % self.micro_batch_size == 0,
-             f"mini_batch_size ({self.mini_batch_size}) must be a multiple of micro_batch_size "
-             f"({self.micro_batch_size})")
-        need(0.0 < self.top_p <= 1.0, f"top_p must be in (0, 1], got {self.top_p}")
-        need(self.temperature > 0, f"temperature must be positive, got {self.temperature}")
-        need(0.5 < self.reward_threshold <= 1.0, f"reward_threshold must be in (0.5, 1], got {self.reward_threshold}")
-        need(0.0 <= self.gamma <= 1.0 and 0.0 <= self.lam <= 1.0, "gamma and lam must be in [0, 1]")
-        need(self.clip_range > 0 and self.clip_range_value > 0, "clip ranges must be positive")
-        need(self.learning_rate > 0, f"learning_rate must be positive, got {self.learning_rate}")
-        need(len(self.adam_betas) == 2 and all(0.0 <= b < 1.0 for b in self.adam_betas),
-             f"adam_betas must be two numbers in [0, 1), got {self.adam_betas}")
-        need(self.reward_deadline > 0, f"reward_deadline must be positive, got {self.reward_deadline}")
-        need(not (self.resume and self.overwrite), "resume and overwrite exclude each other")
-
-    @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> PPOConfig:
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise PPOConfigError(f"{where}: unknown PPO option(s) {', '.join(unknown)}")
-        return cls(**values)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> PPOConfig:
-        """Options from a YAML file, then `overrides` (e.g. command-line values) on top."""
-        import yaml
-
-        try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise PPOConfigError(f"{path}: cannot read PPO config ({exc})") from exc
-        if not isinstance(loaded, dict):
-            raise PPOConfigError(f"{path}: a PPO config must be a mapping of option: value")
-        unknown = sorted(set(loaded) - set(cls.field_names()))
-        if unknown:
-            raise PPOConfigError(f"{path}: unknown PPO option(s) {', '.join(unknown)}")
-        return cls(**{**loaded, **overrides})
-
-    def to_dict(self) -> dict[str, Any]:
-        data = dataclasses.asdict(self)
-        if data.get("reward_api_key"):
-            data["reward_api_key"] = "***"  # never write secrets into the run directory
-        return data
 
 
 # --------------------------------------------------------------------------------------------- data
@@ -293,41 +144,6 @@ def resolve_token_input(option: str, service_fingerprint: str | None, policy_tok
     return "ids" if tokenizer_fingerprint(policy_tokenizer) == service_fingerprint else "text"
 
 
-# --------------------------------------------------------------------------------------------- checkpoints
-
-
-def capture_rng_state() -> dict[str, Any]:
-    """The RNG streams accelerate checkpoints (python, numpy, torch, CUDA), to rewind a step that failed."""
-    import numpy as np
-
-    state: dict[str, Any] = {"python": random.getstate(), "numpy": np.random.get_state(),
-                             "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def restore_rng_state(state: dict[str, Any]) -> None:
-    import numpy as np
-
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])
-    if "cuda" in state:
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def list_checkpoints(output_dir: Path) -> list[tuple[int, Path]]:
-    """Complete checkpoints (their trainer state written last), oldest first."""
-    found = []
-    if output_dir.is_dir():
-        for child in output_dir.iterdir():
-            match = CHECKPOINT_PATTERN.match(child.name)
-            if match and (child / TRAINER_STATE).exists():
-                found.append((int(match.group(1)), child))
-    return sorted(found)
-
-
 # --------------------------------------------------------------------------------------------- trainer
 
 
@@ -380,7 +196,7 @@ class PPOTrainer:
         cpu = config.device == "cpu" or not torch.cuda.is_available()
         self.accelerator = accelerator or Accelerator(gradient_accumulation_steps=accumulation, cpu=cpu)
         self.output_dir = Path(config.output_dir)
-        self._prepare_output_dir()
+        prepare_output_dir(self.accelerator, self.output_dir, resume=config.resume, overwrite=config.overwrite)
         set_seed(config.seed + self.accelerator.process_index)
 
         self.tokenizer = load_tokenizer(config.policy, padding_side="left")
@@ -471,18 +287,6 @@ class PPOTrainer:
         self.sequence_score_stats: tuple[float, float] | None = None  # (mean, std) of the SFT samples' scores
 
     # ----------------------------------------------------------------------------------------- setup
-
-    def _prepare_output_dir(self) -> None:
-        existing = list_checkpoints(self.output_dir)
-        if existing and not (self.config.resume or self.config.overwrite):
-            raise PPOConfigError(f"{self.output_dir} already holds checkpoints (latest: {existing[-1][1].name}); "
-                                 "pass --resume to continue that run or --overwrite to start over")
-        if self.config.resume and not existing:
-            raise PPOConfigError(f"--resume: no complete checkpoint in {self.output_dir}")
-        if self.config.overwrite and self.accelerator.is_main_process:
-            for _, path in existing:
-                shutil.rmtree(path)
-        self.accelerator.wait_for_everyone()
 
     def _tokenize_prompts(self, prompts: Sequence[str]) -> list[list[int] | None]:
         """Prompt token ids (the prompt alone: what the joint split gives with no response); None if too long."""
@@ -741,29 +545,11 @@ class PPOTrainer:
     # ----------------------------------------------------------------------------------------- checkpoints
 
     def save_checkpoint(self, step: int) -> Path:
-        """Accelerate state (policy + value weights, optimiser, RNG), scheduler, step, and HF exports.
-
-        Written to a temporary folder and renamed, so a kill mid-save never leaves a half checkpoint."""
-        acc = self.accelerator
-        final = self.output_dir / f"checkpoint-{step}"
-        tmp = self.output_dir / f".checkpoint-{step}.tmp"
-        if acc.is_main_process:
-            shutil.rmtree(tmp, ignore_errors=True)
-        acc.wait_for_everyone()
-        acc.save_state(str(tmp), safe_serialization=False)  # tied embeddings: safetensors rejects shared storage
-        self.export_hf(tmp)
-        acc.wait_for_everyone()  # every process's RNG file is in `tmp` before it is renamed
-        if acc.is_main_process:
-            state = {"step": step, "num_steps": self.config.num_steps, "reward_mode": self.config.reward_mode,
-                     "num_processes": acc.num_processes, "time": time.time(),
-                     "sequence_score_stats": self.sequence_score_stats}
-            (tmp / TRAINER_STATE).write_text(json.dumps(state, indent=2), encoding="utf-8")
-            shutil.rmtree(final, ignore_errors=True)
-            os.replace(tmp, final)
-            if self.config.save_total_limit:
-                for _, old in list_checkpoints(self.output_dir)[:-self.config.save_total_limit]:
-                    shutil.rmtree(old, ignore_errors=True)
-        acc.wait_for_everyone()
+        """Accelerate state (policy + value weights, optimiser, RNG), scheduler, step, and HF exports."""
+        state = {"num_steps": self.config.num_steps, "reward_mode": self.config.reward_mode,
+                 "sequence_score_stats": self.sequence_score_stats}
+        final = write_checkpoint(self.accelerator, self.output_dir, step, state,
+                                 total_limit=self.config.save_total_limit, write_exports=self.export_hf)
         self.last_checkpoint_step = step
         return final
 
@@ -781,15 +567,9 @@ class PPOTrainer:
             self.tokenizer.save_pretrained(directory / name)
 
     def _resume(self) -> int:
-        step, path = list_checkpoints(self.output_dir)[-1]
-        saved = json.loads((path / TRAINER_STATE).read_text(encoding="utf-8"))
-        if saved.get("num_processes") != self.accelerator.num_processes:
-            logger.warning("resuming a %s-process checkpoint on %s processes: prompts and RNG streams will differ",
-                           saved.get("num_processes"), self.accelerator.num_processes)
-        self.accelerator.load_state(str(path))
+        step, _, saved = load_latest_checkpoint(self.accelerator, self.output_dir)
         stats = saved.get("sequence_score_stats")
         self.sequence_score_stats = (float(stats[0]), float(stats[1])) if stats else None
-        logger.info("resumed from %s (step %d)", path, step)
         self.last_checkpoint_step = step
         return step
 

@@ -8,15 +8,12 @@ AutoModelForSequenceClassification saved with `save_pretrained`; its score is re
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import torch
 from transformers import PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import SchedulerType
 from trl import RewardConfig, RewardTrainer
@@ -25,8 +22,8 @@ from tlcr.data.jsonl import DataError, OnError, SkipReport
 from tlcr.data.pairs import PreferencePair, load_preference_pairs, paper_split
 from tlcr.models import check_max_length, load_sequence_classifier, load_tokenizer, mark_sequence_reward_model_config
 from tlcr.scoring import fit_prompt_response, prompt_response_scores
-from trainer.discriminator import json_safe, running_without_accelerator, train_and_release
 from trainer.discriminator_metrics import pairwise_preference_accuracy
+from trainer.reward_training import apply_hardware_defaults, held_out_split, train_and_release, write_metrics
 
 METRICS_FILE = "reward_model_metrics.json"
 
@@ -60,12 +57,7 @@ class RewardModelConfig(RewardConfig):
                                                                 "(ignored when an eval source is given)."})
 
     def __post_init__(self) -> None:
-        if running_without_accelerator():
-            self.use_cpu = True  # so torchrun / accelerate launch form a gloo group on CPU
-            self.dataloader_pin_memory = False
-        if self.bf16 is None and not self.fp16:
-            # TRL would default to bf16 everywhere; use it only where the hardware has it.
-            self.bf16 = bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
+        apply_hardware_defaults(self)
         if self.max_length is None or self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         if not 0.0 <= self.eval_fraction < 1.0:
@@ -83,14 +75,7 @@ REWARD_PRESETS: dict[str, dict[str, Any]] = {
 def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float,
                 seed: int) -> tuple[list[PreferencePair], list[PreferencePair]]:
     """(train, held out) by a hash of (seed, pair id), so the split is stable across runs and processes."""
-    if eval_fraction <= 0:
-        return list(pairs), []
-    ids = sorted({p.id for p in pairs}, key=lambda i: hashlib.sha256(f"{seed}:{i}".encode()).hexdigest())
-    if len(ids) < 2:
-        raise DataError(f"cannot hold out {eval_fraction:.0%} of {len(ids)} distinct pair id(s): give more "
-                        "pairs, an eval source, or eval_fraction 0")
-    held_out = set(ids[:min(len(ids) - 1, max(1, round(eval_fraction * len(ids))))])
-    return [p for p in pairs if p.id not in held_out], [p for p in pairs if p.id in held_out]
+    return held_out_split(pairs, eval_fraction, seed, noun="pair", alternative="an eval source")
 
 
 def tokenize_pairs(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizerBase,
@@ -200,5 +185,5 @@ def train_reward_model(source: str | os.PathLike[str], base_model: str, config: 
         saved = load_sequence_classifier(output_dir, device="cpu" if config.use_cpu else None, dtype="auto")
         result["eval"] = evaluate_reward_model(saved, tokenizer, eval_pairs, max_length=max_length,
                                                batch_size=config.per_device_eval_batch_size)
-    (output_dir / METRICS_FILE).write_text(json.dumps(json_safe(result), indent=2) + "\n")
+    write_metrics(output_dir / METRICS_FILE, result)
     return result

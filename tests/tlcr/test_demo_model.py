@@ -16,7 +16,7 @@ from tlcr import pipeline
 from tlcr.cli import app
 from tlcr.demo_model import DEMO_NOTE, DemoModelConfig, bootstrap_demo_model, is_complete
 from tlcr.models import demo_note, load_tokenizer
-from trainer.ppo import PPOConfig
+from trainer.ppo_config import PPOConfig
 
 
 def tiny_config() -> DemoModelConfig:

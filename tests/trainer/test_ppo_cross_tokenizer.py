@@ -18,7 +18,8 @@ import pytest
 from service.client import TokenRewardClient
 from service.launcher import ServiceProcess, start_service
 from service.schemas import TokenRewardItem, TokenRewardResult
-from trainer.ppo import PPOConfig, PPOTrainer
+from trainer.ppo import PPOTrainer
+from trainer.ppo_config import PPOConfig
 from trainer.rollout import FetchedRewards
 
 

@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 
 from service.launcher import ServiceProcess, start_service
-from trainer.ppo import PPOConfig, TrainingStopped, train_ppo
+from trainer.ppo import TrainingStopped, train_ppo
+from trainer.ppo_config import PPOConfig
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,9 @@ from service.client import RewardServiceUnavailable
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
 from tlcr.models import load_causal_lm
 from trainer import ppo_math
-from trainer.ppo import PPOConfig, PPOConfigError, PPOTrainer, TrainingStopped, train_ppo
+from trainer.checkpoints import CheckpointError
+from trainer.ppo import PPOTrainer, TrainingStopped, train_ppo
+from trainer.ppo_config import PPOConfig, PPOConfigError
 from trainer.rollout import forward_rollout
 
 
@@ -94,10 +96,10 @@ def test_oracle_metric_scores_the_controlled_task(tiny_model_dir: Path, tmp_path
 
 def test_refuses_to_mix_runs_and_resumes_only_with_a_checkpoint(tiny_model_dir: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    with pytest.raises(PPOConfigError, match="no complete checkpoint"):
+    with pytest.raises(CheckpointError, match="no complete checkpoint"):
         PPOTrainer(tiny_config(tiny_model_dir, run, resume=True), ParityRewards())
     train_ppo(tiny_config(tiny_model_dir, run, num_steps=2), ParityRewards())
-    with pytest.raises(PPOConfigError, match=r"--resume .* or --overwrite"):
+    with pytest.raises(CheckpointError, match=r"--resume .* or --overwrite"):
         PPOTrainer(tiny_config(tiny_model_dir, run), ParityRewards())
 
 

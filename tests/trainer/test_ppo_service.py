@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from service.launcher import ServiceProcess, start_service
 from tlcr.cli import app
-from trainer.ppo import PPOConfig, PPOConfigError, PPOTrainer, train_ppo
+from trainer.ppo import PPOTrainer, train_ppo
+from trainer.ppo_config import PPOConfig, PPOConfigError
 
 
 @pytest.fixture

@@ -1,0 +1,206 @@
+"""core.config_cli: typer options derived from a config class, `--config FILE.yaml`, command-line overrides."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import pydantic
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from core.config_cli import ConfigError, build_config, config_command, load_config_file
+
+runner = CliRunner()
+
+
+class Color(str, enum.Enum):
+    red = "red"
+    blue = "blue"
+
+
+@dataclass
+class RunOptions:
+    model: str = field(metadata={"help": "Model to start from."})
+    learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
+    mode: Literal["fast", "slow"] = field(default="fast", metadata={"help": "How to run."})
+    color: Color = field(default=Color.red, metadata={"help": "A colour."})
+    data_limit: int | None = field(default=None, metadata={"help": "Most records."})
+    whiten: bool = field(default=True, metadata={"help": "Whiten advantages."})
+    adam_betas: tuple[float, float] = field(default=(0.9, 0.95), metadata={"help": "AdamW betas."})
+    tags: list[str] = field(default_factory=list, metadata={"help": "Tags."})
+    api_key: str | None = field(default=None, metadata={"help": "Key.", "envvar": "CONFIG_CLI_TEST_KEY"})
+    extra: dict[str, Any] = field(default_factory=dict, metadata={"help": "Free-form notes."})
+
+    def __post_init__(self) -> None:
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be positive, got {self.learning_rate}")
+
+
+def make_app() -> typer.Typer:
+    app = typer.Typer()
+
+    @app.command("run")
+    @config_command(RunOptions, yaml_only=("extra",))
+    def run(config: RunOptions,
+            name: Annotated[str, typer.Argument(help="A name of the command's own.")] = "x") -> None:
+        """Run something."""
+        values = asdict(config)
+        values["color"] = config.color.value
+        typer.echo(json.dumps({"name": name, **values}))
+
+    @app.command("other")
+    def other() -> None:
+        """A second command, so `run` is a subcommand as in tlcr."""
+
+    return app
+
+
+def invoke(*args: str, env: dict[str, str] | None = None) -> Any:
+    return runner.invoke(make_app(), ["run", *args], env=env, terminal_width=200)
+
+
+def run_config(*args: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    result = invoke(*args, env=env)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "options.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_help_lists_each_field_as_a_kebab_option_with_its_help_and_default() -> None:
+    result = invoke("--help")
+    assert result.exit_code == 0
+    out = result.output
+    for option, help_text in [("--model", "Model to start from."), ("--learning-rate", "Peak learning rate."),
+                              ("--data-limit", "Most records."), ("--adam-betas", "AdamW betas."),
+                              ("--config", "YAML file")]:
+        assert option in out and help_text in out
+    assert "--no-whiten" in out and "1e-05" in out and "fast|slow" in out and "CONFIG_CLI_TEST_KEY" in out
+    assert "--extra" not in out  # yaml_only
+
+
+def test_defaults_and_required_field() -> None:
+    values = run_config("--model", "m")
+    assert values == {"name": "x", "model": "m", "learning_rate": 1e-5, "mode": "fast", "color": "red",
+                      "data_limit": None, "whiten": True, "adam_betas": [0.9, 0.95], "tags": [], "api_key": None,
+                      "extra": {}}
+    result = invoke()
+    assert result.exit_code == 2
+    assert "missing option(s) --model" in result.output
+
+
+def test_each_kind_of_field_parses_from_the_command_line() -> None:
+    values = run_config("--model", "m", "--learning-rate", "3e-4", "--mode", "slow", "--color", "blue",
+                        "--data-limit", "7", "--no-whiten", "--adam-betas", "0.8,0.99", "--tags", "a,b",
+                        "--tags", "c", "named")
+    assert values["learning_rate"] == 3e-4 and values["mode"] == "slow" and values["color"] == "blue"
+    assert values["data_limit"] == 7 and values["whiten"] is False
+    assert values["adam_betas"] == [0.8, 0.99] and values["tags"] == ["a", "b", "c"] and values["name"] == "named"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--mode", "medium"], "'medium' is not one of"),
+    (["--data-limit", "many"], "Invalid value for '--data-limit'"),
+    (["--adam-betas", "0.8"], "--adam-betas: ['0.8'] is not a valid tuple[float, float]"),
+    (["--learning-rate", "-1"], "error: learning_rate must be positive, got -1.0"),
+])
+def test_bad_command_line_values_exit_2_naming_the_option(args: list[str], message: str) -> None:
+    result = invoke("--model", "m", *args)
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_yaml_overrides_defaults_and_the_command_line_overrides_yaml(tmp_path: Path) -> None:
+    path = write(tmp_path, "model: from-yaml\nlearning_rate: 1e-4\nwhiten: false\nadam_betas: [0.5, 0.6]\n"
+                           "tags: [t]\nextra: {note: kept}\ncolor: blue\n")
+    values = run_config("--config", str(path), "--learning-rate", "2e-3")
+    assert values["model"] == "from-yaml"
+    assert values["learning_rate"] == 2e-3  # the command line wins
+    assert values["whiten"] is False and values["adam_betas"] == [0.5, 0.6] and values["tags"] == ["t"]
+    assert values["extra"] == {"note": "kept"} and values["color"] == "blue"
+    # A flag left at its default does not undo the file's value.
+    assert run_config("--config", str(path))["learning_rate"] == 1e-4
+    assert run_config("--config", str(path), "--whiten")["whiten"] is True
+
+
+def test_an_environment_variable_counts_as_given(tmp_path: Path) -> None:
+    path = write(tmp_path, "model: m\napi_key: from-yaml\n")
+    assert run_config("--config", str(path))["api_key"] == "from-yaml"
+    assert run_config("--config", str(path), env={"CONFIG_CLI_TEST_KEY": "from-env"})["api_key"] == "from-env"
+
+
+@pytest.mark.parametrize("text, message", [
+    ("model: m\nlerning_rate: 1e-4\n", "unknown key(s) 'lerning_rate'"),
+    ("model: m\ndata_limit: many\n", "key 'data_limit': 'many' is not a valid int | None"),
+    ("model: m\nmode: medium\n", "key 'mode': 'medium' is not a valid Literal['fast', 'slow']"),
+    ("model: m\nadam_betas: [0.9]\n", "key 'adam_betas'"),
+    ("- model\n", "expected a mapping of option names to values, got list"),
+    ("model: [unclosed\n", "cannot read the config file"),
+])
+def test_bad_yaml_exits_2_naming_the_key_and_the_file(tmp_path: Path, text: str, message: str) -> None:
+    path = write(tmp_path, text)
+    result = invoke("--config", str(path))
+    assert result.exit_code == 2
+    assert f"error: {path}: " in result.output and message in result.output
+
+
+def test_a_missing_config_file_is_a_usage_error(tmp_path: Path) -> None:
+    result = invoke("--config", str(tmp_path / "absent.yaml"))
+    assert result.exit_code == 2
+    assert "absent.yaml" in result.output
+
+
+def test_build_config_for_python_callers(tmp_path: Path) -> None:
+    path = write(tmp_path, "model: m\nlearning_rate: 1.0e-3\n")
+    assert load_config_file(RunOptions, path) == {"model": "m", "learning_rate": 1e-3}
+    config = build_config(RunOptions, {"data_limit": 3, "tags": ["a,b"]}, path)
+    assert (config.model, config.learning_rate, config.data_limit, config.tags) == ("m", 1e-3, 3, ["a", "b"])
+    with pytest.raises(ConfigError, match="missing option"):
+        build_config(RunOptions, {})
+
+
+class ServiceSettings(pydantic.BaseModel):
+    host: str = pydantic.Field(default="127.0.0.1", description="Address to bind.")
+    port: int = pydantic.Field(default=8000, ge=1, le=65535, description="Port.")
+    mode: Literal["tlcr", "seq"] = pydantic.Field(default="tlcr", description="Reward mode.")
+    reload: bool = pydantic.Field(default=False, description="Reload on change.")
+
+
+def test_pydantic_models_give_options_too(tmp_path: Path) -> None:
+    app = typer.Typer()
+
+    @app.command("serve")
+    @config_command(ServiceSettings, param="settings")
+    def serve(settings: ServiceSettings) -> None:
+        typer.echo(settings.model_dump_json())
+
+    @app.command("other")
+    def other() -> None:
+        """A second command."""
+
+    help_out = runner.invoke(app, ["serve", "--help"], terminal_width=200).output
+    assert "--port" in help_out and "Address to bind." in help_out and "--no-reload" in help_out
+    path = write(tmp_path, "port: 9000\nmode: seq\n")
+    result = runner.invoke(app, ["serve", "--config", str(path), "--reload"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"host": "127.0.0.1", "port": 9000, "mode": "seq", "reload": True}
+    bad = write(tmp_path, "port: 0\n")
+    result = runner.invoke(app, ["serve", "--config", str(bad)])
+    assert result.exit_code == 2
+    assert f"{bad}: key 'port'" in result.output and "greater than or equal to 1" in result.output
+    result = runner.invoke(app, ["serve", "--port", "70000"])
+    assert result.exit_code == 2 and "less than or equal to 65535" in result.output
+
+
+def test_a_field_without_a_command_line_form_must_be_yaml_only() -> None:
+    with pytest.raises(TypeError, match=r"'extra'.*yaml_only"):
+        config_command(RunOptions)(lambda config: None)
