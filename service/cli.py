@@ -1,7 +1,7 @@
 """`tlcr serve` (and `python -m service`): run the reward service under uvicorn.
 
-Flags and TLCR_* environment variables are parsed by pydantic-settings from `ServiceSettings`, so there
-is one definition of every option; `tlcr serve --help` lists them.
+The options are `ServiceSettings`'s fields (core.config_cli derives them, with TLCR_* environment variables and
+`--config FILE.yaml`), so there is one definition of every option; `tlcr serve --help` lists them.
 """
 
 from __future__ import annotations
@@ -13,11 +13,13 @@ from collections.abc import Sequence
 
 import typer
 
+from core.config_cli import config_command
 from core.exit_codes import ExitCode
 from core.logs import VERBOSITY_KEY, package_level, setup_logging, verbosity_of_level
+from service.settings import ServiceSettings
 
 
-def run(settings: object, verbosity: int | None = None) -> ExitCode:
+def run(settings: ServiceSettings, verbosity: int | None = None) -> ExitCode:
     """Serve until SIGINT/SIGTERM (graceful: requests in flight finish).
 
     `verbosity`: the global `tlcr -v/-q` count when given, which wins over --log-level (TLCR_LOG_LEVEL).
@@ -26,10 +28,8 @@ def run(settings: object, verbosity: int | None = None) -> ExitCode:
     import uvicorn
 
     from service.app import create_app
-    from service.settings import ServiceSettings
     from tlcr.models import ModelLoadError
 
-    assert isinstance(settings, ServiceSettings)
     if verbosity is None:
         verbosity = verbosity_of_level(settings.log_level)
     setup_logging(verbosity)
@@ -64,32 +64,24 @@ def run(settings: object, verbosity: int | None = None) -> ExitCode:
     return ExitCode.BAD_INPUT if isinstance(failures[0], ModelLoadError) else ExitCode.FAILURE
 
 
-def main(args: Sequence[str], verbosity: int | None = None) -> int:
-    """Parse flags (argparse exits 2 naming a bad one) and serve."""
-    from pydantic import ValidationError
+def serve(ctx: typer.Context, config: ServiceSettings) -> None:
+    """Serve token rewards over HTTP: POST /token_rewards, /get_reward, /sequence_rewards; GET / heatmap.
 
-    from service.settings import settings_from_args
+    Needs --model (a discriminator checkpoint). Every option can also come from its TLCR_* environment
+    variable or a --config YAML file (flags win over the environment, which wins over the file).
+    """
+    raise typer.Exit(run(config, ctx.meta.get(VERBOSITY_KEY)))
 
-    try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:
-        # Name each bad setting without echoing inputs (one of them may be the API key).
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
-                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
-        typer.echo(f"error: invalid service settings: {problems}", err=True)
-        return ExitCode.BAD_INPUT
-    return run(settings, verbosity)
+
+serve_command = config_command(ServiceSettings)(serve)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "serve", add_help_option=False,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )
-    def serve(ctx: typer.Context) -> None:
-        """Serve token rewards over HTTP: POST /token_rewards, /get_reward, /sequence_rewards; GET / heatmap.
+    app.command("serve")(serve_command)
 
-        Needs --model (a discriminator checkpoint). Run `tlcr serve --help` for every flag and its
-        TLCR_* environment variable.
-        """
-        raise typer.Exit(main(ctx.args, ctx.meta.get(VERBOSITY_KEY)))
+
+def main(args: Sequence[str] | None = None) -> None:
+    """`python -m service ARGS`: the same options as `tlcr serve` (without the global -v/-q); exits."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(serve_command)
+    app(args, prog_name="python -m service")
