@@ -6,13 +6,16 @@ imports (torch, transformers) happen inside the commands so `tlcr --help` stays 
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import typer
 
+from core.config_cli import config_command
 from core.exit_codes import ExitCode
 from core.logs import VERBOSITY_KEY, setup_logging
+from tlcr.data.pair_options import PairsOptions
 
 app = typer.Typer(
     name="tlcr",
@@ -39,66 +42,57 @@ def global_options(
     setup_logging(verbose - quiet)
 
 
+@dataclass(kw_only=True)
+class DataOptions(PairsOptions):
+    output_file: Path = field(metadata={"help": "Output .jsonl of {id, prompt, chosen, rejected, meta} records."})
+
+
 @app.command("data")
-def data_command(
-    out: Annotated[Path, typer.Option(help="Output .jsonl of {id, prompt, chosen, rejected, meta} records.")],
-    source: Annotated[str, typer.Option(
-        help="'controlled' (offline task), a local .jsonl/.jsonl.gz, or a Hub id like Anthropic/hh-rlhf."
-    )] = "controlled",
-    split: Annotated[str, typer.Option(help="Hub dataset split.")] = "train",
-    data_dir: Annotated[str, typer.Option(help="Hub dataset subset (HH-RLHF: harmless-base, ...).")] = "harmless-base",
-    part: Annotated[str, typer.Option(help="Paper split part to keep: all, sft, rm or ppo.")] = "all",
-    limit: Annotated[int | None, typer.Option(
-        help="Keep at most this many pairs (controlled: how many to make).")] = None,
-    seed: Annotated[int, typer.Option(help="Seed of the controlled task and of the 20/40/40 split.")] = 42,
-    on_error: Annotated[str, typer.Option(help="raise: stop at the first bad record; skip: count and skip.")] = "raise",
-) -> None:
+@config_command(DataOptions)
+def data_command(config: DataOptions) -> None:
     """Write preference pairs (optionally one part of the paper's 20/40/40 split) as JSONL."""
     from tlcr.data.jsonl import DataError, SkipReport, write_jsonl
-    from tlcr.data.pairs import load_preference_pairs, paper_split
 
-    if part not in ("all", "sft", "rm", "ppo"):
-        raise typer.BadParameter(f"--part must be all, sft, rm or ppo, not {part!r}")
-    if on_error not in ("raise", "skip"):
-        raise typer.BadParameter(f"--on-error must be raise or skip, not {on_error!r}")
     report = SkipReport()
     try:
-        pairs = load_preference_pairs(source, split=split, data_dir=data_dir, limit=limit, seed=seed,
-                                      on_error=on_error, report=report)  # type: ignore[arg-type]
+        pairs = config.select_part(config.load_pairs(report))
     except DataError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(ExitCode.BAD_INPUT) from exc
-    if part != "all":
-        pairs = paper_split(pairs, seed=seed)[part]
-    write_jsonl(out, [p.to_dict() for p in pairs])
-    typer.echo(f"wrote {len(pairs)} pairs to {out}; {report.summary()}")
+    write_jsonl(config.output_file, [p.to_dict() for p in pairs])
+    typer.echo(f"wrote {len(pairs)} pairs to {config.output_file}; {report.summary()}")
+
+
+@dataclass
+class TinyModelOptions:
+    output_dir: Path = field(metadata={"help": "Directory for the tokenizer and model (save_pretrained)."})
+    source: str = field(default="controlled", metadata={
+        "help": "Text to train the tokenizer on: 'controlled' or a pairs file."})
+    arch: Literal["llama", "gpt2"] = field(default="llama", metadata={"help": "Model architecture."})
+    vocab_size: int = field(default=1024, metadata={"help": "Tokenizer vocabulary size."})
+    hidden_size: int = field(default=64, metadata={"help": "Hidden size."})
+    num_layers: int = field(default=2, metadata={"help": "Transformer layers."})
+    seed: int = field(default=0, metadata={"help": "Seed of the weights and of the controlled task's corpus."})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "An existing tokenizer (folder or Hub id, e.g. ../shared/tokenizers/llama2) instead of training "
+                "one; --source and --vocab-size are then unused."})
 
 
 @app.command("tiny-model")
-def tiny_model_command(
-    out: Annotated[Path, typer.Option(help="Directory for the tokenizer and model (save_pretrained).")],
-    source: Annotated[str, typer.Option(
-        help="Text to train the tokenizer on: 'controlled' or a pairs file.")] = "controlled",
-    arch: Annotated[str, typer.Option(help="llama or gpt2.")] = "llama",
-    vocab_size: int = 1024,
-    hidden_size: int = 64,
-    num_layers: int = 2,
-    seed: int = 0,
-    tokenizer: Annotated[str | None, typer.Option(
-        help="An existing tokenizer (folder or Hub id, e.g. ../shared/tokenizers/llama2) instead of training "
-             "one; --source and --vocab-size are then unused.")] = None,
-) -> None:
+@config_command(TinyModelOptions)
+def tiny_model_command(config: TinyModelOptions) -> None:
     """Build a tiny causal LM + byte-level BPE tokenizer for offline use (loaded later by path)."""
     from tlcr.models import ModelLoadError, build_tiny_model
 
-    texts = tiny_model_corpus(source, seed) if tokenizer is None else []
+    texts = tiny_model_corpus(config.source, config.seed) if config.tokenizer is None else []
     try:
-        path = build_tiny_model(texts, out, arch=arch, vocab_size=vocab_size,  # type: ignore[arg-type]
-                                hidden_size=hidden_size, num_layers=num_layers, seed=seed, tokenizer=tokenizer)
+        path = build_tiny_model(texts, config.output_dir, arch=config.arch, vocab_size=config.vocab_size,
+                                hidden_size=config.hidden_size, num_layers=config.num_layers, seed=config.seed,
+                                tokenizer=config.tokenizer)
     except ModelLoadError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(ExitCode.BAD_INPUT) from exc
-    typer.echo(f"tiny {arch} model and tokenizer saved to {path}")
+    typer.echo(f"tiny {config.arch} model and tokenizer saved to {path}")
 
 
 @app.command("demo")

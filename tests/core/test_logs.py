@@ -66,9 +66,9 @@ def test_log_level_names_map_to_verbosities() -> None:
 def test_global_flags_set_every_subcommands_level(tmp_path: Path) -> None:
     runner = CliRunner()
     out = tmp_path / "pairs.jsonl"
-    assert runner.invoke(app, ["-q", "data", "--out", str(out), "--limit", "4"]).exit_code == ExitCode.OK
+    assert runner.invoke(app, ["-q", "data", "--output-file", str(out), "--data-limit", "4"]).exit_code == ExitCode.OK
     assert all(logging.getLogger(name).level == logging.WARNING for name in OUR_PACKAGES)
-    assert runner.invoke(app, ["-vv", "data", "--out", str(out), "--limit", "4"]).exit_code == ExitCode.OK
+    assert runner.invoke(app, ["-vv", "data", "--output-file", str(out), "--data-limit", "4"]).exit_code == ExitCode.OK
     assert logging.getLogger("trainer").level == logging.DEBUG and logging.getLogger().level == logging.DEBUG
-    both = runner.invoke(app, ["-v", "-q", "data", "--out", str(out)])
+    both = runner.invoke(app, ["-v", "-q", "data", "--output-file", str(out)])
     assert both.exit_code == ExitCode.BAD_INPUT and "not both" in both.output
