@@ -2,8 +2,9 @@
 
 A config class (a dataclass, or a pydantic model such as a pydantic-settings class) is the one place an
 option is defined: its name, type, default and help. `config_command` turns each field into a
-`--kebab-name` option and adds `--config FILE.yaml`, whose keys are field names. Precedence, lowest
-first: the class's defaults, the YAML file, the command line.
+`--kebab-name` option and adds `--config FILE.yaml`, whose keys are field names (and, given a directory of
+presets, `--preset NAME` for one of its files). Precedence, lowest first: the class's defaults, the YAML
+file, the command line.
 
     @config_command(SFTOptions)
     def sft_command(config: SFTOptions) -> None:
@@ -11,12 +12,14 @@ first: the class's defaults, the YAML file, the command line.
 
     app.command("sft")(sft_command)
 
-Field types and their options: bool gives `--x/--no-x`; Literal and Enum give a choice; `X | None` takes
+Field types and their options: bool gives `--x/--no-x`, or the switch `--x` alone when the default is
+False (which keeps `--help` narrow; a YAML `x: true` then stands); Literal and Enum give a choice; `X | None` takes
 X; lists and tuples take comma-separated values (or the option repeated). Help comes from
 `field(metadata={"help": ...})` (dataclasses) or `Field(description=...)` (pydantic). A dataclass field may
-also carry `metadata={"envvar": "NAME"}`; a pydantic-settings field reads its variable (env_prefix + NAME,
-e.g. TLCR_PORT; an empty one counts as unset) as the option's environment variable. A pydantic `SecretStr`
-field takes a string. A command function may take a `typer.Context` parameter of its own.
+also carry `"envvar": "NAME"` and `"panel": "Section"` (the --help section it is listed under) in its metadata;
+a pydantic-settings field reads its variable (env_prefix + NAME, e.g. TLCR_PORT; an empty one counts as unset)
+as the option's environment variable. A pydantic `SecretStr` field takes a string. A command function may take
+a `typer.Context` parameter of its own.
 
 Options show the class's defaults in `--help`, but only a value the user gave (on the command line, or by
 an environment variable) overrides the YAML file.
@@ -58,6 +61,7 @@ __all__ = [
 EXIT_BAD_CONFIG = ExitCode.BAD_INPUT  # click's exit code for usage errors, so every bad-option path exits the same way
 
 CONFIG_FILE_PARAM = "config_file"  # the Python name of `--config` in a derived command's signature
+PRESET_PARAM = "preset"  # `--preset NAME`, short for `--config <presets dir>/NAME.yaml`
 CONTEXT_PARAM = "config_cli_context"  # the typer.Context a derived command receives, to tell given from default
 
 ConfigT = TypeVar("ConfigT")
@@ -84,6 +88,7 @@ class ConfigField:
     default: Any  # MISSING when the field is required; a default_factory's value otherwise
     help: str = ""
     envvar: str | None = None
+    panel: str | None = None  # the --help section the option is listed in (typer's rich_help_panel)
     validator_metadata: tuple[Any, ...] = ()  # pydantic constraints (Field(ge=...)) to check YAML values against
 
     @property
@@ -118,7 +123,8 @@ def _dataclass_fields(config_class: type) -> list[ConfigField]:
         else:
             default = MISSING
         fields.append(ConfigField(name=item.name, annotation=hints[item.name], default=default,
-                                  help=item.metadata.get("help", ""), envvar=item.metadata.get("envvar")))
+                                  help=item.metadata.get("help", ""), envvar=item.metadata.get("envvar"),
+                                  panel=item.metadata.get("panel")))
     return fields
 
 
@@ -200,8 +206,10 @@ def _type_name(annotation: Any) -> str:
 
 
 # ------------------------------------------------------------------------------------------ options
-def config_options(config_class: type, *, yaml_only: Collection[str] = ()) -> list[inspect.Parameter]:
-    """`--config` and one keyword-only typer option per field (except `yaml_only`).
+def config_options(config_class: type, *, yaml_only: Collection[str] = (),
+                   presets: Path | None = None) -> list[inspect.Parameter]:
+    """`--config` (and `--preset` with a `presets` directory) and one keyword-only typer option per field
+    (except `yaml_only`).
 
     Each option's default is the field's, for --help; `build_config` must receive only the values the user
     gave (`given_options` picks them from typer's parsed values).
@@ -211,6 +219,13 @@ def config_options(config_class: type, *, yaml_only: Collection[str] = ()) -> li
         help="YAML file of these options (keys: option names, _ for -); options given here override it.")
     params = [inspect.Parameter(CONFIG_FILE_PARAM, inspect.Parameter.KEYWORD_ONLY, default=None,
                                 annotation=Annotated[Path | None, config_option])]
+    if presets is not None:
+        names = tuple(sorted(path.stem for path in presets.glob("*.yaml")))
+        if not names:
+            raise TypeError(f"no preset files (*.yaml) in {presets}")
+        preset_option = typer.Option("--preset", help=f"Short for --config {presets.name}/NAME.yaml (shipped).")
+        params.append(inspect.Parameter(PRESET_PARAM, inspect.Parameter.KEYWORD_ONLY, default=None,
+                                        annotation=Annotated[Literal[names] | None, preset_option]))  # type: ignore[valid-type]
     fields = config_fields(config_class)
     unknown = set(yaml_only) - {field.name for field in fields}
     if unknown:
@@ -218,13 +233,16 @@ def config_options(config_class: type, *, yaml_only: Collection[str] = ()) -> li
     for field in fields:
         if field.name in yaml_only:
             continue
-        if field.name == CONFIG_FILE_PARAM:
-            raise TypeError(f"{config_class.__name__}.{field.name} clashes with the --config parameter")
+        if field.name in (CONFIG_FILE_PARAM, PRESET_PARAM, CONTEXT_PARAM):
+            raise TypeError(f"{config_class.__name__}.{field.name} clashes with a parameter of config_command")
         option_type, extra = _option_type(field)
-        decls = [f"{field.option_name}/--no-{field.option_name[2:]}"] if option_type is bool else [field.option_name]
-        help_text = field.help + (" Required (here or in --config)." if field.required else "")
+        switch_only = option_type is bool and field.default is False
+        decls = [f"{field.option_name}/--no-{field.option_name[2:]}"] if option_type is bool and not switch_only \
+            else [field.option_name]
+        help_text = field.help + (" [required]" if field.required else "")
         option = typer.Option(*decls, help=help_text.strip(), show_default=not field.required,
-                              envvar=field.envvar, show_envvar=field.envvar is not None, **extra)
+                              envvar=field.envvar, show_envvar=field.envvar is not None,
+                              rich_help_panel=field.panel, **extra)
         params.append(inspect.Parameter(field.name, inspect.Parameter.KEYWORD_ONLY,
                                         default=_option_default(field, option_type),
                                         annotation=Annotated[option_type | None, option]))
@@ -314,9 +332,11 @@ def given_options(context: typer.Context, parsed: Mapping[str, Any]) -> dict[str
     return given
 
 
-def config_command(config_class: type[ConfigT], *, yaml_only: Collection[str] = (),
+def config_command(config_class: type[ConfigT], *, yaml_only: Collection[str] = (), presets: Path | None = None,
                    param: str = "config") -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Decorate `func(config: ConfigT, ...)` into a typer command whose options are `config_class`'s fields.
+
+    `presets`: a directory of YAML files; `--preset NAME` then stands for `--config <presets>/NAME.yaml`.
 
     `func`'s other parameters (typer arguments or options of its own) stay as they are. The config is built
     before `func` runs; a bad one exits 2 with `error: <message>`.
@@ -330,18 +350,23 @@ def config_command(config_class: type[ConfigT], *, yaml_only: Collection[str] = 
         own_context = next((name for name, p in own.items() if p.annotation is typer.Context), None)
         if own_context is not None:
             del own[own_context]  # it gets the command's context, which typer passes once
-        options = config_options(config_class, yaml_only=yaml_only)
+        options = config_options(config_class, yaml_only=yaml_only, presets=presets)
         clashes = sorted(set(own) & ({option.name for option in options} | {CONTEXT_PARAM}))
         if clashes:
             raise TypeError(f"{func.__name__}'s parameters {clashes} clash with {config_class.__name__}'s options")
-        field_names = [option.name for option in options if option.name != CONFIG_FILE_PARAM]
+        field_names = [option.name for option in options if option.name not in (CONFIG_FILE_PARAM, PRESET_PARAM)]
 
         @functools.wraps(func)
         def command(**kwargs: Any) -> Any:
             context = kwargs.pop(CONTEXT_PARAM)
             config_file = kwargs.pop(CONFIG_FILE_PARAM)
+            preset = kwargs.pop(PRESET_PARAM, None)
             given = given_options(context, {name: kwargs.pop(name) for name in field_names})
             try:
+                if preset is not None:
+                    if config_file is not None:
+                        raise ConfigError("give --preset or --config, not both")
+                    config_file = presets / f"{preset}.yaml"  # type: ignore[operator]
                 config = build_config(config_class, given, config_file)
             except ValueError as exc:
                 typer.echo(f"error: {_error_message(exc, config_class)}", err=True)

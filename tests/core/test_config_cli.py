@@ -31,7 +31,8 @@ class RunOptions:
     mode: Literal["fast", "slow"] = field(default="fast", metadata={"help": "How to run."})
     color: Color = field(default=Color.red, metadata={"help": "A colour."})
     data_limit: int | None = field(default=None, metadata={"help": "Most records."})
-    whiten: bool = field(default=True, metadata={"help": "Whiten advantages."})
+    whiten: bool = field(default=True, metadata={"help": "Whiten advantages.", "panel": "Shaping"})
+    resume: bool = field(default=False, metadata={"help": "Continue the last run."})
     adam_betas: tuple[float, float] = field(default=(0.9, 0.95), metadata={"help": "AdamW betas."})
     tags: list[str] = field(default_factory=list, metadata={"help": "Tags."})
     api_key: str | None = field(default=None, metadata={"help": "Key.", "envvar": "CONFIG_CLI_TEST_KEY"})
@@ -86,14 +87,16 @@ def test_help_lists_each_field_as_a_kebab_option_with_its_help_and_default() -> 
                               ("--config", "YAML file")]:
         assert option in out and help_text in out
     assert "--no-whiten" in out and "1e-05" in out and "fast|slow" in out and "CONFIG_CLI_TEST_KEY" in out
+    assert "--resume" in out and "--no-resume" not in out  # a switch away from its False default
+    assert "Shaping" in out  # the field's --help panel
     assert "--extra" not in out  # yaml_only
 
 
 def test_defaults_and_required_field() -> None:
     values = run_config("--model", "m")
     assert values == {"name": "x", "model": "m", "learning_rate": 1e-5, "mode": "fast", "color": "red",
-                      "data_limit": None, "whiten": True, "adam_betas": [0.9, 0.95], "tags": [], "api_key": None,
-                      "extra": {}}
+                      "data_limit": None, "whiten": True, "resume": False, "adam_betas": [0.9, 0.95], "tags": [],
+                      "api_key": None, "extra": {}}
     result = invoke()
     assert result.exit_code == 2
     assert "missing option(s) --model" in result.output
@@ -101,10 +104,10 @@ def test_defaults_and_required_field() -> None:
 
 def test_each_kind_of_field_parses_from_the_command_line() -> None:
     values = run_config("--model", "m", "--learning-rate", "3e-4", "--mode", "slow", "--color", "blue",
-                        "--data-limit", "7", "--no-whiten", "--adam-betas", "0.8,0.99", "--tags", "a,b",
+                        "--data-limit", "7", "--no-whiten", "--resume", "--adam-betas", "0.8,0.99", "--tags", "a,b",
                         "--tags", "c", "named")
     assert values["learning_rate"] == 3e-4 and values["mode"] == "slow" and values["color"] == "blue"
-    assert values["data_limit"] == 7 and values["whiten"] is False
+    assert values["data_limit"] == 7 and values["whiten"] is False and values["resume"] is True
     assert values["adam_betas"] == [0.8, 0.99] and values["tags"] == ["a", "b", "c"] and values["name"] == "named"
 
 
@@ -189,7 +192,7 @@ def test_pydantic_models_give_options_too(tmp_path: Path) -> None:
         """A second command."""
 
     help_out = runner.invoke(app, ["serve", "--help"], terminal_width=200).output
-    assert "--port" in help_out and "Address to bind." in help_out and "--no-reload" in help_out
+    assert "--port" in help_out and "Address to bind." in help_out and "--reload" in help_out
     path = write(tmp_path, "port: 9000\nmode: seq\n")
     result = runner.invoke(app, ["serve", "--config", str(path), "--reload"])
     assert result.exit_code == 0, result.output
@@ -200,6 +203,31 @@ def test_pydantic_models_give_options_too(tmp_path: Path) -> None:
     assert f"{bad}: key 'port'" in result.output and "greater than or equal to 1" in result.output
     result = runner.invoke(app, ["serve", "--port", "70000"])
     assert result.exit_code == 2 and "less than or equal to 65535" in result.output
+
+
+def test_presets_are_config_files_by_name(tmp_path: Path) -> None:
+    presets = tmp_path / "presets"
+    presets.mkdir()
+    (presets / "quick.yaml").write_text("model: quick-model\nlearning_rate: 1.0e-3\n", encoding="utf-8")
+    app = typer.Typer()
+
+    @app.command("run")
+    @config_command(RunOptions, yaml_only=("extra",), presets=presets)
+    def run(config: RunOptions) -> None:
+        typer.echo(json.dumps({"model": config.model, "learning_rate": config.learning_rate}))
+
+    @app.command("other")
+    def other() -> None:
+        """A second command."""
+
+    result = runner.invoke(app, ["run", "--preset", "quick", "--learning-rate", "0.5"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"model": "quick-model", "learning_rate": 0.5}
+    result = runner.invoke(app, ["run", "--preset", "slow"])
+    assert result.exit_code == 2 and "'slow' is not one of" in result.output
+    config = write(tmp_path, "model: m\n")
+    result = runner.invoke(app, ["run", "--preset", "quick", "--config", str(config)])
+    assert result.exit_code == 2 and "give --preset or --config, not both" in result.output
 
 
 def test_a_field_without_a_command_line_form_must_be_yaml_only() -> None:
