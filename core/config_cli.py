@@ -15,7 +15,8 @@ file, the command line.
 Field types and their options: bool gives `--x/--no-x`, or the switch `--x` alone when the default is
 False (which keeps `--help` narrow; a YAML `x: true` then stands); Literal and Enum give a choice; `X | None` takes
 X; lists and tuples take comma-separated values (or the option repeated). Help comes from
-`field(metadata={"help": ...})` (dataclasses) or `Field(description=...)` (pydantic). A dataclass field may
+`field(metadata={"help": ...})` (dataclasses; a subclass field that only changes the default keeps its
+base's) or `Field(description=...)` (pydantic). A dataclass field may
 also carry `"envvar": "NAME"` and `"panel": "Section"` (the --help section it is listed under) in its metadata;
 a pydantic-settings field reads its variable (env_prefix + NAME, e.g. TLCR_PORT; an empty one counts as unset)
 as the option's environment variable. A pydantic `SecretStr` field takes a string. A command function may take
@@ -122,10 +123,22 @@ def _dataclass_fields(config_class: type) -> list[ConfigField]:
             default = item.default_factory()
         else:
             default = MISSING
+        metadata = item.metadata or _inherited_metadata(config_class, item.name)
         fields.append(ConfigField(name=item.name, annotation=hints[item.name], default=default,
-                                  help=item.metadata.get("help", ""), envvar=item.metadata.get("envvar"),
-                                  panel=item.metadata.get("panel")))
+                                  help=metadata.get("help", ""), envvar=metadata.get("envvar"),
+                                  panel=metadata.get("panel")))
     return fields
+
+
+def _inherited_metadata(config_class: type, name: str) -> Mapping[str, Any]:
+    """The metadata of field `name` in the nearest dataclass base that has some: a subclass that only changes
+    a default (`pairs: int = 1500`) keeps the base's help."""
+    for base in config_class.__mro__[1:]:
+        if dataclasses.is_dataclass(base):
+            for item in dataclasses.fields(base):
+                if item.name == name and item.metadata:
+                    return item.metadata
+    return {}
 
 
 def _pydantic_fields(config_class: Any) -> list[ConfigField]:

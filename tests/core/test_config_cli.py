@@ -281,3 +281,14 @@ def test_pydantic_settings_read_their_environment_variables_and_keep_secrets(
     out_of_range = runner.invoke(app, ["--port", "70000", "--api-key", "s3cret-value"])
     assert out_of_range.exit_code == 2 and "--port: Input should be less than or equal to 65535" in out_of_range.output
     assert "s3cret-value" not in out_of_range.output
+
+
+def test_a_subclass_that_changes_a_default_keeps_the_help() -> None:
+    @dataclass
+    class Smaller(RunOptions):
+        learning_rate: float = 3e-3
+
+    app = typer.Typer()
+    app.command()(config_command(Smaller, yaml_only=["extra"])(lambda config: None))
+    help_text = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "Peak learning rate." in help_text and "0.003" in help_text
