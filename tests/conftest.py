@@ -115,7 +115,7 @@ class DemoSmokeRun:
 
 @pytest.fixture(scope="session")
 def demo_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> DemoSmokeRun:
-    """`tlcr demo --smoke` once per session (the demo smoke test and the report-page browser test share it).
+    """`tlcr demo --preset smoke` once per session (the demo smoke test and the report-page browser test share it).
 
     The demo quiets library logging for its console; the previous logging state is restored afterwards so
     later tests see the defaults.

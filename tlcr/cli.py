@@ -15,7 +15,10 @@ import typer
 from core.config_cli import config_command
 from core.exit_codes import ExitCode
 from core.logs import VERBOSITY_KEY, setup_logging
+from core.presets import presets_dir
 from tlcr.data.pair_options import PairsOptions
+from tlcr.demo import DemoConfig
+from tlcr.demo_model import DemoModelConfig
 
 app = typer.Typer(
     name="tlcr",
@@ -96,33 +99,13 @@ def tiny_model_command(config: TinyModelOptions) -> None:
 
 
 @app.command("demo")
-def demo_command(
-    ctx: typer.Context,
-    out_root: Annotated[Path, typer.Option(help="Folder that receives runs/demo-<time>/.")] = Path("runs"),
-    run_name: Annotated[str | None, typer.Option(help="Run folder name (default demo-<timestamp>).")] = None,
-    modes: Annotated[str, typer.Option(help="PPO reward modes, comma-separated: tlcr, tlcr_fixed, seq, "
-                                            "tlcr_positive_only, tlcr_negative_only.")] = "tlcr",
-    ppo_steps: Annotated[int | None, typer.Option(help="PPO steps per mode (default: the budget's).")] = None,
-    smoke: Annotated[bool, typer.Option(help="Tiny budget (~2 min): checks every stage runs; numbers mean little.")]
-    = False,
-    tokenizer: Annotated[str | None, typer.Option(
-        help="Build the tiny models on an existing tokenizer (folder or Hub id, e.g. ../shared/tokenizers/llama2, "
-             "as in the paper) instead of one trained on the task's text.")] = None,
-) -> None:
+@config_command(DemoConfig, yaml_only=["extra"], presets=presets_dir("demo"))
+def demo_command(ctx: typer.Context, config: DemoConfig) -> None:
     """The whole pipeline offline: tiny models, SFT, labeling, discriminator + reward model, the service on
-    loopback, PPO with TLCR rewards over HTTP, evaluation, and a report in runs/demo-*/."""
-    from tlcr.demo import MODE_NAMES, DemoConfig, run_demo
+    loopback, PPO with TLCR rewards over HTTP, evaluation, and a report in runs/demo-*/ (`--preset smoke`:
+    a tiny budget, about 15 s: checks every stage runs; numbers mean little)."""
+    from tlcr.demo import run_demo
 
-    mode_list = tuple(m.strip() for m in modes.split(",") if m.strip())
-    unknown = [m for m in mode_list if m not in MODE_NAMES]
-    if not mode_list or unknown:
-        raise typer.BadParameter(f"unknown reward mode(s) {unknown or modes!r}; choose from {', '.join(MODE_NAMES)}")
-    overrides: dict[str, object] = {"out_root": out_root, "run_name": run_name, "modes": mode_list}
-    if ppo_steps is not None:
-        overrides["ppo_steps"] = ppo_steps
-    if tokenizer is not None:
-        overrides["tokenizer"] = tokenizer
-    config = DemoConfig.smoke(**overrides) if smoke else DemoConfig(**overrides)  # type: ignore[arg-type]
     try:
         run_demo(config, verbosity=ctx.meta.get(VERBOSITY_KEY, 0))
     except FileExistsError as exc:
@@ -131,28 +114,25 @@ def demo_command(
 
 
 @app.command("bootstrap-model")
+@config_command(DemoModelConfig, yaml_only=["extra"])
 def bootstrap_model_command(
-    out: Annotated[Path, typer.Option(help="Folder to create: discriminator/, policy/ and ppo.yaml.")],
-    pairs: Annotated[int | None, typer.Option(
-        help="Controlled-task pairs, split 20/40/40 into SFT / labels / PPO prompts (default 1500).")] = None,
-    epochs: Annotated[float | None, typer.Option(help="Discriminator training epochs (default 4).")] = None,
+    output_dir: Annotated[Path, typer.Option(help="Folder to create: discriminator/, policy/ and ppo.yaml.")],
+    config: DemoModelConfig,
 ) -> None:
     """Train the offline demo discriminator (what a fresh `docker compose up` serves): no network, about a
-    minute on CPU. Does nothing when OUT already holds a complete one."""
-    from tlcr.demo_model import DemoModelConfig, bootstrap_demo_model, is_complete
+    minute on CPU. Does nothing when the output folder already holds a complete one."""
+    from tlcr.demo_model import bootstrap_demo_model, is_complete
 
-    if is_complete(out):
-        typer.echo(f"demo model already in {out}: nothing to do")
+    if is_complete(output_dir):
+        typer.echo(f"demo model already in {output_dir}: nothing to do")
         return
-    if out.exists():
-        typer.echo(f"error: {out} exists but is not a complete demo model: remove it first", err=True)
+    if output_dir.exists():
+        typer.echo(f"error: {output_dir} exists but is not a complete demo model: remove it first", err=True)
         raise typer.Exit(ExitCode.BAD_INPUT)
-    overrides = {key: value for key, value in (("pairs", pairs), ("discriminator_epochs", epochs)) if value is not None}
-    config = DemoModelConfig(**overrides)  # type: ignore[arg-type]
-    typer.echo(f"training the offline demo discriminator into {out} ({config.pairs} controlled-task pairs)")
-    metrics = bootstrap_demo_model(out, config)
+    typer.echo(f"training the offline demo discriminator into {output_dir} ({config.pairs} controlled-task pairs)")
+    metrics = bootstrap_demo_model(output_dir, config)
     summary = {k: round(v, 3) for k, v in (metrics.get("eval") or {}).items() if isinstance(v, float)}
-    typer.echo(f"demo discriminator saved to {out / 'discriminator'}; held-out metrics: {summary}")
+    typer.echo(f"demo discriminator saved to {output_dir / 'discriminator'}; held-out metrics: {summary}")
 
 
 def tiny_model_corpus(source: str, seed: int = 0) -> list[str]:

@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,6 +22,7 @@ from rich.console import Console
 from rich.table import Table
 
 from core.logs import setup_logging
+from core.presets import load_preset
 from tlcr.pipeline import MODE_NAMES, PipelineConfig
 
 __all__ = ["MODE_NAMES", "DemoConfig", "StageLog", "quiet_libraries", "run_demo"]
@@ -34,28 +35,30 @@ class DemoConfig(PipelineConfig):
     The defaults fit ≤ 10 minutes of 2 unloaded CPU cores; `smoke()` fits CI.
     """
 
-    out_root: Path = Path("runs")
-    run_name: str | None = None  # default: demo-<timestamp>
-    modes: tuple[str, ...] = ("tlcr",)
+    out_root: Path = field(default=Path("runs"), metadata={"help": "Folder that receives the run folder."})
+    run_name: str | None = field(default=None, metadata={"help": "Run folder name (default demo-<timestamp>)."})
+    modes: tuple[str, ...] = field(default=("tlcr",), metadata={
+        "help": f"PPO reward modes, comma-separated: {', '.join(MODE_NAMES)}."})
     # Evaluation on the controlled task's test questions, which no training stage saw (question_split);
     # eval_prompts caps how many distinct questions (None: all 48), each sampled eval_samples_per_prompt times.
-    eval_part: str = "test"
-    eval_prompts: int | None = None
-    eval_samples_per_prompt: int = 4
+    eval_part: str = field(default="test", metadata={"help": "Controlled-task questions to evaluate on."})
+    eval_prompts: int | None = field(default=None, metadata={"help": "Most distinct questions (default: all)."})
+    eval_samples_per_prompt: int = field(default=4, metadata={"help": "Sampled responses per question."})
     # Held-out responses are sampled the way PPO samples (temperature 1, top-p 0.9): greedy decoding
     # would hide the faults the noisy SFT demonstrations put into the policy's distribution.
-    eval_do_sample: bool = True
-    eval_top_p: float = 0.9
+    eval_do_sample: bool = field(default=True, metadata={"help": "Sample held-out responses (else greedy)."})
+    eval_top_p: float = field(default=0.9, metadata={"help": "Top-p of the sampled held-out responses."})
+
+    def __post_init__(self) -> None:
+        unknown = [mode for mode in self.modes if mode not in MODE_NAMES]
+        if not self.modes or unknown:
+            raise ValueError(f"unknown reward mode(s) {unknown or list(self.modes)}; "
+                             f"choose from {', '.join(MODE_NAMES)}")
 
     @classmethod
     def smoke(cls, **overrides: Any) -> DemoConfig:
-        """A tiny budget for CI: every stage runs, numbers are not meaningful."""
-        values: dict[str, Any] = dict(pairs=200, hidden_size=32, vocab_size=512, sft_epochs=1.0,
-                                      discriminator_epochs=1.0, reward_model_epochs=1.0, ppo_steps=2,
-                                      ppo_rollout_batch=8, ppo_epochs=1, max_new_tokens=12, eval_prompts=8,
-                                      eval_samples_per_prompt=1)
-        values.update(overrides)
-        return cls(**values)
+        """A tiny budget for CI (configs/demo/smoke.yaml): every stage runs, numbers are not meaningful."""
+        return load_preset(cls, "demo", "smoke", overrides)
 
 
 class StageLog:
