@@ -61,3 +61,9 @@ def test_data_options_from_a_config_file_under_the_command_line(tmp_path: Path) 
     assert len((tmp_path / "from-file.jsonl").read_text().splitlines()) == 20  # rm: 40% of 50
     bad = runner.invoke(app, ["data", "--output-file", str(tmp_path / "x.jsonl"), "--split-part", "middle"])
     assert bad.exit_code == 2 and "middle" in bad.output
+
+
+def test_demo_refuses_an_unknown_reward_mode_before_running(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--preset", "smoke", "--modes", "tlcr,bogus", "--out-root", str(tmp_path)])
+    assert result.exit_code == 2 and "unknown reward mode(s) ['bogus']" in result.output
+    assert not any(tmp_path.iterdir())
