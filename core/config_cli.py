@@ -392,6 +392,9 @@ def config_command(config_class: type[ConfigT], *, yaml_only: Collection[str] = 
         context_param = inspect.Parameter(CONTEXT_PARAM, inspect.Parameter.KEYWORD_ONLY, annotation=typer.Context)
         signature_params = [context_param, *(p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own.values()),
                             *options]
+        if yaml_only:  # say so in --help: a config file can still set them
+            command.__doc__ = (f"{inspect.getdoc(func) or ''}\n\nIn --config files only: "
+                               f"{', '.join(sorted(yaml_only))}.")
         command.__signature__ = inspect.Signature(signature_params)  # type: ignore[attr-defined]
         command.__annotations__ = {p.name: p.annotation for p in signature_params}
         return command

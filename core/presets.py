@@ -11,7 +11,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.config_cli import ConfigError, build_config
+from core.config_cli import ConfigError, build_config, load_config_file
 
 ConfigT = TypeVar("ConfigT")
 
@@ -31,6 +31,11 @@ def preset_file(kind: str, name: str) -> Path:
         raise ConfigError(f"no {kind} preset {name!r}: the presets are {', '.join(preset_names(kind)) or 'none'} "
                           f"(files in {presets_dir(kind)})")
     return path
+
+
+def preset_values(config_class: type, kind: str, name: str) -> dict[str, Any]:
+    """The values configs/<kind>/<name>.yaml sets, checked against `config_class`."""
+    return load_config_file(config_class, preset_file(kind, name))
 
 
 def load_preset(config_class: type[ConfigT], kind: str, name: str, given: Mapping[str, Any] | None = None,

@@ -88,14 +88,16 @@ def _mark_demo(discriminator: Path) -> None:
 
 
 def _ppo_yaml(config: DemoModelConfig, out: Path) -> str:
-    from trainer.discriminator import PRESETS
+    from core.presets import preset_values
+    from trainer.reward_options import DiscriminatorOptions
 
     batch = config.ppo_rollout_batch
     options = {
         "policy": str(out / "policy"), "value_init": "discriminator", "value_model": str(out / "discriminator"),
         "reward_mode": "tlcr", "source": "controlled", "split_part": "ppo", "data_seed": config.data_seed,
         "data_limit": config.pairs, "max_new_tokens": config.max_new_tokens,
-        "max_prompt_length": PRESETS["tiny"]["max_length"] - config.max_new_tokens,
+        "max_prompt_length": preset_values(DiscriminatorOptions, "discriminator", "tiny")["max_length"]
+        - config.max_new_tokens,
         "num_steps": config.ppo_steps, "rollout_batch_size": batch, "mini_batch_size": batch // 2,
         "micro_batch_size": batch // 2, "forward_batch_size": batch, "ppo_epochs": 1,
         "learning_rate": config.ppo_learning_rate, "value_learning_rate": config.ppo_value_learning_rate,

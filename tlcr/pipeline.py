@@ -120,11 +120,12 @@ def prepare_data(config: PipelineConfig, run_dir: Path, source: str = "controlle
 
 
 def sft_stage(config: PipelineConfig, data: PreparedData, run_dir: Path) -> Path:
-    from trainer.sft import SFTOptions, train_sft
+    from trainer.policy_options import SFTOptions
+    from trainer.sft import train_sft
 
     return train_sft(SFTOptions(
         model=str(data.base), output_dir=str(run_dir / "models" / "sft"), source=str(data.files["sft"]),
-        part="all", noisy_fraction=config.sft_noisy_fraction, epochs=config.sft_epochs,
+        split_part="all", noisy_fraction=config.sft_noisy_fraction, epochs=config.sft_epochs,
         learning_rate=config.sft_learning_rate, batch_size=config.sft_batch_size, max_length=256, seed=config.seed,
         dtype="float32", logging_steps=50, report_to="none", data_seed=config.data_seed))
 
@@ -143,23 +144,30 @@ def label_stage(data: PreparedData, sft: Path, run_dir: Path) -> tuple[Path, dic
 
 def discriminator_stage(config: PipelineConfig, labels_path: Path, sft: Path, run_dir: Path,
                         ) -> tuple[Path, dict[str, Any]]:
-    from trainer.discriminator import PRESETS, DiscriminatorConfig, train_discriminator
+    from core.presets import load_preset
+    from trainer.discriminator import train_discriminator
+    from trainer.reward_options import DiscriminatorOptions
 
     out = run_dir / "models" / "discriminator"
-    settings = {**PRESETS["tiny"], "num_train_epochs": config.discriminator_epochs}
-    metrics = train_discriminator(labels_path, str(sft), DiscriminatorConfig(
-        output_dir=str(out), seed=config.seed, report_to="none", **settings))
+    options = load_preset(DiscriminatorOptions, "discriminator", "tiny", {
+        "model": str(sft), "source": str(labels_path), "output_dir": str(out),
+        "epochs": config.discriminator_epochs, "seed": config.seed, "report_to": "none"})
+    metrics = train_discriminator(options.source, options.model, options.training_config(), dtype=options.dtype)
     return out, metrics
 
 
 def reward_model_stage(config: PipelineConfig, data: PreparedData, sft: Path, run_dir: Path,
                        ) -> tuple[Path, dict[str, Any]]:
-    from trainer.reward_model import REWARD_PRESETS, RewardModelConfig, train_reward_model
+    from core.presets import load_preset
+    from trainer.reward_model import train_reward_model
+    from trainer.reward_options import RewardModelOptions
 
     out = run_dir / "models" / "reward_model"
-    settings = {**REWARD_PRESETS["tiny"], "num_train_epochs": config.reward_model_epochs}
-    metrics = train_reward_model(data.files["rm"], str(sft), RewardModelConfig(
-        output_dir=str(out), seed=config.seed, report_to="none", **settings))
+    options = load_preset(RewardModelOptions, "reward_model", "tiny", {
+        "model": str(sft), "source": str(data.files["rm"]), "output_dir": str(out),
+        "epochs": config.reward_model_epochs, "seed": config.seed, "report_to": "none"})
+    metrics = train_reward_model(options.source, options.model, options.training_config(), dtype=options.dtype,
+                                 limit=options.data_limit, data_seed=options.data_seed, part=options.split_part)
     return out, metrics
 
 
@@ -175,14 +183,16 @@ def start_reward_service(discriminator: Path, reward_model: Path | None, run_dir
 def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, discriminator: Path,
               prompts_file: Path, out: Path) -> tuple[Path, dict[str, Any]]:
     """PPO from the SFT policy with rewards of `mode` fetched from the service; returns (run dir, summary)."""
-    from trainer.discriminator import PRESETS
+    from core.presets import preset_values
     from trainer.ppo import PPOTrainer
     from trainer.ppo_config import PPOConfig
+    from trainer.reward_options import DiscriminatorOptions
 
     batch = config.ppo_rollout_batch
     # The service refuses items longer than the discriminator's max_length, on /sequence_rewards too, and
     # PPOTrainer drops such prompts only in the token modes: keep every prompt that fits a full response.
-    max_prompt_length = PRESETS["tiny"]["max_length"] - config.max_new_tokens
+    discriminator_max_length = preset_values(DiscriminatorOptions, "discriminator", "tiny")["max_length"]
+    max_prompt_length = discriminator_max_length - config.max_new_tokens
     ppo_config = PPOConfig(
         policy=str(sft), reward_url=reward_url, reward_mode=mode, value_init=config.ppo_value_init,
         value_model=str(discriminator) if config.ppo_value_init == "discriminator" else None,
@@ -198,10 +208,11 @@ def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, dis
 
 def dpo_stage(config: PipelineConfig, sft: Path, data: PreparedData, run_dir: Path) -> Path:
     """DPO from the SFT policy on the reward models' preference part (the paper's DPO row)."""
-    from trainer.dpo import DPOOptions, train_dpo
+    from trainer.dpo import train_dpo
+    from trainer.policy_options import DPOOptions
 
     return train_dpo(DPOOptions(
-        model=str(sft), output_dir=str(run_dir / "models" / "dpo"), source=str(data.files["rm"]), part="all",
+        model=str(sft), output_dir=str(run_dir / "models" / "dpo"), source=str(data.files["rm"]), split_part="all",
         beta=config.dpo_beta, epochs=config.dpo_epochs, learning_rate=config.dpo_learning_rate, batch_size=16,
         max_length=256, seed=config.seed, dtype="float32", logging_steps=50, report_to="none",
         data_seed=config.data_seed))

@@ -39,7 +39,8 @@ class DiscriminatorConfig(TrainingArguments):
     """Training arguments of the token discriminator; defaults follow the TLCR paper.
 
     Paper: lr 1e-5, weight decay 0.1, cosine schedule without warm-up, 2 epochs, batch 16 (sequences per
-    device), max length 512, Adam β = (0.9, 0.95). `PRESETS["tiny"]` overrides them for tiny offline models.
+    device), max length 512, Adam β = (0.9, 0.95). The command line sets it through
+    `trainer.reward_options`; presets for tiny offline models are in configs/discriminator/.
     """
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (paper: 1e-5)."})
@@ -71,15 +72,6 @@ class DiscriminatorConfig(TrainingArguments):
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         super().__post_init__()
-
-
-# Offline presets. "tiny" reaches >= 0.9 edited-token accuracy on held-out controlled-task pairs with
-# the default `tlcr tiny-model` (see docs/results.md for the measured numbers).
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "tiny": {"learning_rate": 3e-3, "num_train_epochs": 6.0, "per_device_train_batch_size": 32,
-             "weight_decay": 0.0, "max_length": 256, "logging_steps": 20},
-}
 
 
 # ----------------------------------------------------------------------------------------------- data

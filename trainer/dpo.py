@@ -8,43 +8,16 @@ policies are trained on the same token sequences.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from trl import DPOTrainer
 
-from trainer.sft import check_split_and_batching, load_split, mixed_precision_flags
+from trainer.policy_options import DPOOptions
+from trainer.sft import load_split, mixed_precision_flags
 
 DPO_INFO = "tlcr_dpo.json"
-
-
-@dataclass
-class DPOOptions:
-    model: str  # the SFT checkpoint; also the frozen reference
-    output_dir: str
-    source: str = "controlled"
-    data_limit: int | None = None
-    data_seed: int = 42
-    part: str = "rm"  # the preference part of the 20/40/40 split (the reward model's data)
-    beta: float = 0.1
-    epochs: float = 1.0
-    learning_rate: float = 1e-6
-    lr_scheduler: str = "cosine"
-    warmup: float = 0.0
-    batch_size: int = 16
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    seed: int = 0
-    dtype: str = "auto"
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    report_to: str = "tensorboard"
-
-    def __post_init__(self) -> None:
-        if self.beta <= 0:
-            raise ValueError(f"beta must be positive, got {self.beta}")
-        check_split_and_batching(self)
 
 
 def dpo_example(tokenizer: Any, prompt: str, chosen: str, rejected: str) -> dict[str, list[int]]:
@@ -77,18 +50,18 @@ def train_dpo(options: DPOOptions) -> Path:
 
     from tlcr.models import load_causal_lm, load_tokenizer, resolve_device
 
-    pairs = load_split(options.source, limit=options.data_limit, seed=options.data_seed, part=options.part)
+    pairs = load_split(options.source, limit=options.data_limit, seed=options.data_seed, part=options.split_part)
     if not pairs:
-        raise ValueError(f"no pairs in the {options.part!r} part of {options.source!r}")
+        raise ValueError(f"no pairs in the {options.split_part!r} part of {options.source!r}")
     tokenizer = load_tokenizer(options.model)
     dataset = Dataset.from_list([{"prompt": p.prompt, "chosen": p.chosen, "rejected": p.rejected} for p in pairs])
     model = load_causal_lm(options.model, dtype=options.dtype)
     ref_model = load_causal_lm(options.model, dtype=options.dtype)
-    per_device = options.batch_size // options.gradient_accumulation_steps
     args = DPOConfig(
         output_dir=options.output_dir, beta=options.beta, num_train_epochs=options.epochs,
-        learning_rate=options.learning_rate, lr_scheduler_type=options.lr_scheduler, warmup_steps=options.warmup,
-        per_device_train_batch_size=per_device, gradient_accumulation_steps=options.gradient_accumulation_steps,
+        learning_rate=options.learning_rate, lr_scheduler_type=options.lr_scheduler,
+        warmup_steps=options.warmup_steps, per_device_train_batch_size=options.per_device_batch_size,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
         max_length=options.max_length, seed=options.seed, activation_checkpointing=options.gradient_checkpointing,
         logging_steps=options.logging_steps, save_strategy="no", report_to=options.report_to,
         use_cpu=resolve_device(None).type == "cpu", dataloader_num_workers=0,

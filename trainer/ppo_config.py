@@ -5,8 +5,9 @@ from __future__ import annotations
 import dataclasses
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
+
+from core.config_cli import ConfigError, build_config
 
 
 class PPOConfigError(ValueError):
@@ -18,74 +19,115 @@ class PPOConfig:
     """Every option of a PPO run (TRL style: one config per trainer). Defaults follow the TLCR paper."""
 
     # Models
-    policy: str = ""  # the SFT checkpoint (path or Hub id); also the frozen reference unless `reference` is set
-    reference: str | None = None
-    value_init: str = "discriminator"  # "discriminator" or "sft": where the value model's weights come from
-    value_model: str | None = None  # discriminator checkpoint (path or Hub id), required by value_init=discriminator
-    dtype: str = "auto"
-    device: str | None = None  # single-process runs only; accelerate decides under `accelerate launch`
-    gradient_checkpointing: bool = False
+    policy: str = field(default="", metadata={
+        "help": "SFT checkpoint to start from (path or Hub id); also the frozen reference unless --reference.",
+        "panel": "Models"})
+    reference: str | None = field(default=None, metadata={
+        "help": "Reference model (default: the policy).", "panel": "Models"})
+    value_init: str = field(default="discriminator", metadata={
+        "help": "discriminator or sft: initial weights of the value model.", "panel": "Models"})
+    value_model: str | None = field(default=None, metadata={
+        "help": "Discriminator checkpoint (path or Hub id) for --value-init discriminator.", "panel": "Models"})
+    dtype: str = field(default="auto", metadata={"help": "auto, float32, bfloat16, float16.", "panel": "Models"})
+    device: str | None = field(default=None, metadata={
+        "help": "cpu or cuda (single process; accelerate decides under `accelerate launch`).", "panel": "Models"})
+    gradient_checkpointing: bool = field(default=False, metadata={
+        "help": "Trade compute for memory.", "panel": "Models"})
     # Rewards
-    reward_url: str = "http://127.0.0.1:8000"  # one URL or "u1,u2" (the client balances and fails over)
-    reward_mode: str = "tlcr"  # tlcr | tlcr_fixed | seq | tlcr_positive_only | tlcr_negative_only
-    reward_threshold: float = 0.6  # tau of tlcr_fixed
-    reward_api_key: str | None = None
-    token_input: str = "auto"  # auto | ids | text: send token ids (same tokenizer) or text + character offsets
-    reward_timeout: float = 60.0
-    reward_max_retries: int = 8
-    reward_backoff: float = 0.5
-    reward_deadline: float = 600.0  # seconds one reward call may keep retrying before the run checkpoints and stops
-    overlap_reward_fetch: bool = True  # fetch rewards while the forwards run (False: one after the other)
+    reward_url: str = field(default="http://127.0.0.1:8000", metadata={
+        "help": "Reward service URL(s), comma-separated for replicas (balanced, failed over).",
+        "panel": "Reward service"})
+    reward_mode: str = field(default="tlcr", metadata={
+        "help": "tlcr | tlcr_fixed | seq | tlcr_positive_only | tlcr_negative_only.", "panel": "Reward service"})
+    reward_threshold: float = field(default=0.6, metadata={"help": "tau of tlcr_fixed.", "panel": "Reward service"})
+    reward_api_key: str | None = field(default=None, metadata={
+        "help": "Bearer key of the reward service.", "envvar": "TLCR_API_KEY", "panel": "Reward service"})
+    token_input: str = field(default="auto", metadata={
+        "help": "auto | ids | text: send token ids (shared tokenizer) or text + character "
+                "offsets of the policy's tokens; auto compares tokenizer fingerprints.", "panel": "Reward service"})
+    reward_timeout: float = field(default=60.0, metadata={
+        "help": "Seconds per HTTP attempt.", "panel": "Reward service"})
+    reward_max_retries: int = field(default=8, metadata={"help": "Retries per reward call.", "panel": "Reward service"})
+    reward_backoff: float = field(default=0.5, metadata={
+        "help": "Retry delay base in seconds (doubled per retry, jittered, at most 30 s).", "panel": "Reward service"})
+    reward_deadline: float = field(default=600.0, metadata={
+        "help": "Seconds one reward call may keep retrying; then the run checkpoints and stops (exit 3).",
+        "panel": "Reward service"})
+    overlap_reward_fetch: bool = field(default=True, metadata={
+        "help": "Fetch rewards while the forward passes run (else one after the other).", "panel": "Reward service"})
     # Prompts
-    source: str = "controlled"
-    data_limit: int | None = None
-    data_seed: int = 42  # seed of the controlled task and the paper's 20/40/40 split
-    split_part: str = "ppo"
-    max_prompt_length: int = 256  # longer prompts are dropped (and counted), never cut
+    source: str = field(default="controlled", metadata={
+        "help": "Prompts: 'controlled', a pairs file or a Hub id.", "panel": "Prompts"})
+    data_limit: int | None = field(default=None, metadata={
+        "help": "Load at most this many pairs before splitting.", "panel": "Prompts"})
+    data_seed: int = field(default=42, metadata={
+        "help": "Seed of the controlled task and of the 20/40/40 split.", "panel": "Prompts"})
+    split_part: str = field(default="ppo", metadata={
+        "help": "Prompts from split part: ppo, sft, rm or all.", "panel": "Prompts"})
+    max_prompt_length: int = field(default=256, metadata={
+        "help": "Longer prompts are dropped (and counted), never cut.", "panel": "Prompts"})
     # Sampling
-    max_new_tokens: int = 128
-    temperature: float = 1.0
-    top_p: float = 0.9
-    generation_batch_size: int | None = None  # default: the whole rollout batch at once
+    max_new_tokens: int = field(default=128, metadata={"help": "Sampled response length limit.", "panel": "Sampling"})
+    temperature: float = field(default=1.0, metadata={"help": "Sampling temperature.", "panel": "Sampling"})
+    top_p: float = field(default=0.9, metadata={"help": "Nucleus sampling.", "panel": "Sampling"})
+    generation_batch_size: int | None = field(default=None, metadata={
+        "help": "Rows per generate call (default: the whole rollout batch).", "panel": "Sampling"})
     # PPO
-    num_steps: int = 200
-    rollout_batch_size: int = 16  # prompts per process per step
-    mini_batch_size: int = 8  # rows per optimizer step, per process
-    micro_batch_size: int = 4  # rows per forward/backward (gradient accumulation inside a minibatch)
-    forward_batch_size: int = 16  # rows per no-grad forward during rollouts
-    ppo_epochs: int = 4
-    learning_rate: float = 1e-6
-    value_learning_rate: float | None = None  # default: learning_rate
+    num_steps: int = field(default=200, metadata={"help": "PPO steps (rollout + update).", "panel": "Optimiser"})
+    rollout_batch_size: int = field(default=16, metadata={
+        "help": "Prompts per process per step.", "panel": "Optimiser"})
+    mini_batch_size: int = field(default=8, metadata={
+        "help": "Rows per optimizer step per process.", "panel": "Optimiser"})
+    micro_batch_size: int = field(default=4, metadata={
+        "help": "Rows per forward/backward (gradient accumulation inside a minibatch).", "panel": "Optimiser"})
+    forward_batch_size: int = field(default=16, metadata={
+        "help": "Rows per no-grad forward during rollouts.", "panel": "Optimiser"})
+    ppo_epochs: int = field(default=4, metadata={"help": "Passes over each rollout batch.", "panel": "Optimiser"})
+    learning_rate: float = field(default=1e-6, metadata={
+        "help": "Policy learning rate (paper: 1e-6).", "panel": "Optimiser"})
+    value_learning_rate: float | None = field(default=None, metadata={
+        "help": "Value learning rate (default: --learning-rate).", "panel": "Optimiser"})
     # The paper states no PPO schedule: constant, so the lr a run reports is the lr it trained at.
-    lr_scheduler: str = "constant"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    adam_betas: tuple[float, float] = (0.9, 0.95)  # the paper's AdamW betas
-    adam_eps: float = 1e-5
-    max_grad_norm: float = 1.0
-    kl_coef: float = 0.1  # beta
-    kl_estimator: str = "k1"
-    gamma: float = 1.0
-    lam: float = 0.95
-    clip_range: float = 0.2
-    clip_range_value: float = 0.2
-    vf_coef: float = 0.1
-    whiten_advantages: bool = True
-    whiten_rewards: bool = False
+    lr_scheduler: str = field(default="constant", metadata={
+        "help": "transformers scheduler name: constant, linear, cosine...", "panel": "Optimiser"})
+    warmup_steps: int = field(default=0, metadata={"help": "Optimizer warm-up steps.", "panel": "Optimiser"})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay.", "panel": "Optimiser"})
+    adam_betas: tuple[float, float] = field(default=(0.9, 0.95), metadata={
+        "help": "AdamW betas (paper: 0.9,0.95).", "panel": "Optimiser"})
+    adam_eps: float = field(default=1e-5, metadata={"help": "AdamW epsilon.", "panel": "Optimiser"})
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping (0: off).", "panel": "Optimiser"})
+    kl_coef: float = field(default=0.1, metadata={"help": "beta of the -beta*KL_t reward term.", "panel": "PPO"})
+    kl_estimator: str = field(default="k1", metadata={"help": "k1 (log-ratio) or k3.", "panel": "PPO"})
+    gamma: float = field(default=1.0, metadata={"help": "GAE gamma.", "panel": "PPO"})
+    lam: float = field(default=0.95, metadata={"help": "GAE lambda.", "panel": "PPO"})
+    clip_range: float = field(default=0.2, metadata={"help": "Policy ratio clip.", "panel": "PPO"})
+    clip_range_value: float = field(default=0.2, metadata={"help": "Value clip.", "panel": "PPO"})
+    vf_coef: float = field(default=0.1, metadata={"help": "Value loss weight.", "panel": "PPO"})
+    whiten_advantages: bool = field(default=True, metadata={
+        "help": "Whiten advantages per rollout batch.", "panel": "PPO"})
+    whiten_rewards: bool = field(default=False, metadata={
+        "help": "Scale shaped rewards per rollout batch.", "panel": "PPO"})
     # seq mode: z-score the sequence RM's scores with the mean and std of the first rollout batch (the SFT
     # policy's samples), fixed for the run, so one kl_coef means the same for a sequence RM and token rewards.
-    normalize_sequence_scores: bool = True
-    truncation_bootstrap: bool = False  # responses cut at max_new_tokens: bootstrap V (True) or treat as ended
-    missing_eos_penalty: float | None = None  # added to the last action of responses cut without EOS
+    normalize_sequence_scores: bool = field(default=True, metadata={
+        "help": "seq mode: z-score RM scores by the SFT policy's first rollout batch.", "panel": "PPO"})
+    truncation_bootstrap: bool = field(default=False, metadata={
+        "help": "Responses cut at --max-new-tokens: bootstrap from the value (else treated as ended).", "panel": "PPO"})
+    missing_eos_penalty: float | None = field(default=None, metadata={
+        "help": "Added to the last action of responses cut without EOS (e.g. -1).", "panel": "PPO"})
     # Run
-    output_dir: str = "runs/ppo"
-    seed: int = 0
-    save_steps: int = 50
-    save_total_limit: int | None = 2
-    resume: bool = False
-    overwrite: bool = False
-    tensorboard: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)  # free-form notes saved with the run
+    output_dir: str = field(default="runs/ppo", metadata={"help": "Run directory.", "panel": "Run"})
+    seed: int = field(default=0, metadata={"help": "Run seed.", "panel": "Run"})
+    save_steps: int = field(default=50, metadata={"help": "Checkpoint every N steps.", "panel": "Run"})
+    save_total_limit: int | None = field(default=2, metadata={"help": "Keep the N newest checkpoints.", "panel": "Run"})
+    resume: bool = field(default=False, metadata={
+        "help": "Continue from the newest checkpoint in --output-dir.", "panel": "Run"})
+    overwrite: bool = field(default=False, metadata={
+        "help": "Delete --output-dir's checkpoints and start over.", "panel": "Run"})
+    tensorboard: bool = field(default=True, metadata={
+        "help": "Also log to TensorBoard (<output-dir>/tensorboard).", "panel": "Run"})
+    extra: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "Free-form notes saved with the run (YAML only)."})
 
     def __post_init__(self) -> None:
         self.validate()
@@ -128,31 +170,13 @@ class PPOConfig:
         need(not (self.resume and self.overwrite), "resume and overwrite exclude each other")
 
     @classmethod
-    def field_names(cls) -> list[str]:
-        return [f.name for f in dataclasses.fields(cls)]
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "config") -> PPOConfig:
-        unknown = sorted(set(values) - set(cls.field_names()))
-        if unknown:
-            raise PPOConfigError(f"{where}: unknown PPO option(s) {', '.join(unknown)}")
-        return cls(**values)
-
-    @classmethod
     def from_yaml(cls, path: str | os.PathLike[str], **overrides: Any) -> PPOConfig:
-        """Options from a YAML file, then `overrides` (e.g. command-line values) on top."""
-        import yaml
-
+        """Options from a YAML file, then `overrides` (e.g. command-line values) on top; an unknown key or a
+        value of the wrong type is a PPOConfigError naming it and the file."""
         try:
-            loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-        except (OSError, yaml.YAMLError) as exc:
-            raise PPOConfigError(f"{path}: cannot read PPO config ({exc})") from exc
-        if not isinstance(loaded, dict):
-            raise PPOConfigError(f"{path}: a PPO config must be a mapping of option: value")
-        unknown = sorted(set(loaded) - set(cls.field_names()))
-        if unknown:
-            raise PPOConfigError(f"{path}: unknown PPO option(s) {', '.join(unknown)}")
-        return cls(**{**loaded, **overrides})
+            return build_config(cls, overrides, path)
+        except ConfigError as exc:
+            raise PPOConfigError(str(exc)) from None
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)

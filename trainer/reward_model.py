@@ -33,7 +33,8 @@ class RewardModelConfig(RewardConfig):
     """TRL's RewardConfig with the paper's optimisation defaults (as for the discriminator) and a held-out split.
 
     lr 1e-5, weight decay 0.1, cosine without warm-up, 2 epochs, batch 16 pairs per device, max length 512,
-    Adam β = (0.9, 0.95). `REWARD_PRESETS["tiny"]` overrides them for tiny offline models.
+    Adam β = (0.9, 0.95). The command line sets it through `trainer.reward_options`; presets for tiny
+    offline models are in configs/reward_model/.
     """
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate."})
@@ -63,13 +64,6 @@ class RewardModelConfig(RewardConfig):
         if not 0.0 <= self.eval_fraction < 1.0:
             raise ValueError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         super().__post_init__()
-
-
-REWARD_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {},
-    "tiny": {"learning_rate": 1e-3, "num_train_epochs": 4.0, "per_device_train_batch_size": 16,
-             "weight_decay": 0.0, "max_length": 256, "logging_steps": 20, "activation_checkpointing": False},
-}
 
 
 def split_pairs(pairs: Sequence[PreferencePair], eval_fraction: float,

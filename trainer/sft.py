@@ -14,55 +14,16 @@ from __future__ import annotations
 import json
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
 from tlcr.data.pairs import PreferencePair
+from trainer.policy_options import SFTOptions
 
 SFT_INFO = "tlcr_sft.json"
-
-
-@dataclass
-class SFTOptions:
-    model: str  # base model: path or Hub id
-    output_dir: str
-    source: str = "controlled"
-    data_limit: int | None = None
-    data_seed: int = 42
-    part: str = "sft"  # which part of the paper's 20/40/40 split to train on
-    noisy_fraction: float = 0.0
-    epochs: float = 2.0  # paper
-    learning_rate: float = 1e-5  # paper
-    lr_scheduler: str = "cosine"  # paper
-    warmup: float = 0.0  # warm-up steps, or a fraction of all steps when < 1
-    batch_size: int = 16  # paper (per device × gradient accumulation × devices)
-    gradient_accumulation_steps: int = 1
-    max_length: int = 512
-    seed: int = 0
-    dtype: str = "auto"
-    gradient_checkpointing: bool = False
-    logging_steps: int = 10
-    report_to: str = "tensorboard"
-
-    def __post_init__(self) -> None:
-        if not 0.0 <= self.noisy_fraction <= 1.0:
-            raise ValueError(f"noisy_fraction must be in [0, 1], got {self.noisy_fraction}")
-        check_split_and_batching(self)
-
-
-def check_split_and_batching(options: Any) -> None:
-    """The checks SFT and DPO options share: a known split part, and batch sizes that divide evenly."""
-    if options.part not in ("sft", "rm", "ppo", "all"):
-        raise ValueError(f"part must be sft, rm, ppo or all, not {options.part!r}")
-    for name in ("batch_size", "gradient_accumulation_steps", "max_length"):
-        if getattr(options, name) < 1:
-            raise ValueError(f"{name} must be at least 1, got {getattr(options, name)}")
-    if options.batch_size % options.gradient_accumulation_steps:
-        raise ValueError(f"batch_size ({options.batch_size}) must be a multiple of gradient_accumulation_steps "
-                         f"({options.gradient_accumulation_steps})")
 
 
 def noisy_indices(n: int, fraction: float, seed: int) -> set[int]:
@@ -118,9 +79,9 @@ def train_sft(options: SFTOptions) -> Path:
 
     from tlcr.models import load_causal_lm, load_tokenizer, resolve_device
 
-    pairs = load_split(options.source, limit=options.data_limit, seed=options.data_seed, part=options.part)
+    pairs = load_split(options.source, limit=options.data_limit, seed=options.data_seed, part=options.split_part)
     if not pairs:
-        raise ValueError(f"no pairs in the {options.part!r} part of {options.source!r}")
+        raise ValueError(f"no pairs in the {options.split_part!r} part of {options.source!r}")
     tokenizer = load_tokenizer(options.model)
     noisy = noisy_indices(len(pairs), options.noisy_fraction, options.data_seed)
     dataset = Dataset.from_list(sft_examples(pairs, tokenizer, noisy=noisy))
@@ -128,11 +89,11 @@ def train_sft(options: SFTOptions) -> Path:
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     model.generation_config.eos_token_id = tokenizer.eos_token_id
 
-    per_device = options.batch_size // options.gradient_accumulation_steps
     args = SFTConfig(
         output_dir=options.output_dir, num_train_epochs=options.epochs, learning_rate=options.learning_rate,
-        lr_scheduler_type=options.lr_scheduler, warmup_steps=options.warmup,
-        per_device_train_batch_size=per_device, gradient_accumulation_steps=options.gradient_accumulation_steps,
+        lr_scheduler_type=options.lr_scheduler, warmup_steps=options.warmup_steps,
+        per_device_train_batch_size=options.per_device_batch_size,
+        gradient_accumulation_steps=options.gradient_accumulation_steps,
         max_length=options.max_length, seed=options.seed, activation_checkpointing=options.gradient_checkpointing,
         logging_steps=options.logging_steps, save_strategy="no", report_to=options.report_to,
         use_cpu=resolve_device(None).type == "cpu", dataloader_num_workers=0,

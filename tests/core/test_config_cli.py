@@ -89,7 +89,7 @@ def test_help_lists_each_field_as_a_kebab_option_with_its_help_and_default() -> 
     assert "--no-whiten" in out and "1e-05" in out and "fast|slow" in out and "CONFIG_CLI_TEST_KEY" in out
     assert "--resume" in out and "--no-resume" not in out  # a switch away from its False default
     assert "Shaping" in out  # the field's --help panel
-    assert "--extra" not in out  # yaml_only
+    assert "--extra" not in out and "In --config files only: extra." in out  # yaml_only
 
 
 def test_defaults_and_required_field() -> None:

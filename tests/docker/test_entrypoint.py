@@ -33,9 +33,9 @@ def run_entrypoint(bin_dir: Path, *args: str, **env: str) -> subprocess.Complete
 
 
 def test_subcommand_gets_tlcr_prefix(bin_dir: Path) -> None:
-    result = run_entrypoint(bin_dir, "ppo", "--steps", "2")
+    result = run_entrypoint(bin_dir, "ppo", "--num-steps", "2")
     assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "tlcr [ppo] [--steps] [2]"
+    assert result.stdout.strip() == "tlcr [ppo] [--num-steps] [2]"
 
 
 def test_no_arguments_shows_help(bin_dir: Path) -> None:

@@ -59,7 +59,8 @@ def test_both_trainers_run_as_two_gloo_processes(tmp_path: Path, controlled_task
     batch = 4
 
     disc = tmp_path / "disc"
-    run = _launch(["train-discriminator", "--data", str(labelled), "--base", str(tiny_model_dir), "--out", str(disc),
+    run = _launch(["train-discriminator", "--source", str(labelled), "--model", str(tiny_model_dir),
+                   "--output-dir", str(disc),
                    "--preset", "tiny", "--epochs", "1", "--batch-size", str(batch), "--eval-fraction", "0.1",
                    "--max-length", "128"], cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
@@ -71,7 +72,8 @@ def test_both_trainers_run_as_two_gloo_processes(tmp_path: Path, controlled_task
     assert is_discriminator_config(disc)
 
     rm = tmp_path / "rm"
-    run = _launch(["train-reward-model", "--pairs", str(labelled), "--base", str(tiny_model_dir), "--out", str(rm),
+    run = _launch(["train-reward-model", "--source", str(labelled), "--model", str(tiny_model_dir),
+                   "--output-dir", str(rm),
                    "--preset", "tiny", "--epochs", "1", "--batch-size", str(batch), "--eval-fraction", "0.1"],
                   cwd=tmp_path)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]

@@ -148,8 +148,8 @@ def test_records_from_another_tokenizer_are_rejected(tmp_path: Path, controlled_
 
 def test_unloadable_base_fails_before_training(tmp_path: Path, labelled_file: Path) -> None:
     out = tmp_path / "out"
-    result = runner.invoke(app, ["train-discriminator", "--data", str(labelled_file), "--base",
-                                 str(tmp_path / "no-such-model"), "--out", str(out), "--preset", "tiny"])
+    result = runner.invoke(app, ["train-discriminator", "--source", str(labelled_file), "--model",
+                                 str(tmp_path / "no-such-model"), "--output-dir", str(out), "--preset", "tiny"])
     assert result.exit_code == 2
     assert "no-such-model" in result.output and "cannot load tokenizer" in result.output
     assert not out.exists()
@@ -160,8 +160,8 @@ def test_unloadable_base_fails_before_training(tmp_path: Path, labelled_file: Pa
 def test_bad_data_via_cli_exits_2_with_the_record(tmp_path: Path, records: list[dict[str, Any]],
                                                   tiny_model_dir: Path) -> None:
     path = write_variant(tmp_path, records, index=1, revised_labels=[1.0])
-    result = runner.invoke(app, ["train-discriminator", "--data", str(path), "--base", str(tiny_model_dir),
-                                 "--out", str(tmp_path / "out"), "--preset", "tiny"])
+    result = runner.invoke(app, ["train-discriminator", "--source", str(path), "--model", str(tiny_model_dir),
+                                 "--output-dir", str(tmp_path / "out"), "--preset", "tiny"])
     assert result.exit_code == 2
     assert f"bad.jsonl:2 (record '{records[1]['id']}')" in result.output
 
@@ -246,9 +246,9 @@ def test_trainer_loss_is_the_soft_bce_over_response_tokens(tmp_path: Path, label
 def test_cli_trains_saves_a_marked_checkpoint_and_writes_metrics(tmp_path: Path, labelled_file: Path,
                                                                  tiny_model_dir: Path) -> None:
     out = tmp_path / "disc"
-    result = runner.invoke(app, ["train-discriminator", "--data", str(labelled_file), "--base", str(tiny_model_dir),
-                                 "--out", str(out), "--preset", "tiny", "--max-steps", "3", "--batch-size", "8",
-                                 "--eval-fraction", "0.25", "--max-length", "64"])
+    result = runner.invoke(app, ["train-discriminator", "--source", str(labelled_file), "--model",
+                                 str(tiny_model_dir), "--output-dir", str(out), "--preset", "tiny", "--max-steps", "3",
+                                 "--batch-size", "8", "--eval-fraction", "0.25", "--max-length", "64"])
     assert result.exit_code == 0, result.output
     assert "accuracy on edited tokens" in result.output
     metrics = json.loads((out / METRICS_FILE).read_text())

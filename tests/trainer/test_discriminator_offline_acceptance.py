@@ -22,7 +22,8 @@ def test_default_offline_pipeline_reaches_090_on_edited_tokens(tmp_path: Path) -
     model_dir, labelled, out = tmp_path / "tiny", tmp_path / "labelled.jsonl", tmp_path / "disc"
     for args in (["tiny-model", "--output-dir", str(model_dir)],
                  ["label", "--output-file", str(labelled), "--tokenizer", str(model_dir)],
-                 ["train-discriminator", "--data", str(labelled), "--base", str(model_dir), "--out", str(out),
+                 ["train-discriminator", "--source", str(labelled), "--model", str(model_dir),
+                  "--output-dir", str(out),
                   "--preset", "tiny"]):
         result = runner.invoke(app, args)
         assert result.exit_code == 0, f"tlcr {args[0]} failed:\n{result.output}"

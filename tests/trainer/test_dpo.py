@@ -11,7 +11,8 @@ from typer.testing import CliRunner
 
 from tlcr.cli import app
 from tlcr.models import encode_prompt_response, load_causal_lm, load_tokenizer
-from trainer.dpo import DPOOptions, SplitTokenizationDPOTrainer, dpo_example, train_dpo
+from trainer.dpo import SplitTokenizationDPOTrainer, dpo_example, train_dpo
+from trainer.policy_options import DPOOptions
 from trainer.sft import load_split
 
 
@@ -84,6 +85,6 @@ def test_dpo_option_and_cli_errors(tiny_model_dir: Path, tmp_path: Path) -> None
         DPOOptions(model="m", output_dir="o", beta=0)
     with pytest.raises(ValueError, match="gradient_accumulation_steps must be at least 1"):
         DPOOptions(model="m", output_dir="o", gradient_accumulation_steps=0)
-    result = CliRunner().invoke(app, ["dpo", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"),
-                                      "--part", "everything"])
-    assert result.exit_code == 2 and "part must be sft, rm, ppo or all" in result.output
+    result = CliRunner().invoke(app, ["dpo", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "x"),
+                                      "--split-part", "everything"])
+    assert result.exit_code == 2 and "split_part must be sft, rm, ppo or all" in result.output

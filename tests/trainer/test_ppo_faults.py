@@ -118,10 +118,11 @@ def service(tiny_token_classifier_dir: Path, tmp_path_factory: pytest.TempPathFa
 
 def cli_args(policy: Path, run: Path, url: str, steps: int) -> list[str]:
     # the value model from the SFT policy: these tests are about faults, and need no discriminator path
-    return ["ppo", "--policy", str(policy), "--value-init", "sft", "--reward-url", url, "--out", str(run),
-            "--steps", str(steps),
+    return ["ppo", "--policy", str(policy), "--value-init", "sft", "--reward-url", url, "--output-dir", str(run),
+            "--num-steps", str(steps),
             "--rollout-batch-size", "4", "--mini-batch-size", "2", "--micro-batch-size", "1", "--ppo-epochs", "1",
-            "--max-new-tokens", "10", "--lr", "1e-3", "--limit", "60", "--save-steps", "2", "--no-tensorboard"]
+            "--max-new-tokens", "10", "--learning-rate", "1e-3", "--data-limit", "60", "--save-steps", "2",
+            "--no-tensorboard"]
 
 
 def child_env() -> dict[str, str]:

@@ -211,7 +211,7 @@ def test_yaml_config_with_overrides_and_unknown_keys(tmp_path: Path) -> None:
     assert (config.reward_mode, config.kl_coef, config.num_steps, config.policy) == ("tlcr_fixed", 0.05, 9, "p")
     bad = tmp_path / "bad.yaml"
     bad.write_text("reward_mode: tlcr\nklcoef: 0.05\n")
-    with pytest.raises(PPOConfigError, match=r"bad.yaml: unknown PPO option\(s\) klcoef"):
+    with pytest.raises(PPOConfigError, match=r"bad.yaml: unknown key\(s\) 'klcoef'"):
         PPOConfig.from_yaml(bad, policy="p")
 
 

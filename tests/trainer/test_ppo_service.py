@@ -84,9 +84,9 @@ def test_cli_ppo_then_plot(service: ServiceProcess, tiny_model_dir: Path, tiny_t
     result = runner.invoke(app, [
         "ppo", "--policy", str(tiny_model_dir), "--value-model", str(tiny_token_classifier_dir),
         "--reward-url", service.url, "--reward-mode", "tlcr_fixed",
-        "--out", str(run), "--steps", "2", "--rollout-batch-size", "4", "--mini-batch-size", "2",
-        "--micro-batch-size", "1", "--ppo-epochs", "1", "--max-new-tokens", "8", "--lr", "1e-3", "--limit", "60",
-        "--beta", "0.05", "--no-tensorboard"])
+        "--output-dir", str(run), "--num-steps", "2", "--rollout-batch-size", "4", "--mini-batch-size", "2",
+        "--micro-batch-size", "1", "--ppo-epochs", "1", "--max-new-tokens", "8", "--learning-rate", "1e-3",
+        "--data-limit", "60", "--kl-coef", "0.05", "--no-tensorboard"])
     assert result.exit_code == 0, result.output
     assert "PPO done: 2 steps" in result.output
     saved = json.loads((run / "ppo_config.json").read_text())
@@ -104,7 +104,7 @@ def test_cli_reports_an_unreachable_service(tiny_model_dir: Path, tmp_path: Path
         port = probe.getsockname()[1]
     result = CliRunner().invoke(app, [
         "ppo", "--policy", str(tiny_model_dir), "--reward-url", f"http://127.0.0.1:{port}",
-        "--out", str(tmp_path / "run"), "--reward-deadline", "1", "--reward-max-retries", "2"])
+        "--output-dir", str(tmp_path / "run"), "--reward-deadline", "1", "--reward-max-retries", "2"])
     assert result.exit_code == 2
     assert f"127.0.0.1:{port}" in result.output
 

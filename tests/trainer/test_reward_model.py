@@ -9,6 +9,7 @@ import pytest
 from transformers import AutoConfig, AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
+from core.presets import load_preset
 from tlcr.cli import app
 from tlcr.data.controlled import ControlledTask
 from tlcr.data.jsonl import DataError, write_jsonl
@@ -16,13 +17,13 @@ from tlcr.data.pairs import PreferencePair
 from tlcr.models import SEQUENCE_RM_KIND, load_tokenizer
 from trainer.reward_model import (
     METRICS_FILE,
-    REWARD_PRESETS,
     RewardModelConfig,
     load_pairs,
     split_pairs,
     tokenize_pairs,
     train_reward_model,
 )
+from trainer.reward_options import RewardModelOptions
 
 runner = CliRunner()
 
@@ -65,11 +66,11 @@ def test_bad_pairs_are_reported_with_file_and_line(tmp_path: Path, tiny_model_di
     empty.write_text("")
     with pytest.raises(DataError, match=r"empty\.jsonl: no preference pairs"):
         load_pairs(empty, on_error="raise")
-    result = runner.invoke(app, ["train-reward-model", "--pairs", str(bad), "--base", str(tiny_model_dir),
-                                 "--out", str(tmp_path / "rm"), "--preset", "tiny"])
+    result = runner.invoke(app, ["train-reward-model", "--source", str(bad), "--model", str(tiny_model_dir),
+                                 "--output-dir", str(tmp_path / "rm"), "--preset", "tiny"])
     assert result.exit_code == 2 and "bad.jsonl:2" in result.output
-    result = runner.invoke(app, ["train-reward-model", "--pairs", "controlled", "--base", str(tmp_path / "nothing"),
-                                 "--out", str(tmp_path / "rm"), "--preset", "tiny"])
+    result = runner.invoke(app, ["train-reward-model", "--source", "controlled", "--model",
+                                 str(tmp_path / "nothing"), "--output-dir", str(tmp_path / "rm"), "--preset", "tiny"])
     assert result.exit_code == 2 and "nothing" in result.output
     assert not (tmp_path / "rm").exists()
 
@@ -77,9 +78,9 @@ def test_bad_pairs_are_reported_with_file_and_line(tmp_path: Path, tiny_model_di
 def test_cli_trains_and_saves_a_one_label_sequence_classifier(tmp_path: Path, pairs_file: Path,
                                                               tiny_model_dir: Path) -> None:
     out = tmp_path / "rm"
-    result = runner.invoke(app, ["train-reward-model", "--pairs", str(pairs_file), "--base", str(tiny_model_dir),
-                                 "--out", str(out), "--preset", "tiny", "--max-steps", "3", "--batch-size", "4",
-                                 "--eval-fraction", "0.25"])
+    result = runner.invoke(app, ["train-reward-model", "--source", str(pairs_file), "--model",
+                                 str(tiny_model_dir), "--output-dir", str(out), "--preset", "tiny", "--max-steps", "3",
+                                 "--batch-size", "4", "--eval-fraction", "0.25"])
     assert result.exit_code == 0, result.output
     assert "pairwise accuracy" in result.output
     metrics = json.loads((out / METRICS_FILE).read_text())
@@ -94,7 +95,9 @@ def test_cli_trains_and_saves_a_one_label_sequence_classifier(tmp_path: Path, pa
 
 @pytest.mark.slow
 def test_tiny_reward_model_learns_the_controlled_preferences(tmp_path: Path, tiny_model_dir: Path) -> None:
-    config = RewardModelConfig(output_dir=str(tmp_path / "rm"), disable_tqdm=True, **REWARD_PRESETS["tiny"])
+    options = load_preset(RewardModelOptions, "reward_model", "tiny", {
+        "model": str(tiny_model_dir), "source": "controlled", "output_dir": str(tmp_path / "rm")})
+    config = RewardModelConfig(**options.training_arguments(), disable_tqdm=True)
     result = train_reward_model("controlled", str(tiny_model_dir), config, limit=800)
     assert result["eval"]["n_pairs"] == 80
     assert result["eval"]["pairwise_accuracy"] >= 0.85
@@ -105,6 +108,6 @@ def test_part_keeps_one_part_of_the_paper_split(tmp_path: Path, tiny_model_dir: 
     sft_part, _ = load_pairs("controlled", on_error="raise", limit=100, part="sft")
     assert (len(rm_part), len(sft_part)) == (40, 20)
     assert not {p.id for p in rm_part} & {p.id for p in sft_part}
-    result = runner.invoke(app, ["train-reward-model", "--pairs", "controlled", "--base", str(tiny_model_dir),
-                                 "--out", str(tmp_path / "rm"), "--part", "middle"])
+    result = runner.invoke(app, ["train-reward-model", "--source", "controlled", "--model", str(tiny_model_dir),
+                                 "--output-dir", str(tmp_path / "rm"), "--split-part", "middle"])
     assert result.exit_code == 2 and "part must be all, sft, rm or ppo" in result.output

@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 from tlcr.cli import app
 from tlcr.data.pairs import PreferencePair
 from tlcr.models import encode_prompt_response, load_causal_lm, load_tokenizer
-from trainer.sft import SFTOptions, load_split, noisy_indices, sft_examples, train_sft
+from trainer.policy_options import SFTOptions
+from trainer.sft import load_split, noisy_indices, sft_examples, train_sft
 
 
 def test_examples_label_only_the_response_and_its_eos(tiny_model_dir: Path) -> None:
@@ -70,9 +71,9 @@ def test_sft_options_and_cli_errors(tiny_model_dir: Path, tmp_path: Path) -> Non
         SFTOptions(model="m", output_dir="o", noisy_fraction=1.5)
     with pytest.raises(ValueError, match=r"batch_size \(16\) must be a multiple"):
         SFTOptions(model="m", output_dir="o", gradient_accumulation_steps=3)
-    result = CliRunner().invoke(app, ["sft", "--model", str(tiny_model_dir), "--out", str(tmp_path / "x"),
+    result = CliRunner().invoke(app, ["sft", "--model", str(tiny_model_dir), "--output-dir", str(tmp_path / "x"),
                                       "--noisy-fraction", "2"])
     assert result.exit_code == 2 and "noisy_fraction must be in [0, 1]" in result.output
-    result = CliRunner().invoke(app, ["sft", "--model", str(tmp_path / "no-model"), "--out", str(tmp_path / "x"),
-                                      "--limit", "20"])
+    result = CliRunner().invoke(app, ["sft", "--model", str(tmp_path / "no-model"), "--output-dir", str(tmp_path / "x"),
+                                      "--data-limit", "20"])
     assert result.exit_code == 2 and "no-model" in result.output
