@@ -78,12 +78,13 @@ def test_serve_exits_2_when_the_checkpoint_cannot_load(tmp_path: Path) -> None:
 
 
 def test_global_verbosity_wins_over_log_level(tmp_path: Path) -> None:
+    # A fresh process: a uvicorn started earlier in this one (other tests) keeps the handlers it installed.
     not_a_checkpoint = tmp_path / "empty"
     not_a_checkpoint.mkdir()
-    result = CliRunner().invoke(app, ["-v", "serve", "--model", str(not_a_checkpoint), "--port", "0",
-                                      "--log-level", "warning"])
-    assert result.exit_code == ExitCode.BAD_INPUT
-    assert "INFO uvicorn.error: Started server process" in result.output  # one format for uvicorn's lines too
+    result = subprocess.run([sys.executable, "-m", "tlcr.cli", "-v", "serve", "--model", str(not_a_checkpoint),
+                             "--port", "0", "--log-level", "warning"], capture_output=True, text=True)
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert "INFO uvicorn.error: Started server process" in result.stderr  # one format for uvicorn's lines too
 
 
 def test_unknown_log_level_is_refused() -> None:
