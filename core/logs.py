@@ -28,7 +28,7 @@ def package_level(verbosity: int) -> int:
 
 
 def library_level(verbosity: int) -> int:
-    """The level of everything else (httpx logs a line per request at INFO; transformers, datasets...)."""
+    """The level of everything else (httpx, for one, logs a line per request at INFO)."""
     return {-2: logging.ERROR, -1: logging.ERROR, 2: logging.DEBUG}.get(clamp(verbosity), logging.WARNING)
 
 
@@ -46,9 +46,6 @@ def verbosity_of_level(level_name: str) -> int:
 
 class _CurrentStderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     """Writes to whatever `sys.stderr` is when a record is emitted (test runners swap it per invocation)."""
-
-    def __init__(self) -> None:
-        super().__init__()
 
     @property
     def stream(self) -> TextIO:  # type: ignore[override]
