@@ -16,15 +16,20 @@ Field types and their options: bool gives `--x/--no-x`, or the switch `--x` alon
 False (which keeps `--help` narrow; a YAML `x: true` then stands); Literal and Enum give a choice;
 `X | None` takes X; a union with str (`str | list[str]`) takes the string; lists and tuples take
 comma-separated values (or the option repeated). Help comes from
-`field(metadata={"help": ...})` (dataclasses) or `Field(description=...)` (pydantic). A dataclass field may
-also carry `"envvar": "NAME"` and `"panel": "Section"` (the --help section it is listed under) in its metadata.
+`field(metadata={"help": ...})` (dataclasses; a subclass field that only changes the default keeps its
+base's) or `Field(description=...)` (pydantic). A dataclass field may
+also carry `"envvar": "NAME"` and `"panel": "Section"` (the --help section it is listed under) in its metadata;
+a pydantic-settings field reads its variable (env_prefix + NAME, e.g. TLCR_PORT; an empty one counts as unset)
+as the option's environment variable. A pydantic `SecretStr` field takes a string. A command function may take
+a `typer.Context` parameter of its own.
 
 Options show the class's defaults in `--help`, but only a value the user gave (on the command line, or by
 an environment variable) overrides the YAML file.
 
 Bad input gives `error: <message>` on stderr and exit 2: an unknown YAML key, a value of the wrong type
 (both name the key and the file), or a config the class itself rejects (its ValueError, e.g. from
-`__post_init__`).
+`__post_init__`; a pydantic model's validation errors are listed by option, never echoing the values, one
+of which may be a secret).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import typer
 
+from core.exit_codes import ExitCode
+
 __all__ = [
     "EXIT_BAD_CONFIG",
     "ConfigError",
@@ -53,7 +60,7 @@ __all__ = [
     "load_config_file",
 ]
 
-EXIT_BAD_CONFIG = 2  # click's exit code for usage errors, so every bad-option path exits the same way
+EXIT_BAD_CONFIG = ExitCode.BAD_INPUT  # click's exit code for usage errors, so every bad-option path exits the same way
 
 CONFIG_FILE_PARAM = "config_file"  # the Python name of `--config` in a derived command's signature
 PRESET_PARAM = "preset"  # `--preset NAME`, short for `--config <presets dir>/NAME.yaml`
@@ -117,13 +124,27 @@ def _dataclass_fields(config_class: type) -> list[ConfigField]:
             default = item.default_factory()
         else:
             default = MISSING
+        metadata = item.metadata or _inherited_metadata(config_class, item.name)
         fields.append(ConfigField(name=item.name, annotation=hints[item.name], default=default,
-                                  help=item.metadata.get("help", ""), envvar=item.metadata.get("envvar"),
-                                  panel=item.metadata.get("panel")))
+                                  help=metadata.get("help", ""), envvar=metadata.get("envvar"),
+                                  panel=metadata.get("panel")))
     return fields
 
 
+def _inherited_metadata(config_class: type, name: str) -> Mapping[str, Any]:
+    """The metadata of field `name` in the nearest dataclass base that has some: a subclass that only changes
+    a default (`pairs: int = 1500`) keeps the base's help."""
+    for base in config_class.__mro__[1:]:
+        if dataclasses.is_dataclass(base):
+            for item in dataclasses.fields(base):
+                if item.name == name and item.metadata:
+                    return item.metadata
+    return {}
+
+
 def _pydantic_fields(config_class: Any) -> list[ConfigField]:
+    # pydantic-settings classes (and only they) have an env_prefix: their variables become the options'
+    env_prefix = config_class.model_config.get("env_prefix")
     fields = []
     for name, info in config_class.model_fields.items():
         if info.is_required():
@@ -133,7 +154,8 @@ def _pydantic_fields(config_class: Any) -> list[ConfigField]:
         else:
             default = info.default
         fields.append(ConfigField(name=name, annotation=info.annotation, default=default,
-                                  help=info.description or "", validator_metadata=tuple(info.metadata)))
+                                  help=info.description or "", validator_metadata=tuple(info.metadata),
+                                  envvar=None if env_prefix is None else f"{env_prefix}{name}".upper()))
     return fields
 
 
@@ -162,6 +184,10 @@ def _option_type(field: ConfigField) -> tuple[Any, dict[str, Any]]:
         return list[str], {"metavar": "A,B,..."}
     if inner in (bool, int, float, str, Path) or (isinstance(inner, type) and issubclass(inner, enum.Enum)):
         return inner, {}
+    import pydantic
+
+    if inner is pydantic.SecretStr:
+        return str, {}  # the model wraps it; errors never echo it (_error_message)
     raise TypeError(f"field {field.name!r} has type {field.annotation!r}, which has no command-line form: "
                     f"list it in yaml_only to set it from --config files only")
 
@@ -297,6 +323,20 @@ def build_config(config_class: type[ConfigT], given: Mapping[str, Any], config_f
 
 
 # ------------------------------------------------------------------------------------------ commands
+def _error_message(exc: ValueError, config_class: type) -> str:
+    """A pydantic ValidationError as `--option: reason; ...` (without the input values); others as they are."""
+    errors = getattr(exc, "errors", None)
+    if not callable(errors) or not hasattr(exc, "title"):
+        return str(exc)
+    fields = {field.name: field.option_name for field in config_fields(config_class)}
+    problems = []
+    for error in errors():
+        loc = [str(part) for part in error["loc"]]
+        where = ".".join([fields.get(loc[0], loc[0]), *loc[1:]]) + ": " if loc else ""
+        problems.append(where + error["msg"].removeprefix("Value error, "))
+    return f"invalid {config_class.__name__}: {'; '.join(problems)}"
+
+
 def given_options(context: typer.Context, parsed: Mapping[str, Any]) -> dict[str, Any]:
     """Of typer's parsed option values, those the user gave (command line or environment variable), not
     the defaults typer filled in: only they may override the --config file."""
@@ -323,6 +363,9 @@ def config_command(config_class: type[ConfigT], *, yaml_only: Collection[str] = 
         if param not in own:
             raise TypeError(f"{func.__name__} takes no parameter {param!r} for the {config_class.__name__}")
         del own[param]
+        own_context = next((name for name, p in own.items() if p.annotation is typer.Context), None)
+        if own_context is not None:
+            del own[own_context]  # it gets the command's context, which typer passes once
         options = config_options(config_class, yaml_only=yaml_only, presets=presets)
         clashes = sorted(set(own) & ({option.name for option in options} | {CONTEXT_PARAM}))
         if clashes:
@@ -342,8 +385,10 @@ def config_command(config_class: type[ConfigT], *, yaml_only: Collection[str] = 
                     config_file = presets / f"{preset}.yaml"  # type: ignore[operator]
                 config = build_config(config_class, given, config_file)
             except ValueError as exc:
-                typer.echo(f"error: {exc}", err=True)
+                typer.echo(f"error: {_error_message(exc, config_class)}", err=True)
                 raise typer.Exit(EXIT_BAD_CONFIG) from None
+            if own_context is not None:
+                kwargs[own_context] = context
             return func(**{param: config}, **kwargs)
 
         # Positional typer arguments first, then the function's own options, then the config's.

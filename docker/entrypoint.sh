@@ -44,7 +44,7 @@ if [ "${1:-}" = bootstrap ]; then
   fi
   echo "tlcr-entrypoint: no TLCR_MODEL configured and nothing at $default_model: the service will serve the"
   echo "  offline DEMO discriminator from $demo_dir (trained once, about a minute on CPU; docs/docker.md)"
-  exec tlcr bootstrap-model --out "$demo_dir" "$@"
+  exec tlcr bootstrap-model --output-dir "$demo_dir" "$@"
 fi
 
 for assignment in $(env | sed -n 's/^\([A-Z0-9_]*_\(API_KEY\|TOKEN\)_FILE\)=.*/\1/p'); do

@@ -450,8 +450,8 @@ print("\n".join(json.load(sys.stdin)["services"]["labeling"]["command"]))')
   "${compose[@]}" --profile labeling run --rm -T labeling "${command[@]}" --help >/dev/null
 }
 step labeling-default-command check_default_labeling_command
-step label "${compose[@]}" --profile labeling run --rm -T labeling tlcr label --source controlled --limit 64 \
-  --reviser chosen --tokenizer /models/demo/policy --out /data/labelled.jsonl --no-progress
+step label "${compose[@]}" --profile labeling run --rm -T labeling tlcr label --source controlled --data-limit 64 \
+  --reviser chosen --tokenizer /models/demo/policy --output-file /data/labelled.jsonl --no-progress
 step check-labels "${run[@]}" labeling python -c '
 import json
 rows = [json.loads(line) for line in open("/data/labelled.jsonl", encoding="utf-8")]

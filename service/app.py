@@ -30,7 +30,7 @@ from service.schemas import API_VERSION
 from service.settings import ServiceSettings
 from service.state import ServiceState
 
-logger = logging.getLogger("tlcr.service")
+logger = logging.getLogger(__name__)
 
 MAX_REPORTED_ERRORS = 10
 BIG_BODY_BYTES = 1 << 20  # bodies over 1 MiB are parsed one at a time (and can hold over 500k values)

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
 
-logger = logging.getLogger("tlcr.service")
+logger = logging.getLogger(__name__)
 
 Payload = TypeVar("Payload")
 Result = TypeVar("Result")

@@ -1,7 +1,7 @@
 """`tlcr serve` (and `python -m service`): run the reward service under uvicorn.
 
-Flags and TLCR_* environment variables are parsed by pydantic-settings from `ServiceSettings`, so there
-is one definition of every option; `tlcr serve --help` lists them.
+The options are `ServiceSettings`'s fields (core.config_cli derives them, with TLCR_* environment variables and
+`--config FILE.yaml`), so there is one definition of every option; `tlcr serve --help` lists them.
 """
 
 from __future__ import annotations
@@ -13,16 +13,27 @@ from collections.abc import Sequence
 
 import typer
 
+from core.config_cli import config_command
+from core.exit_codes import ExitCode
+from core.logs import VERBOSITY_KEY, package_level, setup_logging, verbosity_of_level
+from service.settings import ServiceSettings
 
-def run(settings: object) -> int:
-    """Serve until SIGINT/SIGTERM (graceful: requests in flight finish). Exit code 1 if loading failed."""
+
+def run(settings: ServiceSettings, verbosity: int | None = None) -> ExitCode:
+    """Serve until SIGINT/SIGTERM (graceful: requests in flight finish).
+
+    `verbosity`: the global `tlcr -v/-q` count when given, which wins over --log-level (TLCR_LOG_LEVEL).
+    Exit code BAD_INPUT if a checkpoint could not be loaded, FAILURE if loading failed otherwise.
+    """
     import uvicorn
 
     from service.app import create_app
-    from service.settings import ServiceSettings
+    from tlcr.models import ModelLoadError
 
-    assert isinstance(settings, ServiceSettings)
-    logging.basicConfig(level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbosity is None:
+        verbosity = verbosity_of_level(settings.log_level)
+    setup_logging(verbosity)
+    log_level = logging.getLevelName(package_level(verbosity)).lower()
     failures: list[BaseException] = []
     server: uvicorn.Server | None = None
 
@@ -33,9 +44,10 @@ def run(settings: object) -> int:
 
     app = create_app(settings, on_fatal=on_fatal)
     config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level.lower(),
+        app, host=settings.host, port=settings.port, log_level=log_level,
+        log_config=None,  # uvicorn's records go through setup_logging's handler and format
         timeout_graceful_shutdown=math.ceil(settings.graceful_timeout_s), lifespan="on",
-        access_log=settings.log_level.lower() == "debug",  # a line per request is noise at training rates
+        access_log=log_level == "debug",  # a line per request is noise at training rates
     )
     server = uvicorn.Server(config)
     if settings.fd is not None:
@@ -47,35 +59,29 @@ def run(settings: object) -> int:
         server.run(sockets=[config.bind_socket()])  # bound first, so uvicorn's log names the real port
     else:
         server.run()
-    return 1 if failures else 0
+    if not failures:
+        return ExitCode.OK
+    return ExitCode.BAD_INPUT if isinstance(failures[0], ModelLoadError) else ExitCode.FAILURE
 
 
-def main(args: Sequence[str]) -> int:
-    """Parse flags (argparse exits 2 naming a bad one) and serve."""
-    from pydantic import ValidationError
+def serve(ctx: typer.Context, config: ServiceSettings) -> None:
+    """Serve token rewards over HTTP: POST /token_rewards, /get_reward, /sequence_rewards; GET / heatmap.
 
-    from service.settings import settings_from_args
+    Needs --model (a discriminator checkpoint). Every option can also come from its TLCR_* environment
+    variable or a --config YAML file (flags win over the environment, which wins over the file).
+    """
+    raise typer.Exit(run(config, ctx.meta.get(VERBOSITY_KEY)))
 
-    try:
-        settings = settings_from_args(args)
-    except ValidationError as exc:
-        # Name each bad setting without echoing inputs (one of them may be the API key).
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
-                             f"{e['msg'].removeprefix('Value error, ')}" for e in exc.errors())
-        typer.echo(f"error: invalid service settings: {problems}", err=True)
-        return 2
-    return run(settings)
+
+serve_command = config_command(ServiceSettings)(serve)
 
 
 def register(app: typer.Typer) -> None:
-    @app.command(
-        "serve", add_help_option=False,
-        context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    )
-    def serve(ctx: typer.Context) -> None:
-        """Serve token rewards over HTTP: POST /token_rewards, /get_reward, /sequence_rewards; GET / heatmap.
+    app.command("serve")(serve_command)
 
-        Needs --model (a discriminator checkpoint). Run `tlcr serve --help` for every flag and its
-        TLCR_* environment variable.
-        """
-        raise typer.Exit(main(ctx.args))
+
+def main(args: Sequence[str] | None = None) -> None:
+    """`python -m service ARGS`: the same options as `tlcr serve` (without the global -v/-q); exits."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command()(serve_command)
+    app(args, prog_name="python -m service")

@@ -42,7 +42,7 @@ from service.schemas import (
     TokenRewardsResponse,
 )
 
-logger = logging.getLogger("tlcr.service.client")
+logger = logging.getLogger(__name__)
 
 __all__ = [
     "AsyncTokenRewardClient",

@@ -27,7 +27,7 @@ from tlcr.models import (
 )
 from tlcr.scoring import pad_sequences, sequence_scores, token_probabilities
 
-logger = logging.getLogger("tlcr.service")
+logger = logging.getLogger(__name__)
 
 TokenIds = Sequence[int]
 

@@ -1,18 +1,19 @@
-"""Service settings: one pydantic-settings model read from flags and ``TLCR_*`` environment variables.
+"""Service settings: one pydantic-settings model, the single definition of every `tlcr serve` option.
 
-Flags win over environment variables, which win over defaults. `tlcr serve --help` (or
+`tlcr serve` derives its flags from the fields (core.config_cli): flags win over ``TLCR_*`` environment
+variables, which win over a `--config FILE.yaml`, which wins over the defaults. `tlcr serve --help` (or
 ``python -m service --help``) lists every flag with its environment variable.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, CliApp, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.logs import verbosity_of_level
 from service.schemas import MAX_ITEMS, MAX_OFFSETS, RewardMode
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -26,8 +27,7 @@ def public_name(name_or_path: str) -> str:
 
 class ServiceSettings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="TLCR_", cli_kebab_case=True, cli_implicit_flags=True, cli_hide_none_type=True,
-        cli_avoid_json=True, cli_prog_name="tlcr serve", cli_show_env_vars=True, extra="ignore",
+        env_prefix="TLCR_", extra="ignore",
         env_ignore_empty=True,  # TLCR_API_KEY= (as compose env files write it) means no key, not the key ""
     )
 
@@ -53,7 +53,9 @@ class ServiceSettings(BaseSettings):
     allowed_hosts: Annotated[list[str] | None, Field(description=(
         "Host header values accepted (ports ignored; '*': any). Default: loopback names when bound to "
         "loopback without an API key (a guard against DNS rebinding), else any."))] = None
-    log_level: Annotated[str, Field(description="uvicorn log level.")] = "info"
+    log_level: Annotated[str, Field(description=(
+        "debug, info, warning, error or critical; the global `tlcr -v/-q` wins when given. debug also logs every "
+        "request."))] = "info"
     graceful_timeout_s: Annotated[float, Field(
         gt=0, description="On SIGTERM, wait this long for requests in flight.")] = 30.0
 
@@ -105,6 +107,12 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"checkpoint directory {value!r} does not exist")
         return value
 
+    @field_validator("log_level")
+    @classmethod
+    def _known_log_level(cls, value: str) -> str:
+        verbosity_of_level(value)  # raises naming the unknown level
+        return value.lower()
+
     @model_validator(mode="after")
     def _consistent_limits(self) -> ServiceSettings:
         if self.max_items_per_request > self.max_queue_items:
@@ -127,7 +135,3 @@ class ServiceSettings(BaseSettings):
             return list(LOOPBACK_HOSTS)
         return None
 
-
-def settings_from_args(args: Sequence[str]) -> ServiceSettings:
-    """Parse flags (then TLCR_* environment, then defaults); argparse exits 2 naming a bad flag."""
-    return CliApp.run(ServiceSettings, cli_args=list(args))

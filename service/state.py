@@ -18,7 +18,7 @@ from service.scorer import Encoded, SequenceScorer, TokenScorer, describe
 from service.settings import ServiceSettings, public_name
 from tlcr.models import demo_note
 
-logger = logging.getLogger("tlcr.service")
+logger = logging.getLogger(__name__)
 
 
 async def run_in_daemon_thread(fn: Callable[[], Any], name: str) -> Any:

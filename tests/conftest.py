@@ -115,7 +115,7 @@ class DemoSmokeRun:
 
 @pytest.fixture(scope="session")
 def demo_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> DemoSmokeRun:
-    """`tlcr demo --smoke` once per session (the demo smoke test and the report-page browser test share it).
+    """`tlcr demo --preset smoke` once per session (the demo smoke test and the report-page browser test share it).
 
     The demo quiets library logging for its console; the previous logging state is restored afterwards so
     later tests see the defaults.
@@ -127,9 +127,10 @@ def demo_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> DemoSmokeRun:
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
+    from core.logs import OUR_PACKAGES
     from tlcr.demo import DemoConfig, run_demo
 
-    demo_loggers = [logging.getLogger(name) for name in ("trainer", "labeling", "service")]
+    demo_loggers = [logging.getLogger(), *(logging.getLogger(name) for name in OUR_PACKAGES)]
     saved = [(logger, logger.level, list(logger.handlers)) for logger in demo_loggers]
     hf_verbosity, hf_bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
     output = io.StringIO()

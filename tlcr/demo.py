@@ -13,7 +13,7 @@ import math
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from core.logs import setup_logging
+from core.presets import load_preset
 from core.reward_modes import PolicyRewardMode
 from tlcr.pipeline import PipelineConfig
 
@@ -34,28 +36,30 @@ class DemoConfig(PipelineConfig):
     The defaults fit ≤ 10 minutes of 2 unloaded CPU cores; `smoke()` fits CI.
     """
 
-    out_root: Path = Path("runs")
-    run_name: str | None = None  # default: demo-<timestamp>
-    modes: tuple[str, ...] = ("tlcr",)
+    out_root: Path = field(default=Path("runs"), metadata={"help": "Folder that receives the run folder."})
+    run_name: str | None = field(default=None, metadata={"help": "Run folder name (default demo-<timestamp>)."})
+    modes: tuple[str, ...] = field(default=("tlcr",), metadata={
+        "help": f"PPO reward modes, comma-separated: {', '.join(m.value for m in PolicyRewardMode)}."})
     # Evaluation on the controlled task's test questions, which no training stage saw (question_split);
     # eval_prompts caps how many distinct questions (None: all 48), each sampled eval_samples_per_prompt times.
-    eval_part: str = "test"
-    eval_prompts: int | None = None
-    eval_samples_per_prompt: int = 4
+    eval_part: str = field(default="test", metadata={"help": "Controlled-task questions to evaluate on."})
+    eval_prompts: int | None = field(default=None, metadata={"help": "Most distinct questions (default: all)."})
+    eval_samples_per_prompt: int = field(default=4, metadata={"help": "Sampled responses per question."})
     # Held-out responses are sampled the way PPO samples (temperature 1, top-p 0.9): greedy decoding
     # would hide the faults the noisy SFT demonstrations put into the policy's distribution.
-    eval_do_sample: bool = True
-    eval_top_p: float = 0.9
+    eval_do_sample: bool = field(default=True, metadata={"help": "Sample held-out responses (else greedy)."})
+    eval_top_p: float = field(default=0.9, metadata={"help": "Top-p of the sampled held-out responses."})
+
+    def __post_init__(self) -> None:
+        if not self.modes:
+            raise ValueError(f"no reward mode; choose from {', '.join(m.value for m in PolicyRewardMode)}")
+        for mode in self.modes:
+            PolicyRewardMode.parse(mode)
 
     @classmethod
     def smoke(cls, **overrides: Any) -> DemoConfig:
-        """A tiny budget for CI: every stage runs, numbers are not meaningful."""
-        values: dict[str, Any] = dict(pairs=200, hidden_size=32, vocab_size=512, sft_epochs=1.0,
-                                      discriminator_epochs=1.0, reward_model_epochs=1.0, ppo_steps=2,
-                                      ppo_rollout_batch=8, ppo_epochs=1, max_new_tokens=12, eval_prompts=8,
-                                      eval_samples_per_prompt=1)
-        values.update(overrides)
-        return cls(**values)
+        """A tiny budget for CI (configs/demo/smoke.yaml): every stage runs, numbers are not meaningful."""
+        return load_preset(cls, "demo", "smoke", overrides)
 
 
 class StageLog:
@@ -76,25 +80,21 @@ class StageLog:
         self.console.print(f"[green]✓[/green] {name} in {self.timings[name]:.1f}s")
 
 
-def quiet_libraries(console: Console) -> None:
-    """Keep the console to stage headers, training progress bars and PPO step lines."""
-    import logging
-
-    from rich.logging import RichHandler
+def quiet_libraries(console: Console, verbosity: int = 0) -> None:
+    """Log to the demo's console; at the default verbosity keep it to stage headers, training progress bars and
+    PPO step lines."""
     from transformers.utils import logging as hf_logging
 
-    hf_logging.set_verbosity_error()  # checkpoint load reports ("score.weight MISSING" is expected here)
-    hf_logging.disable_progress_bar()  # weight loading / shard writing bars
-    handler = RichHandler(console=console, show_path=False, show_time=False)
-    for name in ("trainer", "labeling", "service"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.INFO)
-        if not any(isinstance(h, RichHandler) for h in logger.handlers):
-            logger.addHandler(handler)
+    setup_logging(verbosity, console=console)
+    if verbosity < 1:
+        hf_logging.set_verbosity_error()  # checkpoint load reports ("score.weight MISSING" is expected here)
+        hf_logging.disable_progress_bar()  # weight loading / shard writing bars
 
 
-def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
-    """Run every stage; returns the run folder (report.html, metrics.json, PNGs, models, logs)."""
+def run_demo(config: DemoConfig, console: Console | None = None, verbosity: int = 0) -> Path:
+    """Run every stage; returns the run folder (report.html, metrics.json, PNGs, models, logs).
+
+    `verbosity`: the global `tlcr -v/-q` count (core.logs.setup_logging)."""
     console = console or Console()
     name = config.run_name or f"demo-{datetime.now().strftime('%Y%m%d-%H%M%S')}"
     run_dir = config.out_root / name
@@ -103,7 +103,7 @@ def run_demo(config: DemoConfig, console: Console | None = None) -> Path:
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "demo_config.json").write_text(json.dumps(asdict(config), default=str, indent=2))
     log = StageLog(console)
-    quiet_libraries(console)
+    quiet_libraries(console, verbosity)
     console.print(f"[bold]tlcr demo[/bold] → {run_dir}")
 
     import torch

@@ -105,5 +105,5 @@ def _ppo_yaml(config: DemoModelConfig, out: Path) -> str:
         "seed": config.seed,
     }
     header = ("# A short PPO job of the demo policy against the demo discriminator (tlcr bootstrap-model).\n"
-              f"#   tlcr ppo --config {out / 'ppo.yaml'} --reward-url URL --out RUN_DIR\n")
+              f"#   tlcr ppo --config {out / 'ppo.yaml'} --reward-url URL --output-dir RUN_DIR\n")
     return header + yaml.safe_dump(options, sort_keys=False)

@@ -21,31 +21,39 @@ from tlcr.data.pairs import PreferencePair
 class PipelineConfig:
     """Sizes and learning settings of every stage (defaults: the demo's recipe for 2 CPU cores)."""
 
-    pairs: int = 3000  # pairs, split 20/40/40 into SFT / reward models / PPO prompts
-    data_seed: int = 42
-    hidden_size: int = 128
-    num_layers: int = 2
-    vocab_size: int = 1024
-    tokenizer: str | None = None  # an existing tokenizer (folder or Hub id) instead of one trained on the data
-    sft_noisy_fraction: float = 0.6  # the SFT demonstrator is faulty this fraction of the time
-    sft_epochs: float = 12.0
-    sft_learning_rate: float = 3e-3
-    sft_batch_size: int = 16
-    discriminator_epochs: float = 4.0
-    reward_model_epochs: float = 4.0
-    ppo_steps: int = 50  # 7 methods × a 2×2 grid × 3 seeds must fit 30 min of 2 cores (compare_methods)
-    ppo_rollout_batch: int = 32
+    pairs: int = field(default=3000, metadata={
+        "help": "Controlled-task pairs, split 20/40/40 into SFT / reward models / PPO prompts."})
+    data_seed: int = field(default=42, metadata={"help": "Seed of the controlled task's pairs and of the split."})
+    hidden_size: int = field(default=128, metadata={"help": "Hidden size of the tiny models."})
+    num_layers: int = field(default=2, metadata={"help": "Transformer layers of the tiny models."})
+    vocab_size: int = field(default=1024, metadata={"help": "Vocabulary of the tokenizer trained on the task's text."})
+    tokenizer: str | None = field(default=None, metadata={
+        "help": "Build the tiny models on an existing tokenizer (folder or Hub id, e.g. ../shared/tokenizers/llama2, "
+                "as in the paper) instead of one trained on the task's text."})
+    sft_noisy_fraction: float = field(default=0.6, metadata={
+        "help": "Share of SFT targets that are the faulty rejected response (gives PPO something to fix)."})
+    sft_epochs: float = field(default=12.0, metadata={"help": "SFT epochs."})
+    sft_learning_rate: float = field(default=3e-3, metadata={"help": "SFT learning rate."})
+    sft_batch_size: int = field(default=16, metadata={"help": "SFT batch size."})
+    discriminator_epochs: float = field(default=4.0, metadata={"help": "Token discriminator epochs."})
+    reward_model_epochs: float = field(default=4.0, metadata={"help": "Sequence reward model epochs."})
+    # 7 methods × a 2×2 grid × 3 seeds must fit 30 min of 2 cores (compare_methods)
+    ppo_steps: int = field(default=50, metadata={"help": "PPO steps per reward mode."})
+    ppo_rollout_batch: int = field(default=32, metadata={"help": "PPO rollouts per step."})
     # TLCR's point of the comparison's lr × β grid, chosen on validation questions (docs/results.md)
-    ppo_learning_rate: float = 5e-5
-    ppo_value_learning_rate: float | None = 1e-3
-    ppo_epochs: int = 2
-    ppo_kl_coef: float = 0.2
-    ppo_value_init: str = "discriminator"
-    max_new_tokens: int = 40
-    dpo_epochs: float = 1.0
-    dpo_learning_rate: float = 2e-5  # 1e-4 diverged (KL to SFT 11-98 nats, longer responses) on 3 seeds
-    dpo_beta: float = 0.1
-    seed: int = 0
+    ppo_learning_rate: float = field(default=5e-5, metadata={"help": "PPO policy learning rate."})
+    ppo_value_learning_rate: float | None = field(default=1e-3, metadata={
+        "help": "PPO value-model learning rate."})
+    ppo_epochs: int = field(default=2, metadata={"help": "PPO epochs over each rollout batch."})
+    ppo_kl_coef: float = field(default=0.2, metadata={"help": "PPO KL coefficient β."})
+    ppo_value_init: str = field(default="discriminator", metadata={
+        "help": "What PPO's value model starts from: discriminator or sft."})
+    max_new_tokens: int = field(default=40, metadata={"help": "Most tokens of a sampled response."})
+    dpo_epochs: float = field(default=1.0, metadata={"help": "DPO epochs (compare_methods)."})
+    # 1e-4 diverged (KL to SFT 11-98 nats, longer responses) on 3 seeds
+    dpo_learning_rate: float = field(default=2e-5, metadata={"help": "DPO learning rate (compare_methods)."})
+    dpo_beta: float = field(default=0.1, metadata={"help": "DPO β (compare_methods)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the models' initialisation, training and sampling."})
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -2,21 +2,16 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
 
 from core.config_cli import config_command
+from core.exit_codes import ExitCode
 from core.presets import presets_dir
 from trainer.policy_options import DPOOptions, SFTOptions
 from trainer.ppo_config import PPOConfig
-
-# Exit codes: 2 bad input (options, data, checkpoints, a request the service refused);
-# 3 the run stopped because the reward service stayed unavailable (a checkpoint was saved).
-EXIT_BAD_INPUT = 2
-EXIT_STOPPED = 3
 
 
 def register(app: typer.Typer) -> None:
@@ -26,7 +21,7 @@ def register(app: typer.Typer) -> None:
     app.command("plot")(plot_command)
 
 
-def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+def _fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
     typer.echo(f"error: {message}", err=True)
     raise typer.Exit(code)
 
@@ -40,17 +35,11 @@ def _input_errors() -> tuple[type[BaseException], ...]:
     return (DataError, ModelLoadError, PPOConfigError, RewardServiceError, ValueError, FileNotFoundError)
 
 
-def _setup_logging() -> None:
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("trainer").setLevel(logging.INFO)
-
-
 @config_command(SFTOptions)
 def sft_command(config: SFTOptions) -> None:
     """Supervised fine-tuning on the SFT split's chosen responses (loss on response tokens only)."""
     from trainer.sft import train_sft
 
-    _setup_logging()
     try:
         path = train_sft(config)
     except _input_errors() as exc:
@@ -63,7 +52,6 @@ def dpo_command(config: DPOOptions) -> None:
     """The DPO baseline: TRL DPOTrainer on the preference part of the split."""
     from trainer.dpo import train_dpo
 
-    _setup_logging()
     try:
         path = train_dpo(config)
     except _input_errors() as exc:
@@ -78,11 +66,10 @@ def ppo_command(config: PPOConfig) -> None:
     """PPO with dense per-token rewards from the reward service (runs under `accelerate launch` too)."""
     from trainer.ppo import TrainingStopped, train_ppo
 
-    _setup_logging()
     try:
         summary = train_ppo(config)
     except TrainingStopped as exc:
-        _fail(str(exc), EXIT_STOPPED)
+        _fail(str(exc), ExitCode.UNAVAILABLE)
     except _input_errors() as exc:
         _fail(str(exc))
     if not summary["is_main_process"]:

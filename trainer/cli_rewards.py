@@ -12,13 +12,14 @@ from typing import Any
 import typer
 
 from core.config_cli import config_command
+from core.exit_codes import ExitCode
 from core.presets import presets_dir
 from trainer.reward_options import DiscriminatorOptions, RewardModelOptions
 
 
 def _fail(exc: Exception) -> typer.Exit:
     typer.echo(f"error: {exc}", err=True)
-    return typer.Exit(2)
+    return typer.Exit(ExitCode.BAD_INPUT)
 
 
 def _print_metrics(title: str, rows: list[tuple[str, Any]], metrics_path: Path) -> None:

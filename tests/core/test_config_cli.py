@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import pydantic
+import pydantic_settings
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -234,3 +235,62 @@ def test_presets_are_config_files_by_name(tmp_path: Path) -> None:
 def test_a_field_without_a_command_line_form_must_be_yaml_only() -> None:
     with pytest.raises(TypeError, match=r"'extra'.*yaml_only"):
         config_command(RunOptions)(lambda config: None)
+
+
+class SecretSettings(pydantic_settings.BaseSettings):
+    model_config = pydantic_settings.SettingsConfigDict(env_prefix="CONFIG_CLI_TEST_", env_ignore_empty=True)
+
+    model: str = pydantic.Field(description="What to serve.")
+    port: int = pydantic.Field(default=8000, ge=0, le=65535, description="TCP port.")
+    api_key: pydantic.SecretStr | None = pydantic.Field(default=None, description="Bearer key.")
+
+    @pydantic.model_validator(mode="after")
+    def _no_key_on_port_80(self) -> SecretSettings:
+        if self.api_key is not None and self.port == 80:
+            raise ValueError("port 80 is plain HTTP: no API key there")
+        return self
+
+
+def _settings_app(seen_objects: list[Any]) -> typer.Typer:
+    app = typer.Typer()
+
+    @app.command()
+    @config_command(SecretSettings)
+    def serve(ctx: typer.Context, config: SecretSettings) -> None:
+        seen_objects.append(ctx.obj)
+        typer.echo(json.dumps({"model": config.model, "port": config.port,
+                               "key": config.api_key.get_secret_value() if config.api_key else None}))
+
+    return app
+
+
+def test_pydantic_settings_read_their_environment_variables_and_keep_secrets(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    seen_objects: list[Any] = []
+    app = _settings_app(seen_objects)
+    assert "CONFIG_CLI_TEST_PORT" in runner.invoke(app, ["--help"]).output
+    monkeypatch.setenv("CONFIG_CLI_TEST_MODEL", "from-env")
+    monkeypatch.setenv("CONFIG_CLI_TEST_PORT", "9001")
+    monkeypatch.setenv("CONFIG_CLI_TEST_API_KEY", "")  # empty: unset, as pydantic-settings' env_ignore_empty
+    result = runner.invoke(app, ["--port", "9002"], obj="the caller's object")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"model": "from-env", "port": 9002, "key": None}
+    assert seen_objects == ["the caller's object"]  # the command's own typer.Context parameter is its context
+    refused = runner.invoke(app, ["--port", "80", "--api-key", "s3cret-value"])
+    assert refused.exit_code == 2
+    assert "invalid SecretSettings: port 80 is plain HTTP: no API key there" in refused.output
+    assert "s3cret-value" not in refused.output
+    out_of_range = runner.invoke(app, ["--port", "70000", "--api-key", "s3cret-value"])
+    assert out_of_range.exit_code == 2 and "--port: Input should be less than or equal to 65535" in out_of_range.output
+    assert "s3cret-value" not in out_of_range.output
+
+
+def test_a_subclass_that_changes_a_default_keeps_the_help() -> None:
+    @dataclass
+    class Smaller(RunOptions):
+        learning_rate: float = 3e-3
+
+    app = typer.Typer()
+    app.command()(config_command(Smaller, yaml_only=["extra"])(lambda config: None))
+    help_text = runner.invoke(app, ["--help"], env={"COLUMNS": "200"}).output
+    assert "Peak learning rate." in help_text and "0.003" in help_text

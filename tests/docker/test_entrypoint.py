@@ -168,7 +168,7 @@ def test_configured_model_missing_is_never_replaced_by_the_demo(bin_dir: Path, m
 def test_bootstrap_trains_the_demo_model_when_nothing_is_configured(bin_dir: Path, models: dict[str, str]) -> None:
     result = run_entrypoint(bin_dir, "bootstrap", TLCR_MODEL="", **models)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.splitlines()[-1] == f"tlcr [bootstrap-model] [--out] [{models['TLCR_DEMO_DIR']}]"
+    assert result.stdout.splitlines()[-1] == f"tlcr [bootstrap-model] [--output-dir] [{models['TLCR_DEMO_DIR']}]"
     assert "offline DEMO discriminator" in result.stdout
 
 

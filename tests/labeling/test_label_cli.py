@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.exit_codes import ExitCode
 from labeling.fake_openai_server import FakeOpenAIServer, Rule, Script
 from tlcr.cli import app
 
@@ -25,7 +26,7 @@ def _lines(path: Path) -> list[dict]:
 
 def test_offline_default_labels_the_controlled_task(tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "labels.jsonl"
-    code, output = _label("--out", str(out), "--tokenizer", str(tiny_model_dir), "--limit", "20")
+    code, output = _label("--output-file", str(out), "--tokenizer", str(tiny_model_dir), "--data-limit", "20")
     assert code == 0, output
     records = _lines(out)
     assert len(records) == 20 and all(r["status"] == "ok" and r["reviser"] == "chosen" for r in records)
@@ -34,8 +35,9 @@ def test_offline_default_labels_the_controlled_task(tiny_model_dir: Path, tmp_pa
     assert summary["records"] == 20 and summary["label_counts"]["negative"] > 0
     # the rm part of the paper split, in two shards with their own outputs
     for shard in ("0/2", "1/2"):
-        code, output = _label("--out", str(tmp_path / f"rm{shard[0]}.jsonl"), "--tokenizer", str(tiny_model_dir),
-                              "--limit", "20", "--part", "rm", "--shard", shard)
+        code, output = _label("--output-file", str(tmp_path / f"rm{shard[0]}.jsonl"),
+                              "--tokenizer", str(tiny_model_dir), "--data-limit", "20", "--split-part", "rm",
+                              "--shard", shard)
         assert code == 0, output
     assert len(_lines(tmp_path / "rm0.jsonl")) + len(_lines(tmp_path / "rm1.jsonl")) == 8
 
@@ -45,8 +47,8 @@ def test_openai_reviser_through_the_cli(fake_llm: FakeOpenAIServer, tiny_model_d
     monkeypatch.setenv("TEST_REVISER_KEY", "secret")
     fake_llm.set_script(Script(rules=[Rule("429", times=2), Rule("no_marker", match="Ugh", times=1)]))
     out = tmp_path / "labels.jsonl"
-    args = ("--out", str(out), "--tokenizer", str(tiny_model_dir), "--limit", "10", "--reviser", "openai",
-            "--model", "fake-reviser", "--base-url", fake_llm.base_url, "--api-key-env", "TEST_REVISER_KEY",
+    args = ("--output-file", str(out), "--tokenizer", str(tiny_model_dir), "--data-limit", "10", "--reviser", "openai",
+            "--reviser-model", "fake-reviser", "--base-url", fake_llm.base_url, "--api-key-env", "TEST_REVISER_KEY",
             "--concurrency", "4", "--backoff", "0.01")
     code, output = _label(*args)
     assert code == 0, output
@@ -74,18 +76,19 @@ def test_openai_errors_exit_codes(fake_llm: FakeOpenAIServer, tiny_model_dir: Pa
                                   monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
     monkeypatch.delenv("OPENAI_BASE_URL", raising=False)
-    base = ("--tokenizer", str(tiny_model_dir), "--limit", "3", "--reviser", "openai", "--model", "m")
-    code, output = _label("--out", str(tmp_path / "a.jsonl"), *base)
+    base = ("--tokenizer", str(tiny_model_dir), "--data-limit", "3", "--reviser", "openai", "--reviser-model", "m")
+    code, output = _label("--output-file", str(tmp_path / "a.jsonl"), *base)
     assert code == 2 and "needs an API key in $OPENAI_API_KEY" in output
-    code, output = _label("--out", str(tmp_path / "a.jsonl"), "--tokenizer", str(tiny_model_dir), "--reviser", "openai")
-    assert code == 2 and "needs --model" in output
+    code, output = _label("--output-file", str(tmp_path / "a.jsonl"), "--tokenizer", str(tiny_model_dir),
+                          "--reviser", "openai")
+    assert code == 2 and "needs --reviser-model" in output
     fake_llm.set_script(Script(rules=[Rule("401")]))
-    code, output = _label("--out", str(tmp_path / "b.jsonl"), *base, "--base-url", fake_llm.base_url)
-    assert code == 3 and "HTTP 401" in output
+    code, output = _label("--output-file", str(tmp_path / "b.jsonl"), *base, "--base-url", fake_llm.base_url)
+    assert code == ExitCode.BAD_INPUT and "HTTP 401" in output
     fake_llm.set_script(Script(rules=[Rule("500")]))
-    code, output = _label("--out", str(tmp_path / "c.jsonl"), *base, "--base-url", fake_llm.base_url,
+    code, output = _label("--output-file", str(tmp_path / "c.jsonl"), *base, "--base-url", fake_llm.base_url,
                           "--max-retries", "1", "--backoff", "0.01")
-    assert code == 1 and "3 pairs left unlabelled after retries" in output and "rerun" in output
+    assert code == ExitCode.UNAVAILABLE and "3 pairs left unlabelled after retries" in output and "rerun" in output
 
 
 def test_bad_input_names_file_and_line_or_is_skipped_and_reported(tiny_model_dir: Path, tmp_path: Path) -> None:
@@ -93,15 +96,15 @@ def test_bad_input_names_file_and_line_or_is_skipped_and_reported(tiny_model_dir
     good = {"prompt": "\n\nHuman: hi\n\nAssistant:", "chosen": " Hello.", "rejected": " Go away."}
     bad.write_bytes(json.dumps(good).encode() + b"\n{oops\n" + json.dumps({**good, "chosen": ""}).encode() + b"\n")
     out = tmp_path / "labels.jsonl"
-    code, output = _label("--out", str(out), "--tokenizer", str(tiny_model_dir), "--source", str(bad))
+    code, output = _label("--output-file", str(out), "--tokenizer", str(tiny_model_dir), "--source", str(bad))
     assert code == 2 and "pairs.jsonl:2: malformed JSON" in output
     assert not out.exists()
-    code, output = _label("--out", str(out), "--tokenizer", str(tiny_model_dir), "--source", str(bad),
+    code, output = _label("--output-file", str(out), "--tokenizer", str(tiny_model_dir), "--source", str(bad),
                           "--on-error", "skip")
     assert code == 0, output
     assert "2 records skipped" in output and "pairs.jsonl:3: empty chosen response" in output
     assert len(_lines(out)) == 1
-    code, output = _label("--out", str(out), "--tokenizer", str(tmp_path / "no-such-tokenizer"))
+    code, output = _label("--output-file", str(out), "--tokenizer", str(tmp_path / "no-such-tokenizer"))
     assert code == 2 and "cannot load tokenizer" in output
 
 
@@ -114,7 +117,7 @@ def test_given_release_file(tiny_model_dir: Path, tmp_path: Path) -> None:
          "raw_response": "I'm sorry, but I can't help with modifying this response."},
     ]))
     out = tmp_path / "labels.jsonl"
-    code, output = _label("--out", str(out), "--tokenizer", str(tiny_model_dir), "--source", str(release),
+    code, output = _label("--output-file", str(out), "--tokenizer", str(tiny_model_dir), "--source", str(release),
                           "--reviser", "given")
     assert code == 0, output
     r1, r2 = _lines(out)
@@ -122,7 +125,7 @@ def test_given_release_file(tiny_model_dir: Path, tmp_path: Path) -> None:
     assert (r2["status"], r2["reason"], r2["revision"]) == ("failed", "refusal", None)
     # relabel the labelled file itself with another tokenizer: revisions are reused verbatim
     relabelled = tmp_path / "relabelled.jsonl"
-    code, output = _label("--out", str(relabelled), "--tokenizer", str(tiny_model_dir), "--source", str(out),
+    code, output = _label("--output-file", str(relabelled), "--tokenizer", str(tiny_model_dir), "--source", str(out),
                           "--reviser", "given")
     assert code == 0, output
     again = _lines(relabelled)
@@ -133,8 +136,8 @@ def test_given_release_file(tiny_model_dir: Path, tmp_path: Path) -> None:
 
 def test_real_hh_pairs_with_chosen_reviser(hh_harmless_test: Path, tiny_model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "hh.jsonl"
-    code, output = _label("--out", str(out), "--tokenizer", str(tiny_model_dir), "--source", str(hh_harmless_test),
-                          "--limit", "40", "--max-edit-ratio", "0.8")
+    code, output = _label("--output-file", str(out), "--tokenizer", str(tiny_model_dir),
+                          "--source", str(hh_harmless_test), "--data-limit", "40", "--max-edit-ratio", "0.8")
     assert code == 0, output
     records = _lines(out)
     assert len(records) == 40
@@ -150,12 +153,12 @@ def test_real_hh_pairs_with_chosen_reviser(hh_harmless_test: Path, tiny_model_di
 def test_no_usable_input_is_an_error_not_an_empty_output(tiny_model_dir: Path, tmp_path: Path) -> None:
     empty = tmp_path / "empty.jsonl"
     empty.write_text("", encoding="utf-8")
-    code, output = _label("--out", str(tmp_path / "a.jsonl"), "--tokenizer", str(tiny_model_dir),
+    code, output = _label("--output-file", str(tmp_path / "a.jsonl"), "--tokenizer", str(tiny_model_dir),
                           "--source", str(empty))
     assert code == 2 and f"no usable pairs in {empty}" in output
     unusable = tmp_path / "unusable.jsonl"
     unusable.write_text('{"prompt": "p", "chosen": "", "rejected": "r"}\nnot json\n', encoding="utf-8")
-    code, output = _label("--out", str(tmp_path / "b.jsonl"), "--tokenizer", str(tiny_model_dir),
+    code, output = _label("--output-file", str(tmp_path / "b.jsonl"), "--tokenizer", str(tiny_model_dir),
                           "--source", str(unusable), "--on-error", "skip")
     assert code == 2 and "no usable pairs" in output and "2 records skipped" in output
     assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "b.jsonl").exists()
@@ -167,7 +170,7 @@ def test_length_guard_skips_oversized_pairs_with_a_clear_reason(tiny_model_dir: 
             {"prompt": "\n\nHuman: long\n\nAssistant:", "chosen": " Fine.", "rejected": " word" * 50_000}]
     source.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     out = tmp_path / "labels.jsonl"
-    code, output = _label("--out", str(out), "--tokenizer", str(tiny_model_dir), "--source", str(source))
+    code, output = _label("--output-file", str(out), "--tokenizer", str(tiny_model_dir), "--source", str(source))
     assert code == 0, output
     short, long = _lines(out)
     assert short["status"] == "ok"
@@ -175,8 +178,8 @@ def test_length_guard_skips_oversized_pairs_with_a_clear_reason(tiny_model_dir: 
     assert long["meta"]["too_long"] == "rejected: 250,000 characters > 20,000"
     assert "too_long 1" in output
     # the token guard: a response with more tokens than --max-response-tokens
-    code, output = _label("--out", str(tmp_path / "tokens.jsonl"), "--tokenizer", str(tiny_model_dir), "--source",
-                          str(source), "--max-chars", "300000", "--max-response-tokens", "3")
+    code, output = _label("--output-file", str(tmp_path / "tokens.jsonl"), "--tokenizer", str(tiny_model_dir),
+                          "--source", str(source), "--max-chars", "300000", "--max-response-tokens", "3")
     records = _lines(tmp_path / "tokens.jsonl")
     assert code == 0 and all(r["reason"] == "too_long" and "tokens in a response > 3" in r["meta"]["too_long"]
                              for r in records)
@@ -190,7 +193,7 @@ def test_documented_hh_command_runs_on_the_real_file(hh_harmless_test: Path, fak
     import shlex
 
     doc = (Path(__file__).resolve().parents[2] / "docs" / "labeling.md").read_text(encoding="utf-8")
-    command = doc.split("tlcr label --source Anthropic/hh-rlhf", 1)[1].split("--out", 1)[0]
+    command = doc.split("tlcr label --source Anthropic/hh-rlhf", 1)[1].split("--output-file", 1)[0]
     args = shlex.split(command.replace("\\\n", " "))
     replaced = {"--tokenizer": str(tiny_model_dir)}
     for i, arg in enumerate(args[:-1]):
@@ -199,7 +202,20 @@ def test_documented_hh_command_runs_on_the_real_file(hh_harmless_test: Path, fak
     monkeypatch.setenv("OPENAI_API_KEY", "unused")
     out = tmp_path / "hh-rm.jsonl"
     code, output = _label("--source", str(hh_harmless_test), *args, "--base-url", fake_llm.base_url,
-                          "--limit", "300", "--out", str(out))
+                          "--data-limit", "300", "--output-file", str(out))
     assert code == 0, output
     assert "--on-error" in args and "empty chosen response" in output  # line 87 reported, not fatal
     assert len(_lines(out)) > 0
+
+
+def test_options_from_a_config_file_under_the_command_line(tiny_model_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "label.yaml"
+    config.write_text(f"output_file: {tmp_path / 'labels.jsonl'}\ntokenizer: {tiny_model_dir}\ndata_limit: 50\n"
+                      "split_part: sft\nconcurrency: 2\n")
+    code, output = _label("--config", str(config), "--data-limit", "20")
+    assert code == 0, output
+    assert len(_lines(tmp_path / "labels.jsonl")) == 4  # the SFT part (20%) of 20 pairs
+    config.write_text("concurrency: 0\n")
+    code, output = _label("--config", str(config), "--output-file", str(tmp_path / "x.jsonl"),
+                          "--tokenizer", str(tiny_model_dir))
+    assert code == 2 and "concurrency must be >= 1, not 0" in output

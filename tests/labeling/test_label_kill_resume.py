@@ -21,9 +21,10 @@ CONCURRENCY = 4
 
 
 def _args(out: Path, tokenizer: Path, base_url: str) -> list[str]:
-    return ["label", "--no-progress", "--out", str(out), "--tokenizer", str(tokenizer), "--limit", str(N_PAIRS),
-            "--reviser", "openai", "--model", "fake-reviser", "--base-url", base_url, "--api-key-env",
-            "TLCR_TEST_KEY", "--concurrency", str(CONCURRENCY), "--seed", "7"]
+    return ["label", "--no-progress", "--output-file", str(out), "--tokenizer", str(tokenizer),
+            "--data-limit", str(N_PAIRS),
+            "--reviser", "openai", "--reviser-model", "fake-reviser", "--base-url", base_url, "--api-key-env",
+            "TLCR_TEST_KEY", "--concurrency", str(CONCURRENCY), "--data-seed", "7"]
 
 
 def _count_lines(path: Path) -> int:

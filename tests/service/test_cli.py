@@ -1,18 +1,33 @@
-"""`tlcr serve` / `python -m service`: flags and TLCR_* environment through pydantic-settings."""
+"""`tlcr serve` / `python -m service`: options derived from ServiceSettings, TLCR_* environment, --config."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
+import typer
 from typer.testing import CliRunner
 
-from service.settings import ServiceSettings, settings_from_args
+from core.config_cli import config_command
+from core.exit_codes import ExitCode
+from service.settings import ServiceSettings
 from tlcr.cli import app
 
 
+def settings_from_args(args: list[str]) -> ServiceSettings:
+    """The settings `tlcr serve ARGS` would serve with: its options, parsed by the same derivation."""
+    parse_only = typer.Typer()
+    parse_only.command()(config_command(ServiceSettings)(lambda config: config))
+    settings = typer.main.get_command(parse_only).main(args, standalone_mode=False)
+    assert isinstance(settings, ServiceSettings), settings
+    return settings
+
+
 def test_serve_help_lists_flags_with_their_environment_variables() -> None:
-    result = CliRunner().invoke(app, ["serve", "--help"])
+    result = CliRunner().invoke(app, ["serve", "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     for flag in ("--model", "--sequence-model", "--api-key", "--max-queue-items", "--token-budget",
                  "--max-wait-ms", "--truncation", "--max-body-bytes", "TLCR_MAX_ITEMS_PER_REQUEST"):
@@ -38,7 +53,7 @@ def test_empty_api_key_variable_means_no_key(monkeypatch: pytest.MonkeyPatch) ->
 def test_bad_flags_exit_2_naming_the_problem(capsys: pytest.CaptureFixture[str]) -> None:
     runner = CliRunner()
     unknown = runner.invoke(app, ["serve", "--model", "m", "--max-queue", "3"])
-    assert unknown.exit_code == 2 and "unrecognized arguments: --max-queue" in unknown.output
+    assert unknown.exit_code == 2 and "No such option: --max-queue" in unknown.output
     inconsistent = runner.invoke(app, ["serve", "--model", "m", "--max-items-per-request", "3000",
                                        "--api-key", "hidden-key"])
     assert inconsistent.exit_code == 2
@@ -53,9 +68,46 @@ def test_missing_local_checkpoint_is_refused_before_loading(tmp_path: Path) -> N
     assert result.exit_code == 2 and "does not exist" in result.output
 
 
-def test_serve_exits_1_when_the_model_cannot_load(tmp_path: Path) -> None:
+def test_serve_exits_2_when_the_checkpoint_cannot_load(tmp_path: Path) -> None:
     not_a_checkpoint = tmp_path / "empty"
     not_a_checkpoint.mkdir()
     result = CliRunner().invoke(app, ["serve", "--model", str(not_a_checkpoint), "--port", "0",
                                       "--log-level", "warning"])
-    assert result.exit_code == 1
+    assert result.exit_code == ExitCode.BAD_INPUT
+    assert "holds no tokenizer" in result.output and "Started server process" not in result.output
+
+
+def test_global_verbosity_wins_over_log_level(tmp_path: Path) -> None:
+    # A fresh process: a uvicorn started earlier in this one (other tests) keeps the handlers it installed.
+    not_a_checkpoint = tmp_path / "empty"
+    not_a_checkpoint.mkdir()
+    result = subprocess.run([sys.executable, "-m", "tlcr.cli", "-v", "serve", "--model", str(not_a_checkpoint),
+                             "--port", "0", "--log-level", "warning"], capture_output=True, text=True)
+    assert result.returncode == ExitCode.BAD_INPUT
+    assert "INFO uvicorn.error: Started server process" in result.stderr  # one format for uvicorn's lines too
+
+
+def test_unknown_log_level_is_refused() -> None:
+    result = CliRunner().invoke(app, ["serve", "--model", "m", "--log-level", "loud"])
+    assert result.exit_code == ExitCode.BAD_INPUT and "unknown log level 'loud'" in result.output
+
+
+def test_a_config_file_under_environment_and_flags(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "serve.yaml"
+    config.write_text("model: from-file\nport: 9100\nmax_wait_ms: 3\ntoken_budget: 512\n")
+    monkeypatch.setenv("TLCR_PORT", "9101")
+    settings = settings_from_args(["--config", str(config), "--token-budget", "1024"])
+    assert (settings.model, settings.port, settings.max_wait_ms, settings.token_budget) \
+        == ("from-file", 9101, 3.0, 1024)
+    config.write_text("model: m\nmax_queue: 3\n")
+    result = CliRunner().invoke(app, ["serve", "--config", str(config)])
+    assert result.exit_code == 2 and "unknown key(s) 'max_queue'" in result.output
+
+
+def test_python_m_service_has_the_same_options(tmp_path: Path) -> None:
+    help_text = subprocess.run([sys.executable, "-m", "service", "--help"], capture_output=True, text=True,
+                               check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    assert "python -m service" in help_text and "--max-items-per-request" in help_text
+    missing = subprocess.run([sys.executable, "-m", "service", "--model", str(tmp_path / "missing")],
+                             capture_output=True, text=True)
+    assert missing.returncode == 2 and "does not exist" in missing.stderr

@@ -129,9 +129,9 @@ def test_retries_5xx_then_succeeds(shared_service: ServiceProcess, proxy: Callab
 def test_each_retry_is_logged_with_status_attempt_and_wait(shared_service: ServiceProcess, proxy: Callable[..., Any],
                                                            caplog: pytest.LogCaptureFixture) -> None:
     server, _ = proxy(shared_service.url, failures=2, status=503)
-    with caplog.at_level("WARNING", logger="tlcr.service.client"), TokenRewardClient(server.url, **FAST) as client:
+    with caplog.at_level("WARNING", logger="service.client"), TokenRewardClient(server.url, **FAST) as client:
         client.token_rewards(ITEMS[:1])
-    retries = [r.getMessage() for r in caplog.records if r.name == "tlcr.service.client"]
+    retries = [r.getMessage() for r in caplog.records if r.name == "service.client"]
     assert len(retries) == 2 and all(r.levelname == "WARNING" for r in caplog.records)
     assert "HTTP 503" in retries[0] and "retry 1 of 8" in retries[0] and re.search(r"in 0\.0\d s$", retries[0])
     assert server.url in retries[0] and "retry 2 of" in retries[1]

@@ -64,13 +64,13 @@ def test_service_says_it_serves_the_demo_model(demo_dir: Path, tmp_path: Path) -
 
 def test_cli_leaves_a_complete_folder_alone_and_refuses_a_partial_one(demo_dir: Path, tmp_path: Path) -> None:
     before = sorted(p.stat().st_mtime_ns for p in demo_dir.rglob("*"))
-    result = CliRunner().invoke(app, ["bootstrap-model", "--out", str(demo_dir)])
+    result = CliRunner().invoke(app, ["bootstrap-model", "--output-dir", str(demo_dir)])
     assert result.exit_code == 0, result.output
     assert "nothing to do" in result.output
     assert sorted(p.stat().st_mtime_ns for p in demo_dir.rglob("*")) == before
     partial = tmp_path / "demo"
     (partial / "discriminator").mkdir(parents=True)
-    result = CliRunner().invoke(app, ["bootstrap-model", "--out", str(partial)])
+    result = CliRunner().invoke(app, ["bootstrap-model", "--output-dir", str(partial)])
     assert result.exit_code == 2
     assert "not a complete demo model" in result.output
     assert sorted(p.name for p in partial.iterdir()) == ["discriminator"]  # left as it was

@@ -1,4 +1,4 @@
-"""`tlcr demo --smoke --tokenizer ../shared/tokenizers/llama2`: every stage on the real Llama 2 vocabulary,
+"""`tlcr demo --preset smoke --tokenizer ../shared/tokenizers/llama2`: every stage on the real Llama 2 vocabulary,
 as in the paper (slow: a second whole smoke demo)."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def test_demo_runs_on_the_llama2_tokenizer(tmp_path: Path, real_tokenizer_dir: C
     from tlcr.models import load_tokenizer
 
     llama2 = real_tokenizer_dir("llama2")
-    result = CliRunner().invoke(app, ["demo", "--smoke", "--out-root", str(tmp_path), "--run-name", "llama2",
+    result = CliRunner().invoke(app, ["demo", "--preset", "smoke", "--out-root", str(tmp_path), "--run-name", "llama2",
                                       "--tokenizer", str(llama2)])
     assert result.exit_code == 0, result.output
     run = tmp_path / "llama2"

@@ -1,4 +1,4 @@
-"""`tlcr demo --smoke` end to end (every stage, the service on loopback, the report folder) within CI's budget.
+"""`tlcr demo --preset smoke` end to end (every stage, the service on loopback, the report folder) within CI's budget.
 
 The run itself is the session fixture `demo_smoke_run` (tests/conftest.py), shared with the report-page
 browser test. Smoke-sized models learn nothing useful, so these tests check that every file and number the

@@ -20,8 +20,8 @@ runner = CliRunner()
 @pytest.mark.slow
 def test_default_offline_pipeline_reaches_090_on_edited_tokens(tmp_path: Path) -> None:
     model_dir, labelled, out = tmp_path / "tiny", tmp_path / "labelled.jsonl", tmp_path / "disc"
-    for args in (["tiny-model", "--out", str(model_dir)],
-                 ["label", "--out", str(labelled), "--tokenizer", str(model_dir)],
+    for args in (["tiny-model", "--output-dir", str(model_dir)],
+                 ["label", "--output-file", str(labelled), "--tokenizer", str(model_dir)],
                  ["train-discriminator", "--source", str(labelled), "--model", str(model_dir),
                   "--output-dir", str(out),
                   "--preset", "tiny"]):

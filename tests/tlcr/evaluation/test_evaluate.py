@@ -59,7 +59,7 @@ def test_eval_command_writes_report(service: ServiceProcess, tiny_model_dir: Pat
 
     out = tmp_path / "report"
     result = CliRunner().invoke(app, ["eval", "--policy", f"sft={tiny_model_dir}", "--policy", f"ppo={tiny_model_dir}",
-                                      "--reward-url", service.url, "--out", str(out), "--limit", "3",
+                                      "--reward-url", service.url, "--output-dir", str(out), "--data-limit", "3",
                                       "--max-new-tokens", "6", "--heatmaps", "1"])
     assert result.exit_code == 0, result.output
     metrics = json.loads((out / "metrics.json").read_text())
@@ -75,8 +75,19 @@ def test_eval_command_rejects_bad_options(tiny_model_dir: Path, tmp_path: Path) 
     from tlcr.cli import app
 
     result = CliRunner().invoke(app, ["eval", "--policy", f"a={tiny_model_dir}", "--policy", f"a={tiny_model_dir}",
-                                      "--reward-url", "http://127.0.0.1:9", "--out", str(tmp_path)])
+                                      "--reward-url", "http://127.0.0.1:9", "--output-dir", str(tmp_path)])
     assert result.exit_code != 0 and "given twice" in result.output
     result = CliRunner().invoke(app, ["eval", "--policy", f"a={tiny_model_dir}", "--reward-url", "http://127.0.0.1:9",
-                                      "--out", str(tmp_path), "--mt-bench", "q.jsonl"])
+                                      "--output-dir", str(tmp_path), "--mt-bench", "q.jsonl"])
     assert result.exit_code != 0 and "needs --judge-url" in result.output
+
+
+def test_eval_command_exits_2_naming_a_policy_that_cannot_load(service: ServiceProcess, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from core.exit_codes import ExitCode
+    from tlcr.cli import app
+
+    result = CliRunner().invoke(app, ["eval", "--policy", f"a={tmp_path / 'missing'}", "--reward-url", service.url,
+                                      "--output-dir", str(tmp_path / "report"), "--data-limit", "2"])
+    assert result.exit_code == ExitCode.BAD_INPUT and "missing" in result.output

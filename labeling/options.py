@@ -1,0 +1,70 @@
+"""The options of `tlcr label`: one dataclass (help metadata), from which core.config_cli derives the command line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from labeling.filters import FilterConfig
+from tlcr.data.pair_options import PairsOptions
+
+
+@dataclass(kw_only=True)
+class LabelOptions(PairsOptions):
+    output_file: Path = field(metadata={
+        "help": "Output JSONL of labelled records (appended to and resumed if it exists)."})
+    tokenizer: str = field(metadata={
+        "help": "The discriminator's tokenizer (Hub name or local path); token ids and labels use it."})
+    source: str = field(default="controlled", metadata={
+        "help": "Pairs: 'controlled', a local .jsonl/.jsonl.gz (HH-RLHF or {prompt, chosen, rejected}), or a Hub "
+                "id. With --reviser given: a .jsonl/.jsonl.gz/.json file carrying revisions."})
+    reviser: Literal["chosen", "given", "openai"] = field(default="chosen", metadata={
+        "help": "chosen (offline: revision = chosen response), given (revisions in --source), or openai "
+                "(an OpenAI-compatible endpoint)."})
+    reviser_model: str | None = field(default=None, metadata={"help": "openai: model name at the endpoint."})
+    base_url: str | None = field(default=None, metadata={
+        "help": "openai: endpoint base URL, e.g. http://localhost:8000/v1 (default: $OPENAI_BASE_URL or OpenAI)."})
+    api_key_env: str = field(default="OPENAI_API_KEY", metadata={
+        "help": "openai: environment variable holding the API key."})
+    concurrency: int = field(default=8, metadata={"help": "Reviser calls in flight at once."})
+    timeout: float = field(default=120.0, metadata={"help": "openai: deadline of one call, seconds."})
+    max_retries: int = field(default=6, metadata={"help": "openai: retries on 429 / 5xx / timeouts per pair."})
+    backoff: float = field(default=1.0, metadata={"help": "openai: first backoff in seconds, doubled each retry."})
+    max_backoff: float = field(default=60.0, metadata={"help": "openai: longest backoff, seconds."})
+    temperature: float = field(default=0.0, metadata={"help": "openai: sampling temperature."})
+    max_tokens: int | None = field(default=None, metadata={
+        "help": "openai: completion token limit (default: the endpoint's)."})
+    cache: Path | None = field(default=None, metadata={
+        "help": "openai: answer cache (default: <output file>.cache.sqlite)."})
+    no_cache: bool = field(default=False, metadata={"help": "openai: do not read or write the answer cache."})
+    shard: str | None = field(default=None, metadata={
+        "help": "Label only shard i of n (i/n, by id hash); give each shard its own --output-file."})
+    min_kept_share: float = field(default=0.5, metadata={
+        "help": "Filter rewrites: revisions keeping less than this share of the rejected tokens and made of less "
+                "than this share of kept tokens (an unrelated answer, not a minimal edit)."})
+    max_edit_ratio: float | None = field(default=None, metadata={
+        "help": "Also filter revisions whose edit distance / rejected tokens exceeds this (default: off)."})
+    max_chars: int = field(default=20_000, metadata={
+        "help": "Skip (filter as too_long) pairs whose prompt, chosen, rejected or revised text is longer."})
+    max_response_tokens: int = field(default=4_096, metadata={
+        "help": "Skip (filter as too_long) pairs whose rejected or revised response has more tokens."})
+    progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
+
+    def __post_init__(self) -> None:
+        if self.concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, not {self.concurrency}")
+        if self.reviser == "openai" and not self.reviser_model:
+            raise ValueError("--reviser openai needs --reviser-model")
+        self.filters()  # raises naming a bad filter setting
+        self.shard_index_count()
+
+    def filters(self) -> FilterConfig:
+        return FilterConfig(min_kept_share=self.min_kept_share, max_edit_ratio=self.max_edit_ratio,
+                            max_chars=self.max_chars, max_tokens=self.max_response_tokens)
+
+    def shard_index_count(self) -> tuple[int, int]:
+        """(i, n) of --shard i/n; (0, 1) without it."""
+        from labeling.worker import parse_shard
+
+        return parse_shard(self.shard) if self.shard else (0, 1)
