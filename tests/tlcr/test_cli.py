@@ -65,5 +65,5 @@ def test_data_options_from_a_config_file_under_the_command_line(tmp_path: Path) 
 
 def test_demo_refuses_an_unknown_reward_mode_before_running(tmp_path: Path) -> None:
     result = runner.invoke(app, ["demo", "--preset", "smoke", "--modes", "tlcr,bogus", "--out-root", str(tmp_path)])
-    assert result.exit_code == 2 and "unknown reward mode(s) ['bogus']" in result.output
+    assert result.exit_code == 2 and "unknown reward mode 'bogus'; choose from tlcr, tlcr_fixed, seq" in result.output
     assert not any(tmp_path.iterdir())
