@@ -34,6 +34,7 @@ from labeling.records import build_labelled_record
 from labeling.revisers import Reviser, Revision, TransientReviserError
 from labeling.usage import LedgerFile
 from tlcr.data.jsonl import DataError
+from tlcr.data.labelled import LabelledRecord
 from tlcr.data.pairs import PreferencePair
 
 log = logging.getLogger(__name__)
@@ -80,14 +81,11 @@ def dedupe_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair],
 def failed_record(pair: PreferencePair, reason: str, *, reviser: str, instruction_version: str,
                   tokenizer_name: str) -> dict[str, Any]:
     """A status-"failed" record: no revision, so empty token fields and zero counts."""
-    return {
-        "id": pair.id, "prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,
-        "revision": None, "status": "failed", "reason": reason, "reviser": reviser,
-        "instruction_version": instruction_version, "tokenizer": tokenizer_name,
-        "rejected_token_ids": [], "rejected_labels": [], "revised_token_ids": [], "revised_labels": [],
-        "ops": {"insert": 0, "delete": 0, "replace": 0}, "edit_distance": 0, "edit_ratio": 0.0,
-        "meta": dict(pair.meta),
-    }
+    return LabelledRecord(
+        id=pair.id, prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected, revision=None,
+        tokenizer=tokenizer_name, rejected_token_ids=[], rejected_labels=[], revised_token_ids=[], revised_labels=[],
+        status="failed", reason=reason, reviser=reviser, instruction_version=instruction_version,
+        meta=dict(pair.meta)).to_dict()
 
 
 def too_long_record(pair: PreferencePair, why: str, revision: str | None = None, *, reviser: str,
