@@ -109,7 +109,7 @@ def dp_edit_labels_tuples(rejected: list[int], revised: list[int]) -> tuple[int,
 
 def editops_labels(rejected: list[int], revised: list[int]) -> tuple[int, list[float], list[float]]:
     """Labels from a loop over `Levenshtein.editops`, one Python step per edited token."""
-    from Levenshtein import editops
+    from rapidfuzz.distance.Levenshtein import editops
 
     rejected_labels, revised_labels = [0.5] * len(rejected), [0.5] * len(revised)
     ops = editops(rejected, revised)
@@ -203,9 +203,10 @@ async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrenc
                      workdir: Path) -> tuple[float, float]:
     """(wall seconds, this process's CPU seconds) of one labelling run."""
     from labeling.cache import RevisionCache
-    from labeling.revisers import OpenAIReviser, RetryPolicy
+    from labeling.revisers import OpenAIReviser
     from labeling.usage import UsageLedger
     from labeling.worker import WorkerConfig, label_pairs
+    from tlcr.retry import RetryPolicy
 
     reviser = OpenAIReviser("fake-reviser", api_key="benchmark", base_url=base_url, timeout_s=30,
                             retry=RetryPolicy(max_retries=0), cache=RevisionCache(workdir / "cache.sqlite"),
@@ -223,10 +224,20 @@ async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrenc
     return elapsed, cpu
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a running process (Linux /proc; NaN elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def bench_revision_throughput(latency_s: float, levels: list[int], waves: int,
                               repeats: int) -> list[dict[str, Any]]:
-    from labeling.fake_openai_server import FakeOpenAIServerProcess, Script
     from labeling.worker import run_event_loop
+    from tests.support.fake_openai_server import FakeOpenAIServerProcess, Script
     from tlcr.data.controlled import ControlledTask
     from tlcr.models import train_bpe_tokenizer
 
@@ -244,12 +255,16 @@ def bench_revision_throughput(latency_s: float, levels: list[int], waves: int,
             runs = []
             for repeat in range(repeats):
                 pairs = task.pairs(n_pairs, seed=1000 * level + repeat)  # fresh pairs, fresh cache: all paid
-                runs.append(run_event_loop(_label_run(pairs, tokenizer, server.base_url, concurrency,
-                                                      Path(tmp) / f"c{concurrency}-{repeat}")))
-            elapsed, cpu = min(runs)
+                server_cpu_start = process_cpu_seconds(server.pid)
+                wall, cpu = run_event_loop(_label_run(pairs, tokenizer, server.base_url, concurrency,
+                                                      Path(tmp) / f"c{concurrency}-{repeat}"))
+                runs.append((wall, cpu, process_cpu_seconds(server.pid) - server_cpu_start))
+            elapsed, cpu, server_cpu = min(runs)
             ideal = concurrency / latency_s
             rows.append({"concurrency": concurrency, "pairs": n_pairs, "seconds": elapsed,
-                         "all_runs_wall_cpu_s": runs, "client_cpu_ms_per_pair": cpu / n_pairs * 1e3,
+                         "all_runs_wall_client_server_cpu_s": runs,
+                         "client_cpu_ms_per_pair": cpu / n_pairs * 1e3,
+                         "server_cpu_ms_per_pair": server_cpu / n_pairs * 1e3,
                          "client_cpu_share": cpu / elapsed,
                          "pairs_per_s": n_pairs / elapsed, "ideal_pairs_per_s": ideal,
                          "fraction_of_ideal": n_pairs / elapsed / ideal,
@@ -311,12 +326,13 @@ def print_token_diff(diff: dict[str, Any]) -> bool:
 def print_throughput(rows: list[dict[str, Any]], latency_s: float) -> bool:
     print(f"2. revision throughput, full pipeline, loopback endpoint with {latency_s * 1e3:.0f} ms latency")
     print("   concurrency  pairs  seconds (best run)  pairs/s  ideal c/latency  fraction (target)"
-          "  client CPU ms/pair  CPU/wall")
+          "  CPU ms/pair: client  server  client CPU/wall")
     for row in rows:
         verdict = "met   " if row["fraction_of_ideal"] >= row["target_fraction"] else "MISSED"
         print(f"   {row['concurrency']:>11}  {row['pairs']:>5}  {row['seconds']:>18.2f}  {row['pairs_per_s']:>7.1f}  "
               f"{row['ideal_pairs_per_s']:>15.1f}  {row['fraction_of_ideal']:.2f} (>= {row['target_fraction']:.1f}) "
-              f"{verdict}{row['client_cpu_ms_per_pair']:>12.2f}  {row['client_cpu_share']:>8.2f}")
+              f"{verdict}{row['client_cpu_ms_per_pair']:>15.2f} {row['server_cpu_ms_per_pair']:>7.2f}  "
+              f"{row['client_cpu_share']:>15.2f}")
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"   load average now {load:.1f}; CPU/wall well under 1 while a level misses means the client (or the "
           "server process) waited for a CPU")

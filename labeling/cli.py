@@ -200,8 +200,9 @@ def _openai_reviser(out: Path, model: str, base_url: str | None, api_key_env: st
                     max_tokens: int | None, cache_path: Path | None, no_cache: bool,
                     concurrency: int) -> tuple[OpenAIReviser, LedgerFile]:
     from labeling.cache import RevisionCache
-    from labeling.revisers import OpenAIReviser, RetryPolicy
+    from labeling.revisers import OpenAIReviser
     from labeling.usage import LedgerFile, UsageLedger
+    from tlcr.retry import RetryPolicy
 
     api_key = os.environ.get(api_key_env)
     if not api_key:

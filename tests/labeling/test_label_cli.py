@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from labeling.fake_openai_server import FakeOpenAIServer, Rule, Script
+from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
 from tlcr.cli import app
 
 runner = CliRunner()
