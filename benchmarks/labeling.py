@@ -9,7 +9,10 @@
    Timed in interleaved chunks; every pair's edit distance must agree.
 2. Revision throughput of the full `tlcr label` pipeline (openai client, cache, tokenization, filters,
    append) against the loopback fake OpenAI server (its own process) with 200 ms latency, at
-   concurrency 1, 8, 32, 64 and 256; 10 waves of calls per level, best of 2 runs.
+   concurrency 1, 8, 32, 64 and 256; 30 waves of calls per level, best of 2 runs. Why 30: a run's first
+   wave comes back 40-80 ms late (connections opened, every coroutine's first call built before any is
+   sent) and the first few waves arrive in bursts before they spread out; over 10 waves these one-off costs
+   were ~10% of the run at c=32 and 64 (0.86 -> 0.95 of the ideal with 30 waves, same code, same minute).
    Targets: >= 0.9 * concurrency / latency pairs per second up to concurrency 64, >= 0.8 above.
 
 Both are CPU-bound on the client side: on a machine shared with other jobs, run them when it is quiet.
@@ -279,7 +282,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3, help="repeats of the fast diff per chunk (best kept)")
     parser.add_argument("--latency", type=float, default=0.2, help="fake endpoint latency, seconds")
     parser.add_argument("--concurrency", default="1,8,32,64,256", help="comma-separated concurrency levels")
-    parser.add_argument("--waves", type=int, default=10,
+    parser.add_argument("--waves", type=int, default=30,
                         help="pairs per level = waves * concurrency (steady state: fixed costs amortised)")
     parser.add_argument("--throughput-repeats", type=int, default=2, help="runs per level (best kept)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
