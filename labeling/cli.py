@@ -90,6 +90,12 @@ def label_command(
         raise typer.BadParameter(f"--concurrency must be >= 1, not {concurrency}")
     if reviser == "openai" and not model:
         raise typer.BadParameter("--reviser openai needs --model")
+    if reviser == "openai":
+        from labeling.revisers import MAX_CONCURRENCY
+
+        if concurrency > MAX_CONCURRENCY:
+            raise typer.BadParameter(f"--concurrency must be <= {MAX_CONCURRENCY} with --reviser openai (the HTTP "
+                                     f"client's connection limit), not {concurrency}")
     try:
         shard_index, shard_count = parse_shard(shard) if shard else (0, 1)
         filters = FilterConfig(min_kept_share=min_kept_share, max_edit_ratio=max_edit_ratio, max_chars=max_chars,

@@ -79,6 +79,8 @@ def test_openai_errors_exit_codes(fake_llm: FakeOpenAIServer, tiny_model_dir: Pa
     assert code == 2 and "needs an API key in $OPENAI_API_KEY" in output
     code, output = _label("--out", str(tmp_path / "a.jsonl"), "--tokenizer", str(tiny_model_dir), "--reviser", "openai")
     assert code == 2 and "needs --model" in output
+    code, output = _label("--out", str(tmp_path / "a.jsonl"), *base, "--concurrency", "1001")
+    assert code == 2 and "--concurrency must be <= 1000 with --reviser openai" in output
     fake_llm.set_script(Script(rules=[Rule("401")]))
     code, output = _label("--out", str(tmp_path / "b.jsonl"), *base, "--base-url", fake_llm.base_url)
     assert code == 3 and "HTTP 401" in output
