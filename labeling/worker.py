@@ -4,7 +4,8 @@ Safety and scale:
 
 - bounded concurrency: `concurrency` coroutines pull pairs from one iterator;
 - append-only output, one record per line, written and flushed as soon as it is made (fsync'd in the
-  background), so a `kill -9` loses at most the calls in flight (their paid answers are in the cache);
+  background), so a `kill -9` loses at most the calls in flight and the answers waiting to be labelled
+  (their paid answers are in the cache);
 - resume: ids already in the output are skipped; a partial last line (a write cut by the kill) is
   detected and cut off; the output must come from the same reviser, instruction and tokenizer;
 - when every pair of the run is labelled, the file is rewritten (atomically) in input order, so a
@@ -34,6 +35,7 @@ from labeling.records import build_labelled_record
 from labeling.revisers import Reviser, Revision, TransientReviserError
 from labeling.usage import LedgerFile
 from tlcr.data.jsonl import DataError
+from tlcr.data.labelled import LabelledRecord
 from tlcr.data.pairs import PreferencePair
 
 log = logging.getLogger(__name__)
@@ -80,14 +82,11 @@ def dedupe_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair],
 def failed_record(pair: PreferencePair, reason: str, *, reviser: str, instruction_version: str,
                   tokenizer_name: str) -> dict[str, Any]:
     """A status-"failed" record: no revision, so empty token fields and zero counts."""
-    return {
-        "id": pair.id, "prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected,
-        "revision": None, "status": "failed", "reason": reason, "reviser": reviser,
-        "instruction_version": instruction_version, "tokenizer": tokenizer_name,
-        "rejected_token_ids": [], "rejected_labels": [], "revised_token_ids": [], "revised_labels": [],
-        "ops": {"insert": 0, "delete": 0, "replace": 0}, "edit_distance": 0, "edit_ratio": 0.0,
-        "meta": dict(pair.meta),
-    }
+    return LabelledRecord(
+        id=pair.id, prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected, revision=None,
+        tokenizer=tokenizer_name, rejected_token_ids=[], rejected_labels=[], revised_token_ids=[], revised_labels=[],
+        status="failed", reason=reason, reviser=reviser, instruction_version=instruction_version,
+        meta=dict(pair.meta)).to_dict()
 
 
 def too_long_record(pair: PreferencePair, why: str, revision: str | None = None, *, reviser: str,
@@ -286,7 +285,15 @@ async def label_pairs(pairs: Sequence[PreferencePair], reviser: Reviser, tokeniz
         with open(out, "a", encoding="utf-8") as handle, \
                 tqdm(total=len(todo), disable=not config.progress, desc="labeling", unit="pair") as bar:
 
-            async def work() -> None:
+            # Revisions go through a queue to one labelling coroutine, so a reviser coroutine sends its next
+            # call as soon as an answer arrives and tokenizing/labelling runs while that call is in flight.
+            # Why: calls issued together come back together, and labelling each before asking again put the
+            # labelling of the whole wave on every call's path. In benchmarks/labeling.py (30 waves, quiet
+            # machine, runs alternated) this took c=32 from 0.90-0.91 to 0.93-0.98 and c=256 from 0.55 to
+            # 0.59 of concurrency / latency. The bound keeps at most `concurrency` answers waiting.
+            revised: asyncio.Queue[tuple[PreferencePair, Revision] | None] = asyncio.Queue(config.concurrency)
+
+            async def revise() -> None:
                 for pair in pending:  # one shared iterator: each pair is taken by exactly one coroutine
                     why = too_long_texts({"prompt": pair.prompt, "chosen": pair.chosen, "rejected": pair.rejected},
                                          config.filters.max_chars)
@@ -304,12 +311,20 @@ async def label_pairs(pairs: Sequence[PreferencePair], reviser: Reviser, tokeniz
                         result.unfinished.append(pair.id)
                         bar.update(1)
                         continue
-                    record = make_record(pair, revision, tokenizer, reviser=reviser.name,
-                                         instruction_version=reviser.instruction_version,
-                                         tokenizer_name=config.tokenizer_name, filters=config.filters)
-                    appender.append(record)
+                    await revised.put((pair, revision))
+
+            async def label() -> None:
+                while (item := await revised.get()) is not None:
+                    pair, revision = item
+                    appender.append(make_record(pair, revision, tokenizer, reviser=reviser.name,
+                                                instruction_version=reviser.instruction_version,
+                                                tokenizer_name=config.tokenizer_name, filters=config.filters))
                     result.written += 1
                     bar.update(1)
+
+            async def revise_all() -> None:
+                await asyncio.gather(*revisers)
+                await revised.put(None)  # the labeller stops after the last revision
 
             async def save_ledger_periodically() -> None:
                 while ledger_file is not None:
@@ -318,16 +333,17 @@ async def label_pairs(pairs: Sequence[PreferencePair], reviser: Reviser, tokeniz
 
             appender = RecordAppender(handle)
             saver = asyncio.create_task(save_ledger_periodically())
-            workers = [asyncio.create_task(work()) for _ in range(min(config.concurrency, max(len(todo), 1)))]
+            revisers = [asyncio.create_task(revise()) for _ in range(min(config.concurrency, max(len(todo), 1)))]
+            tasks = [asyncio.create_task(revise_all()), asyncio.create_task(label())]
             try:
-                done, _ = await asyncio.wait(workers, return_when=asyncio.FIRST_EXCEPTION)
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
                 for task in done:
                     if task.exception() is not None:
                         raise task.exception()  # type: ignore[misc]
             finally:
-                for task in (*workers, saver):
+                for task in (*revisers, *tasks, saver):
                     task.cancel()
-                await asyncio.gather(*workers, saver, return_exceptions=True)
+                await asyncio.gather(*revisers, *tasks, saver, return_exceptions=True)
                 await appender.aclose()
                 if ledger_file is not None:
                     ledger_file.save()

@@ -7,7 +7,8 @@ What it does for the caller:
 - splits a large batch into requests of at most `max_items_per_request` items (the async client sends
   them concurrently) and returns one result per item, in order;
 - retries connection errors, timeouts, 5xx, 408 and 429 and 503 (honouring `Retry-After`) with
-  exponential backoff and jitter, within `max_retries` and a total `deadline` per call; never a 4xx
+  exponential backoff and jitter (the project's one policy, `tlcr.retry`, each retry a logged warning),
+  within `max_retries` and a total `deadline` per call; never a 4xx
   (those raise `RewardServiceError` with the service's message at once);
 - spreads requests over several URLs, least-loaded first (fewest requests in flight from this client,
   round-robin among equals), and fails over: a URL that just failed cools down while others are tried;
@@ -17,7 +18,6 @@ What it does for the caller:
 from __future__ import annotations
 
 import asyncio
-import email.utils
 import logging
 import random
 import threading
@@ -41,6 +41,7 @@ from service.schemas import (
     TokenRewardsRequest,
     TokenRewardsResponse,
 )
+from tlcr.retry import RetryPolicy, log_retry, retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -80,26 +81,6 @@ def parse_urls(urls: str | Sequence[str]) -> list[str]:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"reward service URL {url!r} must start with http:// or https://")
     return parsed
-
-
-def backoff_delay(retry: int, backoff: float, max_backoff: float, rng: random.Random) -> float:
-    """Exponential backoff with 'equal jitter': half of min(max_backoff, backoff·2^retry), plus up to as much."""
-    cap = min(max_backoff, backoff * (2.0 ** retry))
-    return cap / 2.0 + rng.uniform(0.0, cap / 2.0)
-
-
-def retry_after_seconds(value: str | None, now: float | None = None) -> float | None:
-    """A Retry-After header (delta seconds or HTTP date) as seconds from now; None if absent or invalid."""
-    if not value:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
 def _detail(response: httpx.Response) -> str:
@@ -205,11 +186,9 @@ class _Attempts:
 
     def _retry(self, url: str, error: str, retry_after: float | None) -> _Retry:
         self.last_error = f"{url}{self.path}: {error}"
-        if self.retries >= self.client.max_retries:
+        if self.retries >= self.client.retry.max_retries:
             raise self._give_up()
-        delay = backoff_delay(self.retries, self.client.backoff, self.client.max_backoff, self.client.rng)
-        if retry_after is not None:
-            delay = retry_after
+        delay = self.client.retry.delay(self.retries, retry_after, self.client.rng)
         self.retries += 1
         self.client.endpoints.failed(url, delay)
         if self.client.endpoints.any_usable(avoid={url}):
@@ -217,8 +196,8 @@ class _Attempts:
         remaining = self.remaining()
         if remaining is not None and delay >= remaining:
             raise self._give_up()
-        logger.warning("reward service %s%s failed (%s); retry %d of %d in %.2f s", url, self.path, error,
-                       self.retries, self.client.max_retries, delay)
+        log_retry(logger, f"reward service {url}{self.path}", error, self.retries, self.client.retry.max_retries,
+                  delay)
         return _Retry(delay)
 
     def transport_error(self, url: str, exc: Exception) -> _Retry:
@@ -280,17 +259,13 @@ class _ClientBase:
                  deadline: float | None = 600.0, max_items_per_request: int = 64) -> None:
         if timeout <= 0:
             raise ValueError(f"timeout must be positive, got {timeout}")
-        if max_retries < 0:
-            raise ValueError(f"max_retries must be >= 0, got {max_retries}")
         if max_items_per_request < 1:
             raise ValueError(f"max_items_per_request must be >= 1, got {max_items_per_request}")
         if deadline is not None and deadline <= 0:
             raise ValueError(f"deadline must be positive or None, got {deadline}")
         self.endpoints = _Endpoints(parse_urls(urls))
         self.timeout = timeout
-        self.max_retries = max_retries
-        self.backoff = backoff
-        self.max_backoff = max_backoff
+        self.retry = RetryPolicy(max_retries=max_retries, backoff_s=backoff, max_backoff_s=max_backoff)
         self.deadline = deadline
         self.max_items_per_request = max_items_per_request
         self.rng = random.Random()

@@ -12,7 +12,6 @@ The saved checkpoint is plain `save_pretrained` output (model, tokenizer, config
 from __future__ import annotations
 
 import os
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +22,8 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import SchedulerType
 
-from tlcr.data.jsonl import DataError, OnError, SkipReport, iter_jsonl
+from tlcr.data.jsonl import DataError, OnError
+from tlcr.data.labelled import LabelledRecord, load_labelled_records
 from tlcr.models import check_max_length, load_token_classifier, load_tokenizer, mark_discriminator_config
 from tlcr.scoring import fit_prompt_response, pad_sequences, position_ids_from_attention_mask
 from tlcr.tokenization import encode_prompt_response_batch
@@ -75,101 +75,6 @@ class DiscriminatorConfig(TrainingArguments):
 
 
 # ----------------------------------------------------------------------------------------------- data
-@dataclass(frozen=True)
-class LabelledRecord:
-    """The fields of one status-"ok" labelled record that training and evaluation use."""
-
-    id: str
-    where: str  # file:line, for error messages
-    prompt: str
-    chosen: str
-    rejected: str
-    revision: str | None
-    tokenizer: str
-    rejected_token_ids: list[int]
-    rejected_labels: list[float]
-    revised_token_ids: list[int]
-    revised_labels: list[float]
-
-
-@dataclass
-class LabelledData:
-    records: list[LabelledRecord]
-    statuses: Counter[str]
-    skipped: SkipReport
-
-
-_STRING_FIELDS = ("id", "prompt", "chosen", "rejected", "status")
-_SEQUENCE_FIELDS = (("rejected_token_ids", "rejected_labels"), ("revised_token_ids", "revised_labels"))
-_STATUSES = ("ok", "failed", "filtered")
-
-
-def parse_labelled_record(obj: dict[str, Any], where: str, vocab_size: int) -> LabelledRecord | None:
-    """Validate one labelled record; None when its status is not "ok". Raises DataError naming `where`."""
-    for key in _STRING_FIELDS:
-        if key not in obj:
-            raise DataError(f"{where}: missing field {key!r}")
-        if not isinstance(obj[key], str):
-            raise DataError(f"{where}: field {key!r} must be a string, got {type(obj[key]).__name__}")
-    record_where = f"{where} (record {obj['id']!r})"
-    if obj["status"] not in _STATUSES:
-        raise DataError(f"{record_where}: status must be one of {', '.join(_STATUSES)}, got {obj['status']!r}")
-    if obj["status"] != "ok":
-        return None
-    for ids_key, labels_key in _SEQUENCE_FIELDS:
-        for key in (ids_key, labels_key):
-            if key not in obj:
-                raise DataError(f"{record_where}: missing field {key!r}")
-            if not isinstance(obj[key], list):
-                raise DataError(f"{record_where}: field {key!r} must be a list, got {type(obj[key]).__name__}")
-        ids, labels = obj[ids_key], obj[labels_key]
-        if len(ids) != len(labels):
-            raise DataError(f"{record_where}: {len(ids)} {ids_key} but {len(labels)} {labels_key}")
-        for i, token in enumerate(ids):
-            if isinstance(token, bool) or not isinstance(token, int) or not 0 <= token < vocab_size:
-                raise DataError(f"{record_where}: {ids_key}[{i}] = {token!r} is not a token id of the base "
-                                f"model's vocabulary (size {vocab_size})")
-        for i, label in enumerate(labels):
-            if isinstance(label, bool) or not isinstance(label, int | float) or not 0.0 <= label <= 1.0:
-                raise DataError(f"{record_where}: {labels_key}[{i}] = {label!r} is not a label in [0, 1]")
-    if not obj["rejected_token_ids"]:
-        raise DataError(f"{record_where}: rejected_token_ids is empty: no response token to train on")
-    revision = obj.get("revision")
-    if revision is not None and not isinstance(revision, str):
-        raise DataError(f"{record_where}: field 'revision' must be a string or null")
-    return LabelledRecord(
-        id=obj["id"], where=record_where, prompt=obj["prompt"], chosen=obj["chosen"], rejected=obj["rejected"],
-        revision=revision, tokenizer=str(obj.get("tokenizer", "")),
-        rejected_token_ids=list(obj["rejected_token_ids"]), rejected_labels=[float(x) for x in obj["rejected_labels"]],
-        revised_token_ids=list(obj["revised_token_ids"]), revised_labels=[float(x) for x in obj["revised_labels"]])
-
-
-def load_labelled_records(path: str | os.PathLike[str], *, vocab_size: int, on_error: OnError = "raise",
-                          report: SkipReport | None = None) -> LabelledData:
-    """Status-"ok" records of a labelled JSONL file, validated; raises DataError if there are none."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"{path}: labelled data file not found")
-    report = report if report is not None else SkipReport()
-    records: list[LabelledRecord] = []
-    statuses: Counter[str] = Counter()
-    for lineno, obj in iter_jsonl(path, on_error=on_error, report=report):
-        try:
-            record = parse_labelled_record(obj, f"{path}:{lineno}", vocab_size)
-        except DataError as exc:
-            if on_error == "raise":
-                raise
-            report.add(str(exc))
-            continue
-        statuses[obj["status"]] += 1
-        if record is not None:
-            records.append(record)
-    if not records:
-        seen = ", ".join(f"{n} {s}" for s, n in sorted(statuses.items())) or "no records"
-        raise DataError(f"{path}: no status 'ok' records to train on ({seen}; {report.summary()})")
-    return LabelledData(records, statuses, report)
-
-
 def check_tokenization(records: Sequence[LabelledRecord], tokenizer: PreTrainedTokenizerBase,
                        tokenizer_name: str) -> None:
     """Raise DataError if a record's token ids are not what `tokenizer` makes of its texts.

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from labeling.fake_openai_server import FakeOpenAIServer
+from tests.support.fake_openai_server import FakeOpenAIServer
 from tlcr.data.controlled import ControlledTask
 from tlcr.data.pairs import PreferencePair
 from tlcr.models import load_tokenizer

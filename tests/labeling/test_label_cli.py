@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from core.exit_codes import ExitCode
-from labeling.fake_openai_server import FakeOpenAIServer, Rule, Script
+from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
 from tlcr.cli import app
 
 runner = CliRunner()
@@ -82,6 +82,8 @@ def test_openai_errors_exit_codes(fake_llm: FakeOpenAIServer, tiny_model_dir: Pa
     code, output = _label("--output-file", str(tmp_path / "a.jsonl"), "--tokenizer", str(tiny_model_dir),
                           "--reviser", "openai")
     assert code == 2 and "needs --reviser-model" in output
+    code, output = _label("--output-file", str(tmp_path / "a.jsonl"), *base, "--concurrency", "1001")
+    assert code == 2 and "--concurrency must be <= 1000 with --reviser openai" in output
     fake_llm.set_script(Script(rules=[Rule("401")]))
     code, output = _label("--output-file", str(tmp_path / "b.jsonl"), *base, "--base-url", fake_llm.base_url)
     assert code == ExitCode.BAD_INPUT and "HTTP 401" in output

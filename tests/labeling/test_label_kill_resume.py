@@ -13,7 +13,7 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from labeling.fake_openai_server import FakeOpenAIServer, Script
+from tests.support.fake_openai_server import FakeOpenAIServer, Script
 from tlcr.cli import app
 
 N_PAIRS = 80

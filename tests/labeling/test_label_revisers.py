@@ -7,17 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from labeling.cache import RevisionCache
-from labeling.fake_openai_server import FakeOpenAIServer, Rule, Script
+from labeling.cache import CachedAnswer, RevisionCache
 from labeling.revisers import (
+    MAX_CONCURRENCY,
     ChosenReviser,
     OpenAIReviser,
-    RetryPolicy,
     ReviserError,
     TransientReviserError,
+    answer_from_completion,
 )
 from labeling.usage import LedgerFile, UsageLedger
+from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
 from tlcr.data.pairs import PreferencePair
+from tlcr.retry import RetryPolicy
 
 PAIR = PreferencePair(prompt="\n\nHuman: What is the capital of Kalo?\n\nAssistant:",
                       chosen=" The capital of Kalo is Tri.", rejected=" Ugh. The capital of Kalo is Ven.", id="p1")
@@ -30,14 +32,20 @@ def _reviser(server: FakeOpenAIServer, tmp_path: Path, retry: RetryPolicy = FAST
                          retry=retry, cache=RevisionCache(tmp_path / "cache.sqlite"), ledger=UsageLedger())
 
 
-def test_retry_policy_delays() -> None:
-    policy = RetryPolicy(max_retries=5, backoff_s=1.0, max_backoff_s=6.0)
-    for _ in range(50):
-        assert 0.5 <= policy.delay(0) <= 1.0
-        assert 2.0 <= policy.delay(2) <= 4.0
-        assert 3.0 <= policy.delay(5) <= 6.0  # 32 s capped at 6 s, then jittered
-    assert policy.delay(0, retry_after_s=2.5) == 2.5
-    assert policy.delay(0, retry_after_s=100) == 6.0
+def test_completion_bodies_are_read_or_refused_as_malformed() -> None:
+    body = {"model": "m-2024", "choices": [{"message": {"content": "text"}, "finish_reason": "length"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3}}
+    assert answer_from_completion(body, "m") == CachedAnswer("text", "length", 7, 3, "m-2024")
+    no_usage = {"choices": [{"message": {"content": None}}]}
+    assert answer_from_completion(no_usage, "m") == CachedAnswer(None, None, 0, 0, "m")
+    for malformed in ({}, {"choices": []}, {"choices": [{}]}, {"choices": [{"message": {"content": 3}}]},
+                      {"choices": [{"message": {"content": "x"}}], "usage": {"prompt_tokens": "7"}}, "text", None):
+        assert answer_from_completion(malformed, "m") is None
+
+
+def test_calls_in_flight_are_bounded_by_the_connection_limit(fake_llm: FakeOpenAIServer) -> None:
+    with pytest.raises(ValueError, match=f"between 1 and {MAX_CONCURRENCY}"):
+        OpenAIReviser("m", api_key="k", base_url=fake_llm.base_url, concurrency=MAX_CONCURRENCY + 1)
 
 
 async def test_chosen_reviser() -> None:

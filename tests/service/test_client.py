@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 import re
 import threading
 import time
@@ -18,9 +17,7 @@ from service.client import (
     RewardServiceUnavailable,
     TokenRewardClient,
     _Endpoints,
-    backoff_delay,
     parse_urls,
-    retry_after_seconds,
 )
 from service.launcher import ServiceProcess
 from service.schemas import TokenRewardItem
@@ -43,21 +40,6 @@ def test_parse_urls_accepts_one_list_or_comma_string() -> None:
         parse_urls(" , ")
     with pytest.raises(ValueError, match="must start with http"):
         parse_urls("localhost:8000")
-
-
-def test_backoff_grows_exponentially_with_jitter_and_a_cap() -> None:
-    rng = random.Random(0)
-    for retry, cap in [(0, 0.5), (1, 1.0), (2, 2.0), (3, 4.0), (10, 30.0)]:
-        delays = [backoff_delay(retry, 0.5, 30.0, rng) for _ in range(200)]
-        assert all(cap / 2 <= d <= cap for d in delays)
-        assert max(delays) - min(delays) > cap / 4  # jittered, not constant
-
-
-def test_retry_after_parses_seconds_and_http_dates() -> None:
-    assert retry_after_seconds("3") == 3.0
-    assert retry_after_seconds(None) is None
-    assert retry_after_seconds("soon") is None
-    assert retry_after_seconds("Wed, 21 Oct 2015 07:28:10 GMT", now=1445412480.0) == pytest.approx(10.0)
 
 
 def test_endpoints_pick_least_loaded_then_round_robin() -> None:

@@ -14,9 +14,10 @@ from transformers import PreTrainedTokenizerBase
 from labeling.records import build_labelled_record
 from service.items import Limits, prepare_token_item
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
+from tlcr.data.labelled import parse_labelled_record
 from tlcr.data.pairs import PreferencePair
 from tlcr.scoring import pad_sequences
-from trainer.discriminator import build_training_examples, check_tokenization, parse_labelled_record
+from trainer.discriminator import build_training_examples, check_tokenization
 from trainer.ppo_math import mask_from_lengths
 from trainer.rollout import Rollout, fetch_rewards
 

@@ -1,7 +1,7 @@
 """A scripted OpenAI-compatible chat-completions server on loopback: a TEST AND BENCHMARK TOOL.
 
-It is a real FastAPI + uvicorn app serving POST /v1/chat/completions, so the worker talks to it through
-the real `openai` client exactly as to OpenAI, vLLM or Ollama. By default it answers like a perfect
+It serves POST /v1/chat/completions over real HTTP (uvicorn), so the worker talks to it through the
+real `openai` client exactly as to OpenAI, vLLM or Ollama. By default it answers like a perfect
 reviser: brief reasons, then the *preferred* response (read back from the instruction) after the
 revision marker. A script of rules makes chosen requests misbehave:
 
@@ -12,9 +12,14 @@ revision marker. A script of rules makes chosen requests misbehave:
     garbage     HTTP 200 whose body is not JSON
 
 A rule applies to requests whose user message contains `match` ("" = all), for its first `times`
-matches (None = always). Every answer waits `latency_s` first. GET /stats reports what happened.
+matches (None = always). Every answer waits `latency_s` first. GET /stats reports what happened,
+POST /script replaces the script.
 
-Run it alone:  python -m labeling.fake_openai_server --latency 0.2 [--script rules.json] [--port 0]
+The app is a bare ASGI callable on uvicorn's C parser (httptools) and uvloop, not a FastAPI app: the
+benchmark runs it next to the client on the same cores, and FastAPI's routing and response classes
+cost ~0.36 ms of CPU per request there, against ~0.1 ms for this (benchmarks/labeling.py prints it).
+
+Run it alone:  python -m tests.support.fake_openai_server --latency 0.2 [--script rules.json] [--port 0]
 """
 
 from __future__ import annotations
@@ -28,13 +33,12 @@ import sys
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 import uvicorn
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from labeling.instruction import (
     PREFERRED_END,
@@ -44,6 +48,8 @@ from labeling.instruction import (
     REVISION_END,
     REVISION_START,
 )
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
 
 Behaviour = Literal["revise", "401", "429", "500", "slow", "no_marker", "empty", "refusal", "truncated",
                     "garbage"]
@@ -90,89 +96,135 @@ def preferred_response(user_message: str) -> str:
     return user_message[start + len(PREFERRED_START):end].strip()
 
 
-def _completion(model: str, content: str, finish_reason: str, prompt_text: str, n: int) -> dict[str, Any]:
+def completion_body(model: str, content: str, finish_reason: str, prompt_text: str, n: int) -> bytes:
     prompt_tokens, completion_tokens = len(prompt_text.split()), len(content.split())
-    return {
+    return json.dumps({
         "id": f"chatcmpl-fake-{n}", "object": "chat.completion", "created": int(time.time()), "model": model,
         "choices": [{"index": 0, "message": {"role": "assistant", "content": content},
                      "finish_reason": finish_reason, "logprobs": None}],
         "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
                   "total_tokens": prompt_tokens + completion_tokens},
-    }
+    }).encode("utf-8")
 
 
-def create_app(script: Script | None = None) -> FastAPI:
-    app = FastAPI(title="fake OpenAI-compatible reviser (tests and benchmarks only)")
-    state: dict[str, Any] = {"script": script or Script(), "rule_uses": Counter(), "behaviours": Counter(),
-                             "by_message": Counter(), "requests": 0, "in_flight": 0, "max_in_flight": 0}
+def answer_content(behaviour: str, user_message: str) -> tuple[str, str]:
+    """(content, finish_reason) of a 200 answer with `behaviour` to `user_message`."""
+    revision = preferred_response(user_message)
+    reasons = f"{REASONING_START}\nThe preferred reply is correct, polite and concise.\n{REASONING_END}\n\n"
+    if behaviour == "no_marker":
+        return "The preferred reply is better. Here is my edit: " + revision, "stop"
+    if behaviour == "empty":
+        return f"{reasons}{REVISION_START}\n\n{REVISION_END}", "stop"
+    if behaviour == "refusal":
+        return "I'm sorry, but I can't help with modifying this response.", "stop"
+    if behaviour == "truncated":
+        return f"{reasons}{REVISION_START}\n{revision[: max(1, len(revision) // 2)]}", "length"
+    return f"{reasons}{REVISION_START}\n{revision}\n{REVISION_END}", "stop"
 
-    @app.post("/v1/chat/completions")
-    async def chat_completions(request: Request) -> Response:
-        body = await request.json()
+
+def error_body(message: str, kind: str) -> bytes:
+    return json.dumps({"error": {"message": message, "type": kind}}).encode("utf-8")
+
+
+# Scripted HTTP errors: status, body (serialized once).
+ERRORS: dict[str, tuple[int, bytes]] = {
+    "429": (429, error_body("rate limited (scripted)", "rate_limit_error")),
+    "401": (401, error_body("invalid API key (scripted)", "invalid_request_error")),
+    "500": (500, error_body("server error (scripted)", "server_error")),
+    "garbage": (200, b"<html>this is not JSON</html>"),
+}
+JSON_CONTENT = (b"content-type", b"application/json")
+
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+@dataclass
+class ServerState:
+    """The script and what the server has seen since it was last set."""
+
+    script: Script
+    rule_uses: Counter[int] = field(default_factory=Counter)
+    behaviours: Counter[str] = field(default_factory=Counter)
+    by_message: Counter[str] = field(default_factory=Counter)
+    requests: int = 0
+    in_flight: int = 0
+    max_in_flight: int = 0
+
+    def choose(self, user_message: str) -> tuple[str, Rule | None]:
+        """The behaviour for this request: the first rule that matches and is not used up, else "revise"."""
+        for index, rule in enumerate(self.script.rules):
+            if rule.match in user_message and (rule.times is None or self.rule_uses[index] < rule.times):
+                self.rule_uses[index] += 1
+                return rule.behaviour, rule
+        return "revise", None
+
+    def stats(self) -> dict[str, Any]:
+        return {"requests": self.requests, "behaviours": dict(self.behaviours),
+                "by_message": dict(self.by_message), "max_in_flight": self.max_in_flight}
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks = []
+    while True:
+        message = await receive()
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body"):
+            return b"".join(chunks)
+
+
+async def _respond(send: Send, status: int, body: bytes, headers: Sequence[tuple[bytes, bytes]] = ()) -> None:
+    await send({"type": "http.response.start", "status": status, "headers": [JSON_CONTENT, *headers]})
+    await send({"type": "http.response.body", "body": body})
+
+
+class FakeOpenAIApp:
+    """The ASGI app: POST /v1/chat/completions, GET /stats, POST /script (replace the script, reset counts)."""
+
+    def __init__(self, script: Script | None = None) -> None:
+        self.state = ServerState(script or Script())
+
+    async def __call__(self, scope: dict[str, Any], receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        route = (scope["method"], scope["path"])
+        if route == ("POST", "/v1/chat/completions"):
+            await self.chat_completions(receive, send)
+        elif route == ("GET", "/stats"):
+            await _respond(send, 200, json.dumps(self.state.stats()).encode("utf-8"))
+        elif route == ("POST", "/script"):
+            self.state = ServerState(Script.from_dict(json.loads(await _read_body(receive))))
+            await _respond(send, 200, json.dumps(self.state.script.to_dict()).encode("utf-8"))
+        else:
+            await _respond(send, 404, error_body(f"no route {route[0]} {route[1]}", "not_found"))
+
+    async def chat_completions(self, receive: Receive, send: Send) -> None:
+        body = json.loads(await _read_body(receive))
         messages = body.get("messages") or []
         user = next((m.get("content", "") for m in reversed(messages) if m.get("role") == "user"), "")
-        model = str(body.get("model", "fake"))
-        state["requests"] += 1
-        n = state["requests"]
-        state["by_message"][message_digest(user)] += 1
-        current: Script = state["script"]
-        behaviour: str = "revise"
-        rule: Rule | None = None
-        for index, candidate in enumerate(current.rules):
-            if candidate.match in user and (candidate.times is None or state["rule_uses"][index] < candidate.times):
-                state["rule_uses"][index] += 1
-                rule, behaviour = candidate, candidate.behaviour
-                break
-        state["behaviours"][behaviour] += 1
-        state["in_flight"] += 1
-        state["max_in_flight"] = max(state["max_in_flight"], state["in_flight"])
+        state = self.state
+        state.requests += 1
+        n = state.requests
+        state.by_message[message_digest(user)] += 1
+        behaviour, rule = state.choose(user)
+        state.behaviours[behaviour] += 1
+        state.in_flight += 1
+        state.max_in_flight = max(state.max_in_flight, state.in_flight)
         try:
-            await asyncio.sleep(current.latency_s + (rule.delay_s if rule and behaviour == "slow" else 0.0))
+            await asyncio.sleep(state.script.latency_s + (rule.delay_s if rule and behaviour == "slow" else 0.0))
         finally:
-            state["in_flight"] -= 1
-        if behaviour == "429":
-            headers = {"retry-after": rule.retry_after} if rule and rule.retry_after is not None else {}
-            return JSONResponse({"error": {"message": "rate limited (scripted)", "type": "rate_limit_error"}},
-                                status_code=429, headers=headers)
-        if behaviour == "401":
-            return JSONResponse({"error": {"message": "invalid API key (scripted)", "type": "invalid_request_error"}},
-                                status_code=401)
-        if behaviour == "500":
-            return JSONResponse({"error": {"message": "server error (scripted)", "type": "server_error"}},
-                                status_code=500)
-        if behaviour == "garbage":
-            return PlainTextResponse("<html>this is not JSON</html>", status_code=200,
-                                     media_type="application/json")
-        revision = preferred_response(user)
-        reasons = f"{REASONING_START}\nThe preferred reply is correct, polite and concise.\n{REASONING_END}\n\n"
-        finish = "stop"
-        if behaviour == "no_marker":
-            content = "The preferred reply is better. Here is my edit: " + revision
-        elif behaviour == "empty":
-            content = f"{reasons}{REVISION_START}\n\n{REVISION_END}"
-        elif behaviour == "refusal":
-            content = "I'm sorry, but I can't help with modifying this response."
-        elif behaviour == "truncated":
-            content, finish = f"{reasons}{REVISION_START}\n{revision[: max(1, len(revision) // 2)]}", "length"
-        else:
-            content = f"{reasons}{REVISION_START}\n{revision}\n{REVISION_END}"
-        return JSONResponse(_completion(model, content, finish, user, n))
+            state.in_flight -= 1
+        if behaviour in ERRORS:
+            status, error = ERRORS[behaviour]
+            headers = [(b"retry-after", rule.retry_after.encode())] if rule and rule.retry_after is not None else []
+            await _respond(send, status, error, headers)
+            return
+        content, finish = answer_content(behaviour, user)
+        await _respond(send, 200, completion_body(str(body.get("model", "fake")), content, finish, user, n))
 
-    @app.get("/stats")
-    async def stats() -> dict[str, Any]:
-        return {"requests": state["requests"], "behaviours": dict(state["behaviours"]),
-                "by_message": dict(state["by_message"]), "max_in_flight": state["max_in_flight"]}
 
-    @app.post("/script")
-    async def set_script(request: Request) -> dict[str, Any]:
-        """Replace the script and reset the counters."""
-        state["script"] = Script.from_dict(await request.json())
-        for key in ("rule_uses", "behaviours", "by_message"):
-            state[key] = Counter()
-        state["requests"] = state["max_in_flight"] = 0
-        return state["script"].to_dict()
-
-    return app
+def create_app(script: Script | None = None) -> FakeOpenAIApp:
+    return FakeOpenAIApp(script)
 
 
 def _bind_loopback(port: int = 0) -> socket.socket:
@@ -240,8 +292,9 @@ class FakeOpenAIServerProcess:
 
     def start(self) -> FakeOpenAIServerProcess:
         self._proc = subprocess.Popen(
-            [sys.executable, "-m", "labeling.fake_openai_server", "--script-json", json.dumps(self.script.to_dict())],
-            stdout=subprocess.PIPE, text=True)
+            [sys.executable, "-m", "tests.support.fake_openai_server", "--script-json",
+             json.dumps(self.script.to_dict())],
+            stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)  # `-m` finds the `tests` package from there
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().strip()
         if not line.startswith("http://"):
@@ -249,6 +302,12 @@ class FakeOpenAIServerProcess:
             raise RuntimeError(f"fake OpenAI server process did not start (said {line!r})")
         self.base_url = line
         return self
+
+    @property
+    def pid(self) -> int:
+        if self._proc is None:
+            raise RuntimeError("the fake OpenAI server process is not started")
+        return self._proc.pid
 
     def stop(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
