@@ -20,8 +20,8 @@ from typing import Any
 
 
 def held_out_baselines(path: Path, eval_fraction: float, seed: int) -> dict[str, Any]:
-    from tlcr.models import load_tokenizer
-    from tlcr.tokenization import encode_prompt_response_batch
+    from core.models import load_tokenizer
+    from core.tokenization import encode_prompt_response_batch
     from trainer.discriminator import load_labelled_records, split_records
 
     records = load_labelled_records(path, vocab_size=10**9).records

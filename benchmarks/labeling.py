@@ -126,8 +126,8 @@ def editops_labels(rejected: list[int], revised: list[int]) -> tuple[int, list[f
 
 def load_hh_responses(path: Path) -> list[tuple[str, str]]:
     """(rejected, chosen) responses of every line, each split from its own transcript."""
-    from tlcr.data.jsonl import iter_jsonl
-    from tlcr.data.pairs import split_transcript
+    from core.data.jsonl import iter_jsonl
+    from core.data.pairs import split_transcript
 
     out = []
     for _, obj in iter_jsonl(path):
@@ -142,12 +142,12 @@ def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) ->
 
     responses = load_hh_responses(hh_path)
     if tokenizer_name:
-        from tlcr.models import load_tokenizer
+        from core.models import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer_name)
         tok_desc = tokenizer_name
     else:  # offline: a byte-level BPE trained on the data, like the tiny models of the tests
-        from tlcr.models import train_bpe_tokenizer
+        from core.models import train_bpe_tokenizer
 
         tokenizer = train_bpe_tokenizer([t for pair in responses for t in pair], vocab_size=8192)
         tok_desc = "byte-level BPE (8192) trained on these responses"
@@ -205,11 +205,11 @@ def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) ->
 async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrency: int,
                      workdir: Path) -> tuple[float, float]:
     """(wall seconds, this process's CPU seconds) of one labelling run."""
+    from core.retry import RetryPolicy
     from labeling.cache import RevisionCache
     from labeling.revisers import OpenAIReviser
     from labeling.usage import UsageLedger
     from labeling.worker import WorkerConfig, label_pairs
-    from tlcr.retry import RetryPolicy
 
     reviser = OpenAIReviser("fake-reviser", api_key="benchmark", base_url=base_url, timeout_s=30,
                             retry=RetryPolicy(max_retries=0), cache=RevisionCache(workdir / "cache.sqlite"),
@@ -239,10 +239,10 @@ def process_cpu_seconds(pid: int) -> float:
 
 def bench_revision_throughput(latency_s: float, levels: list[int], waves: int,
                               repeats: int) -> list[dict[str, Any]]:
+    from core.data.controlled import ControlledTask
+    from core.models import train_bpe_tokenizer
     from labeling.worker import run_event_loop
     from tests.support.fake_openai_server import FakeOpenAIServerProcess, Script
-    from tlcr.data.controlled import ControlledTask
-    from tlcr.models import train_bpe_tokenizer
 
     task = ControlledTask(seed=0)
     tokenizer = train_bpe_tokenizer(task.corpus(), vocab_size=512)

@@ -30,8 +30,8 @@ TARGET = 0.10
 
 
 def build_models(workdir: Path) -> tuple[Path, Path]:
-    from tlcr.data.controlled import ControlledTask
-    from tlcr.models import build_tiny_model, load_token_classifier, load_tokenizer, mark_discriminator_config
+    from core.data.controlled import ControlledTask
+    from core.models import build_tiny_model, load_token_classifier, load_tokenizer, mark_discriminator_config
 
     policy = build_tiny_model(ControlledTask().corpus(), workdir / "policy", vocab_size=1024, hidden_size=64,
                               num_layers=2, num_heads=4)

@@ -111,8 +111,8 @@ def start_naive_server(args: argparse.Namespace, model: Path, log: Path) -> tupl
 
 def build_discriminator(out: Path, hidden: int, layers: int, heads: int, max_length: int) -> Path:
     """A token-classifier checkpoint like a trained discriminator (random weights: speed is what counts)."""
-    from tlcr.data.controlled import ControlledTask
-    from tlcr.models import build_tiny_model, load_token_classifier, load_tokenizer, mark_discriminator_config
+    from core.data.controlled import ControlledTask
+    from core.models import build_tiny_model, load_token_classifier, load_tokenizer, mark_discriminator_config
 
     base = build_tiny_model(ControlledTask(seed=0).corpus(), out / "base", vocab_size=1024, hidden_size=hidden,
                             num_layers=layers, num_heads=heads, max_positions=max_length)
@@ -128,8 +128,8 @@ def workload(model: Path, count: int, repeat_response: int) -> list[dict[str, li
 
     `repeat_response` > 1 lengthens responses (the response text repeated) for longer-sequence runs.
     """
-    from tlcr.data.controlled import ControlledTask
-    from tlcr.models import encode_prompt_response, load_tokenizer
+    from core.data.controlled import ControlledTask
+    from core.models import encode_prompt_response, load_tokenizer
 
     tokenizer = load_tokenizer(model)
     items = []

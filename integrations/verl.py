@@ -24,9 +24,9 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 
 from core.reward_modes import RewardMode
+from core.tokens import token_reward_summary
 from integrations.common import check_token_input, token_reward_items
 from service.client import AsyncTokenRewardClient
-from tlcr.tokens import token_reward_summary
 
 # One client (one connection pool) per event loop and service: agent loops are built per trajectory.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str | None], AsyncTokenRewardClient]]

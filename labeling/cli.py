@@ -14,11 +14,11 @@ from core.exit_codes import ExitCode
 from labeling.options import LabelOptions
 
 if TYPE_CHECKING:
+    from core.data.jsonl import SkipReport
+    from core.data.pairs import PreferencePair
     from labeling.revisers import GivenRevision, OpenAIReviser, Reviser
     from labeling.usage import LedgerFile
     from labeling.worker import RunResult
-    from tlcr.data.jsonl import SkipReport
-    from tlcr.data.pairs import PreferencePair
 
 def register(app: typer.Typer) -> None:
     app.command("label")(label_command)
@@ -27,10 +27,10 @@ def register(app: typer.Typer) -> None:
 @config_command(LabelOptions)
 def label_command(config: LabelOptions) -> None:
     """Revise rejected responses minimally, label tokens by a Levenshtein diff, write records as JSONL."""
+    from core.data.jsonl import DataError, SkipReport
+    from core.models import ModelLoadError, load_tokenizer
     from labeling.revisers import ReviserError
     from labeling.worker import WorkerConfig, label_pairs, run_event_loop
-    from tlcr.data.jsonl import DataError, SkipReport
-    from tlcr.models import ModelLoadError, load_tokenizer
 
     source, out = config.source, config.output_file
     shard_index, shard_count = config.shard_index_count()
@@ -124,10 +124,10 @@ def _load_input(config: LabelOptions, report: SkipReport) -> tuple[list[Preferen
 
 
 def _openai_reviser(config: LabelOptions) -> tuple[OpenAIReviser, LedgerFile]:
+    from core.retry import RetryPolicy
     from labeling.cache import RevisionCache
     from labeling.revisers import OpenAIReviser
     from labeling.usage import LedgerFile, UsageLedger
-    from tlcr.retry import RetryPolicy
 
     out, model, base_url = config.output_file, config.reviser_model or "", config.base_url
     api_key = os.environ.get(config.api_key_env)

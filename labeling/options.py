@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from core.data.pair_options import PairsOptions
 from labeling.filters import FilterConfig
-from tlcr.data.pair_options import PairsOptions
 
 
 @dataclass(kw_only=True)

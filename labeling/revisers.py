@@ -1,7 +1,7 @@
 """Revisers: what produces the minimally revised rejected response, behind one interface.
 
 - `OpenAIReviser`: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama...) through
-  `openai.AsyncOpenAI`, with the project's retry policy (`tlcr.retry`), a per-call timeout, the on-disk cache and the
+  `openai.AsyncOpenAI`, with the project's retry policy (`core.retry`), a per-call timeout, the on-disk cache and the
   usage ledger.
 - `ChosenReviser`: offline; the revision is the chosen response (the offline default, exact for the
   controlled task whose chosen response is the minimal fix of the rejected one).
@@ -17,11 +17,11 @@ from typing import Protocol
 
 import openai
 
+from core.data.pairs import PreferencePair
+from core.retry import RetryPolicy, log_retry, retry_after_seconds
 from labeling.cache import CachedAnswer, RevisionCache, cache_key
 from labeling.instruction import EMPTY_REVISION, INSTRUCTION_VERSION, build_messages, parse_revision
 from labeling.usage import UsageLedger
-from tlcr.data.pairs import PreferencePair
-from tlcr.retry import RetryPolicy, log_retry, retry_after_seconds
 
 log = logging.getLogger(__name__)
 

@@ -29,14 +29,14 @@ from typing import IO, Any, TypeVar
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from core.data.jsonl import DataError
+from core.data.labelled import LabelledRecord
+from core.data.pairs import PreferencePair
 from labeling.filters import TOO_LONG, FilterConfig, LabelSummary, apply_filters, too_long_texts
 from labeling.instruction import EMPTY_REVISION
 from labeling.records import build_labelled_record
 from labeling.revisers import Reviser, Revision, TransientReviserError
 from labeling.usage import LedgerFile
-from tlcr.data.jsonl import DataError
-from tlcr.data.labelled import LabelledRecord
-from tlcr.data.pairs import PreferencePair
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

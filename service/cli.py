@@ -27,8 +27,8 @@ def run(settings: ServiceSettings, verbosity: int | None = None) -> ExitCode:
     """
     import uvicorn
 
+    from core.models import ModelLoadError
     from service.app import create_app
-    from tlcr.models import ModelLoadError
 
     if verbosity is None:
         verbosity = verbosity_of_level(settings.log_level)

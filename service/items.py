@@ -1,6 +1,6 @@
 """Turn request items into discriminator inputs, checking them; errors name the item and the field.
 
-Text is tokenized with `tlcr.tokenization.encode_prompt_response` (the split every stage uses); token ids are
+Text is tokenized with `core.tokenization.encode_prompt_response` (the split every stage uses); token ids are
 checked against the vocabulary; the caller's response offsets become a `SpanAlignment` from the
 discriminator's response tokens to the caller's. Too-long items are refused (422) unless truncation of
 the prompt's start was opted into.
@@ -18,11 +18,11 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
+from core.data.pairs import split_transcript
+from core.tokenization import encode_prompt_response, encode_prompt_response_spans
 from service.alignment import SpanAlignment
 from service.schemas import SequenceRewardItem, TokenRewardItem
 from service.scorer import Encoded
-from tlcr.data.pairs import split_transcript
-from tlcr.tokenization import encode_prompt_response, encode_prompt_response_spans
 
 Truncation = Literal["none", "prompt_left"]
 

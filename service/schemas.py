@@ -136,7 +136,7 @@ class GetRewardResponse(BaseModel):
 
     rewards: list[float]  # sum or mean of the token rewards (the service's get_reward_reduction)
     scores: list[float]  # mean P(token is good) of each response, in [0, 1] (OpenRLHF's dynamic filtering)
-    extra_logs: dict[str, list[float]]  # token-reward statistics per query (tlcr.tokens.token_reward_summary)
+    extra_logs: dict[str, list[float]]  # token-reward statistics per query (core.tokens.token_reward_summary)
 
 
 class InfoResponse(BaseModel):
@@ -149,7 +149,7 @@ class InfoResponse(BaseModel):
     dtype: str
     sequence_model: str | None = None
     demo: str | None = None  # set when serving the offline demo discriminator (`tlcr bootstrap-model`)
-    # `tlcr.tokenization.tokenizer_fingerprint` of the discriminator's tokenizer: a trainer whose tokenizer has
+    # `core.tokenization.tokenizer_fingerprint` of the discriminator's tokenizer: a trainer whose tokenizer has
     # the same fingerprint sends token ids, any other sends text + offsets.
     tokenizer_fingerprint: str | None = None
     api_version: str = API_VERSION

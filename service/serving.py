@@ -17,6 +17,9 @@ import numpy as np
 from fastapi import HTTPException, status
 from transformers import PreTrainedTokenizerBase
 
+from core.models import ModelLoadError, demo_note, load_tokenizer
+from core.tokenization import tokenizer_fingerprint
+from core.tokens import special_token_strings, strip_special_suffix, token_reward_summary
 from service.batcher import DynamicBatcher
 from service.items import ItemError, PreparedItem, prepare_sequence_item, prepare_token_item, split_query
 from service.rewards import reduce_rewards, rewards_from_probabilities
@@ -36,9 +39,6 @@ from service.scorer import Encoded
 from service.settings import public_name
 from service.state import ServiceState
 from service.token_strings import token_strings
-from tlcr.models import ModelLoadError, demo_note, load_tokenizer
-from tlcr.tokenization import tokenizer_fingerprint
-from tlcr.tokens import special_token_strings, strip_special_suffix, token_reward_summary
 
 Result = TypeVar("Result")
 Work = TypeVar("Work")

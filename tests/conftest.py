@@ -20,8 +20,12 @@ import torch
 
 torch.set_num_threads(1)
 
-from tlcr.data.controlled import ControlledTask  # noqa: E402
-from tlcr.models import build_tiny_model, load_token_classifier  # noqa: E402
+from transformers import PreTrainedTokenizerBase  # noqa: E402
+
+from core.data.controlled import ControlledTask  # noqa: E402
+from core.data.pairs import PreferencePair  # noqa: E402
+from core.data.sources import load_preference_pairs  # noqa: E402
+from core.models import build_tiny_model, load_token_classifier, load_tokenizer  # noqa: E402
 
 if TYPE_CHECKING:
     from service.launcher import ServiceProcess
@@ -54,7 +58,7 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, controlled_task: Con
 
 def _save_untrained_discriminator(base_dir: Path, out: Path) -> Path:
     """`base_dir` with an untrained one-logit token-classification head, saved like a discriminator checkpoint."""
-    from tlcr.models import load_tokenizer, mark_discriminator_config
+    from core.models import load_tokenizer, mark_discriminator_config
 
     model = load_token_classifier(base_dir, num_labels=1, device="cpu", dtype="float32")
     mark_discriminator_config(model.config, max_length=256, base_model=str(base_dir))
@@ -78,7 +82,7 @@ def tiny_gpt2_discriminator_dir(tmp_path_factory: pytest.TempPathFactory, tiny_g
 @pytest.fixture(scope="session")
 def sequence_rm_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """A one-label sequence classifier (untrained head) saved like a sequence reward model checkpoint."""
-    from tlcr.models import load_sequence_classifier, load_tokenizer
+    from core.models import load_sequence_classifier, load_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-sequence-rm")
     load_sequence_classifier(tiny_model_dir, num_labels=1, device="cpu", dtype="float32").save_pretrained(out)
@@ -189,3 +193,16 @@ def tiny_real_discriminator_dir(tmp_path_factory: pytest.TempPathFactory,
         return built[name]
 
     return get
+
+
+@pytest.fixture(scope="module", params=["llama2", "gpt2", "qwen2"])
+def named_tokenizer(request: pytest.FixtureRequest,
+                    real_tokenizer_dir: Callable[[str], Path]) -> tuple[str, PreTrainedTokenizerBase]:
+    """(name, tokenizer) for each real tokenizer in ../shared/tokenizers."""
+    return request.param, load_tokenizer(real_tokenizer_dir(request.param))
+
+
+@pytest.fixture(scope="module")
+def hh_pairs(hh_harmless_test: Path) -> list[PreferencePair]:
+    """The first 40 usable pairs of the shared HH-RLHF harmless-base test sample."""
+    return load_preference_pairs(hh_harmless_test, on_error="skip")[:40]

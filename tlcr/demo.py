@@ -148,8 +148,8 @@ def run_demo(config: DemoConfig, console: Console | None = None, verbosity: int 
                 console.print(_short_metrics(summary["metrics"]))
 
         with log.stage("8/8 evaluation through the service"):
-            from tlcr.evaluation.evaluate import EvalConfig
-            from tlcr.evaluation.run import run_evaluation
+            from evaluation.evaluate import EvalConfig
+            from evaluation.run import run_evaluation
 
             eval_prompts = pipeline.held_out_prompts(config.eval_part, config.eval_samples_per_prompt,
                                                      config.eval_prompts)
@@ -157,8 +157,8 @@ def run_demo(config: DemoConfig, console: Console | None = None, verbosity: int 
             policies.update({PolicyRewardMode(m).label: ppo_runs[m] / "policy" for m in config.modes})
             eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=32,
                                      do_sample=config.eval_do_sample, top_p=config.eval_top_p, seed=config.seed)
-            from tlcr.evaluation.reward_sanity import reward_sanity, sanity_rows
-            from tlcr.models import load_tokenizer
+            from core.models import load_tokenizer
+            from evaluation.reward_sanity import reward_sanity, sanity_rows
 
             with TokenRewardClient(service.url) as client:
                 extra["reward_sanity"] = reward_sanity(client, load_tokenizer(disc_dir), task, part="validation",

@@ -80,7 +80,7 @@ def bootstrap_demo_model(out: Path, config: DemoModelConfig | None = None) -> di
 def _mark_demo(discriminator: Path) -> None:
     from transformers import AutoConfig
 
-    from tlcr.models import mark_demo_config
+    from core.models import mark_demo_config
 
     model_config = AutoConfig.from_pretrained(discriminator)
     mark_demo_config(model_config, DEMO_NOTE)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tlcr.data.pairs import PreferencePair
+from core.data.pairs import PreferencePair
 
 
 @dataclass
@@ -66,7 +66,7 @@ class PreparedData:
 
 def controlled_task() -> Any:
     """The controlled task with the one fixed knowledge base every stage (and PPO's oracle metric) uses."""
-    from tlcr.data.controlled import ControlledTask
+    from core.data.controlled import ControlledTask
 
     return ControlledTask()
 
@@ -87,10 +87,10 @@ def prepare_data(config: PipelineConfig, run_dir: Path, source: str = "controlle
     `holdout` pairs are kept out of the split (for another source than "controlled", whose held-out
     prompts are drawn fresh); returns (prepared data, held-out pairs).
     """
-    from tlcr.data.jsonl import write_jsonl
-    from tlcr.data.sources import load_preference_pairs
-    from tlcr.data.splits import paper_split
-    from tlcr.models import build_tiny_model
+    from core.data.jsonl import write_jsonl
+    from core.data.sources import load_preference_pairs
+    from core.data.splits import paper_split
+    from core.models import build_tiny_model
 
     if source == "controlled":
         task = controlled_task()
@@ -129,9 +129,9 @@ def sft_stage(config: PipelineConfig, data: PreparedData, run_dir: Path) -> Path
 
 def label_stage(data: PreparedData, sft: Path, run_dir: Path) -> tuple[Path, dict[str, Any]]:
     """Labels of the reward-model part with the chosen reviser (revision := chosen)."""
+    from core.models import load_tokenizer
     from labeling.revisers import ChosenReviser
     from labeling.worker import WorkerConfig, label_pairs
-    from tlcr.models import load_tokenizer
 
     labels_path = run_dir / "data" / "labels.jsonl"
     result = asyncio.run(label_pairs(data.split["rm"], ChosenReviser(), load_tokenizer(sft),
@@ -221,7 +221,7 @@ def policy_kl(policy: str | Path, reference: str | Path, prompts: Sequence[str],
     Σ_t log π(y_t) − log π_ref(y_t) over response tokens (EOS included), averaged over prompts."""
     import torch
 
-    from tlcr.models import encode_prompt_response, load_causal_lm, load_tokenizer
+    from core.models import encode_prompt_response, load_causal_lm, load_tokenizer
     from trainer.rollout import forward_rollout, generate_rollout, sampling_config
 
     if not prompts:

@@ -27,9 +27,9 @@ def _fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
+    from core.data.jsonl import DataError
+    from core.models import ModelLoadError
     from service.client import RewardServiceError
-    from tlcr.data.jsonl import DataError
-    from tlcr.models import ModelLoadError
     from trainer.ppo_config import PPOConfigError
 
     return (DataError, ModelLoadError, PPOConfigError, RewardServiceError, ValueError, FileNotFoundError)

@@ -39,8 +39,8 @@ def _print_metrics(title: str, rows: list[tuple[str, Any]], metrics_path: Path) 
 @config_command(DiscriminatorOptions, presets=presets_dir("discriminator"))
 def train_discriminator_command(config: DiscriminatorOptions) -> None:
     """Train the token discriminator D (soft-target BCE over response tokens) and report held-out metrics."""
-    from tlcr.data.jsonl import DataError
-    from tlcr.models import ModelLoadError
+    from core.data.jsonl import DataError
+    from core.models import ModelLoadError
     from trainer.discriminator import METRICS_FILE, train_discriminator
 
     out = Path(config.output_dir)
@@ -73,8 +73,8 @@ def train_discriminator_command(config: DiscriminatorOptions) -> None:
 @config_command(RewardModelOptions, presets=presets_dir("reward_model"))
 def train_reward_model_command(config: RewardModelOptions) -> None:
     """Train a Bradley–Terry sequence reward model (TRL RewardTrainer) and report held-out pairwise accuracy."""
-    from tlcr.data.jsonl import DataError
-    from tlcr.models import ModelLoadError
+    from core.data.jsonl import DataError
+    from core.models import ModelLoadError
     from trainer.reward_model import METRICS_FILE, train_reward_model
 
     out = Path(config.output_dir)

@@ -22,11 +22,11 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import SchedulerType
 
-from tlcr.data.jsonl import DataError, OnError
-from tlcr.data.labelled import LabelledRecord, load_labelled_records
-from tlcr.models import check_max_length, load_token_classifier, load_tokenizer, mark_discriminator_config
-from tlcr.scoring import fit_prompt_response, pad_sequences, position_ids_from_attention_mask
-from tlcr.tokenization import encode_prompt_response_batch
+from core.data.jsonl import DataError, OnError
+from core.data.labelled import LabelledRecord, load_labelled_records
+from core.models import check_max_length, load_token_classifier, load_tokenizer, mark_discriminator_config
+from core.scoring import fit_prompt_response, pad_sequences, position_ids_from_attention_mask
+from core.tokenization import encode_prompt_response_batch
 from trainer.discriminator_metrics import discriminator_metrics, reward_sum
 from trainer.reward_training import apply_hardware_defaults, held_out_split, train_and_release, write_metrics
 
@@ -114,7 +114,7 @@ def training_example(prompt_ids: Sequence[int], response_ids: Sequence[int], res
 
 
 def prompt_ids_of(records: Sequence[LabelledRecord], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
-    """Each record's prompt ids as the joint prompt + rejected encoding splits them (`tlcr.tokenization`)."""
+    """Each record's prompt ids as the joint prompt + rejected encoding splits them (`core.tokenization`)."""
     encoded = encode_prompt_response_batch(tokenizer, [r.prompt for r in records], [r.rejected for r in records])
     return [e.prompt_ids for e in encoded]
 
@@ -188,7 +188,7 @@ def evaluate_discriminator(model: Any, tokenizer: PreTrainedTokenizerBase, recor
                            max_length: int, batch_size: int = 16, threshold: float = 0.5) -> dict[str, Any]:
     """Token metrics on held-out records' rejected and revised sequences, pairwise accuracy on their
     chosen vs rejected responses (Σ r_t with r_t = 2D − 1)."""
-    from tlcr.scoring import response_token_probabilities
+    from core.scoring import response_token_probabilities
 
     model.eval()
     prompts = prompt_ids_of(records, tokenizer)

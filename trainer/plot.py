@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from tlcr.data.jsonl import DataError
+from core.data.jsonl import DataError
 from trainer.metrics_log import read_metrics
 
 FIG7_METRICS = ("perplexity", "response_length", "kl")

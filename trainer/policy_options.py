@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tlcr.data.splits import PartChoice, check_part
+from core.data.splits import PartChoice, check_part
 from trainer.training_options import TrainingOptions
 
 

@@ -69,8 +69,8 @@ class TrainingStopped(RuntimeError):
 
 def load_prompts(config: PPOConfig) -> list[str]:
     """Distinct prompts of the configured split part, in a fixed order."""
-    from tlcr.data.sources import load_preference_pairs
-    from tlcr.data.splits import select_part
+    from core.data.sources import load_preference_pairs
+    from core.data.splits import select_part
 
     pairs = load_preference_pairs(config.source, limit=config.data_limit, seed=config.data_seed)
     part = select_part(pairs, config.split_part, seed=config.data_seed)
@@ -142,7 +142,7 @@ def resolve_token_input(option: str, service_fingerprint: str | None, policy_tok
         return option
     if not service_fingerprint:
         return "text"
-    from tlcr.tokenization import tokenizer_fingerprint
+    from core.tokenization import tokenizer_fingerprint
 
     return "ids" if tokenizer_fingerprint(policy_tokenizer) == service_fingerprint else "text"
 
@@ -189,7 +189,7 @@ class PPOTrainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from tlcr.models import load_tokenizer
+        from core.models import load_tokenizer
 
         self.config = config
         if not config.policy:
@@ -226,7 +226,7 @@ class PPOTrainer:
 
     def _build(self, config: PPOConfig) -> None:
         """Models, optimizer and helpers (after the reward client exists, so a failure here can close it)."""
-        from tlcr.models import load_causal_lm, load_token_classifier
+        from core.models import load_causal_lm, load_token_classifier
 
         service_info = self._service_info()
         self.token_input = resolve_token_input(
@@ -295,7 +295,7 @@ class PPOTrainer:
 
     def _tokenize_prompts(self, prompts: Sequence[str]) -> list[list[int] | None]:
         """Prompt token ids (the prompt alone: what the joint split gives with no response); None if too long."""
-        from tlcr.models import encode_prompt_response
+        from core.models import encode_prompt_response
 
         out: list[list[int] | None] = []
         for prompt in prompts:
@@ -362,8 +362,8 @@ class PPOTrainer:
         if not source:
             raise PPOConfigError("value_init 'discriminator' needs the discriminator checkpoint: pass value_model "
                                  "(--value-model PATH or Hub id), or use value_init 'sft'")
-        from tlcr.models import load_tokenizer
-        from tlcr.tokenization import tokenizer_fingerprint
+        from core.models import load_tokenizer
+        from core.tokenization import tokenizer_fingerprint
 
         if tokenizer_fingerprint(load_tokenizer(source)) != tokenizer_fingerprint(self.tokenizer):
             raise PPOConfigError(f"value_init 'discriminator': {source} uses a different tokenizer than the policy "
@@ -372,7 +372,7 @@ class PPOTrainer:
 
     def _oracle(self) -> Callable[[str, str], float] | None:
         """The controlled task's oracle score, when every prompt is one of its questions (any source)."""
-        from tlcr.data.controlled import ControlledTask
+        from core.data.controlled import ControlledTask
 
         task = ControlledTask()  # the fixed KB that load_preference_pairs("controlled") draws from
         if not all(task.parse_prompt(prompt) is not None for prompt in self.prompts):

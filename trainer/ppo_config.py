@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from core.config_cli import ConfigError, build_config
+from core.data.splits import PART_CHOICES
 from core.reward_modes import PolicyRewardMode
-from tlcr.data.splits import PART_CHOICES
 
 
 class PPOConfigError(ValueError):

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from tlcr.data.splits import PartChoice
+from core.data.splits import PartChoice
 from trainer.training_options import TrainingOptions
 
 if TYPE_CHECKING:

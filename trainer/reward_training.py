@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from transformers import TrainingArguments
 
-from tlcr.data.jsonl import DataError
+from core.data.jsonl import DataError
 
 
 class HasId(Protocol):

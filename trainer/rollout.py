@@ -19,9 +19,9 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
 from core.reward_modes import PolicyRewardMode
+from core.scoring import pad_sequences, position_ids_from_attention_mask
+from core.tokenization import decode_with_offsets
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
-from tlcr.scoring import pad_sequences, position_ids_from_attention_mask
-from tlcr.tokenization import decode_with_offsets
 from trainer.ppo_math import mask_from_lengths, response_lengths
 
 TokenInput = Literal["ids", "text"]

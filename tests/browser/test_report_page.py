@@ -1,4 +1,4 @@
-"""report.html in real headless Chromium: the smoke demo's report, and one built by tlcr.evaluation.report.
+"""report.html in real headless Chromium: the smoke demo's report, and one built by evaluation.report.
 
 The smoke demo's discriminator is barely trained, so its rewards may share one sign and be faint; its page is
 checked for what any run must show (figures decoded, one coloured span per token, each painted the colour
@@ -15,9 +15,9 @@ from typing import Any
 import numpy as np
 from playwright.sync_api import Page
 
-from tlcr.evaluation.report import HeatmapSample, Report, fig6_plot, write_report
+from evaluation.report import HeatmapSample, Report, fig6_plot, write_report
 
-POSITIVE_RGB = (22, 163, 74)  # tlcr.evaluation.report.reward_color
+POSITIVE_RGB = (22, 163, 74)  # evaluation.report.reward_color
 NEGATIVE_RGB = (220, 38, 38)
 
 SPANS_JS = """Array.from(document.querySelectorAll('span.tok')).map(s => {

@@ -12,11 +12,11 @@ import httpx
 import pytest
 
 import integrations.openrlhf as openrlhf_reward
+from core.tokens import SUMMARY_KEYS
 from service.client import TokenRewardClient
 from service.launcher import ServiceProcess, start_service
 from service.schemas import TokenRewardItem
 from tests.integrations.conftest import engine
-from tlcr.tokens import SUMMARY_KEYS
 
 PROMPT = "\n\nHuman: Where does Bob live?\n\nAssistant:"
 RESPONSE = " Bob lives in Paris."
@@ -27,7 +27,7 @@ SUFFIX = "<|im_end|>\n<|endoftext|>"  # how a chat policy's decoded sample ends 
 def qwen2(tiny_gpt2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A policy tokenizer (the tiny GPT-2's, another vocabulary than the discriminator's) with Qwen2's
     chat-template end marker and EOS as special tokens."""
-    from tlcr.models import load_tokenizer
+    from core.models import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_gpt2_dir)
     tokenizer.add_special_tokens({"eos_token": "<|endoftext|>", "additional_special_tokens": ["<|im_end|>"]})

@@ -11,12 +11,12 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
+from core.data.controlled import ControlledTask
+from core.models import load_causal_lm, load_tokenizer
 from integrations.trl import TLCRGRPOTrainer, TLCRRewardFunction, hh_transcript, rewards_to_go
 from service.client import TokenRewardClient
 from service.launcher import ServiceProcess
 from service.schemas import SequenceRewardItem, TokenRewardItem
-from tlcr.data.controlled import ControlledTask
-from tlcr.models import load_causal_lm, load_tokenizer
 
 PROMPT = "\n\nHuman: Where does Bob live?\n\nAssistant:"
 RESPONSES = [" Bob lives in Paris.", " I do not know", ""]

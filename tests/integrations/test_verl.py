@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 import torch
 
+from core.models import load_tokenizer
+from core.tokenization import decode_with_offsets
 from service.client import TokenRewardClient
 from service.launcher import ServiceProcess
 from service.schemas import TokenRewardItem
 from tests.integrations.conftest import engine
-from tlcr.models import load_tokenizer
-from tlcr.tokenization import decode_with_offsets
 from trainer.ppo_math import gae_advantages, kl_per_token, masked_whiten, shape_rewards
 
 AGENT_LOOP_YAML = Path(__file__).resolve().parents[2] / "configs" / "integrations" / "verl_agent_loop.yaml"

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core.data.jsonl import DataError, SkipReport
 from labeling.given_input import load_given_input
 from labeling.revisers import GivenReviser
-from tlcr.data.jsonl import DataError, SkipReport
 
 PROMPT = "\n\nHuman: Capital of Kalo?\n\nAssistant:"
 

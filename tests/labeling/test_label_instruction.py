@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from core.data.pairs import PreferencePair
 from labeling.instruction import (
     EMPTY_OUTPUT,
     EMPTY_REVISION,
@@ -16,7 +17,6 @@ from labeling.instruction import (
     parse_revision,
     restore_outer_whitespace,
 )
-from tlcr.data.pairs import PreferencePair
 
 PAIR = PreferencePair(prompt="\n\nHuman: Capital of Kalo?\n\nAssistant:", chosen=" It is Tri.",
                       rejected=" Ugh. It is Ven.")

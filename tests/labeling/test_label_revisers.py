@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from core.data.pairs import PreferencePair
+from core.retry import RetryPolicy
 from labeling.cache import CachedAnswer, RevisionCache
 from labeling.revisers import (
     MAX_CONCURRENCY,
@@ -18,8 +20,6 @@ from labeling.revisers import (
 )
 from labeling.usage import LedgerFile, UsageLedger
 from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
-from tlcr.data.pairs import PreferencePair
-from tlcr.retry import RetryPolicy
 
 PAIR = PreferencePair(prompt="\n\nHuman: What is the capital of Kalo?\n\nAssistant:",
                       chosen=" The capital of Kalo is Tri.", rejected=" Ugh. The capital of Kalo is Ven.", id="p1")

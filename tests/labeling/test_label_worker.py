@@ -8,6 +8,10 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedTokenizerBase
 
+from core.data.controlled import INSERTION_FAULTS, OMISSION_FAULTS
+from core.data.jsonl import DataError
+from core.data.pairs import PreferencePair
+from core.retry import RetryPolicy
 from labeling.cache import RevisionCache
 from labeling.filters import FilterConfig
 from labeling.revisers import ChosenReviser, OpenAIReviser, Revision
@@ -23,10 +27,6 @@ from labeling.worker import (
     select_shard,
 )
 from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
-from tlcr.data.controlled import INSERTION_FAULTS, OMISSION_FAULTS
-from tlcr.data.jsonl import DataError
-from tlcr.data.pairs import PreferencePair
-from tlcr.retry import RetryPolicy
 
 SCHEMA_KEYS = {"id", "prompt", "chosen", "rejected", "revision", "status", "reason", "reviser",
                "instruction_version", "tokenizer", "rejected_token_ids", "rejected_labels", "revised_token_ids",

@@ -16,10 +16,10 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
+from core.models import load_tokenizer
 from service.guards import BigBodySlotMiddleware, InternalErrorMiddleware, release_parse_slot
 from service.items import longest_token_chars
 from service.launcher import ServiceProcess
-from tlcr.models import load_tokenizer
 
 JSON = {"Content-Type": "application/json"}
 PROMPT = "\n\nHuman: Hi\n\nAssistant:"

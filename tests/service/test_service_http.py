@@ -10,11 +10,11 @@ import httpx
 import numpy as np
 import pytest
 
+from core.models import encode_prompt_response, load_tokenizer
 from core.reward_modes import RewardMode
 from service.items import response_offsets
 from service.launcher import ServiceProcess
 from service.rewards import rewards_from_probabilities
-from tlcr.models import encode_prompt_response, load_tokenizer
 
 PROMPT = "\n\nHuman: What are the capital and the national animal of Pioumpioland?\n\nAssistant:"
 RESPONSE = " The capital of Pioumpioland is Firtal. The national animal of Pioumpioland is the eagle."

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
+from core.models import load_tokenizer
 from service.token_strings import token_strings
-from tlcr.models import load_tokenizer
 
 
 @pytest.mark.parametrize("text", [" The capital is Ünïcode ✓ 日本語 ok.", " plain text.", "✓", " a\n\nb"])

@@ -12,10 +12,10 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
+from core.models import demo_note, load_tokenizer
 from tlcr import pipeline
 from tlcr.cli import app
 from tlcr.demo_model import DEMO_NOTE, DemoModelConfig, bootstrap_demo_model, is_complete
-from tlcr.models import demo_note, load_tokenizer
 from trainer.ppo_config import PPOConfig
 
 

@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlcr.data.controlled import ControlledTask
+from core.data.controlled import ControlledTask
+from core.models import load_causal_lm, load_tokenizer
 from tlcr.demo import DemoConfig
-from tlcr.models import load_causal_lm, load_tokenizer
 from tlcr.pipeline import PipelineConfig, policy_kl
 
 
@@ -49,7 +49,7 @@ def test_demo_config_is_a_pipeline_config_with_the_smoke_overrides() -> None:
 
 def test_no_evaluation_prompt_occurs_in_any_training_part(tmp_path: Path) -> None:
     """The demo's and the comparison's SFT / reward-model / PPO files hold no validation or test question."""
-    from tlcr.data.jsonl import iter_jsonl
+    from core.data.jsonl import iter_jsonl
     from tlcr.pipeline import held_out_prompts, prepare_data
 
     config = DemoConfig.smoke(pairs=600, vocab_size=300, hidden_size=16)

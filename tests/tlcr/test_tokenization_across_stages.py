@@ -11,12 +11,12 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from core.data.labelled import parse_labelled_record
+from core.data.pairs import PreferencePair
+from core.scoring import pad_sequences
 from labeling.records import build_labelled_record
 from service.items import Limits, prepare_token_item
 from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
-from tlcr.data.labelled import parse_labelled_record
-from tlcr.data.pairs import PreferencePair
-from tlcr.scoring import pad_sequences
 from trainer.discriminator import build_training_examples, check_tokenization
 from trainer.ppo_math import mask_from_lengths
 from trainer.rollout import Rollout, fetch_rewards

@@ -1,4 +1,4 @@
-"""tlcr.scoring: truncation, padding, position ids, and padding-independent probabilities."""
+"""core.scoring: truncation, padding, position ids, and padding-independent probabilities."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlcr.models import load_token_classifier, load_tokenizer
-from tlcr.scoring import (
+from core.models import load_token_classifier, load_tokenizer
+from core.scoring import (
     fit_prompt_response,
     pad_sequences,
     position_ids_from_attention_mask,

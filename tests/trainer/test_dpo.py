@@ -9,8 +9,8 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from core.models import encode_prompt_response, load_causal_lm, load_tokenizer
 from tlcr.cli import app
-from tlcr.models import encode_prompt_response, load_causal_lm, load_tokenizer
 from trainer.dpo import SplitTokenizationDPOTrainer, dpo_example, train_dpo
 from trainer.policy_options import DPOOptions
 from trainer.sft import load_split

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.data.jsonl import DataError
 from tlcr.cli import app
-from tlcr.data.jsonl import DataError
 from trainer.metrics_log import JSONLTracker
 from trainer.plot import ema, plot_runs, run_label
 

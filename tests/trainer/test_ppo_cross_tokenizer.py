@@ -118,9 +118,9 @@ def test_eos_is_explicit_one_reward_per_generated_token(llama2_service: ServiceP
                                                         real_tokenizer_dir: Callable[[str], Path]) -> None:
     """Qwen2 policy tokens (emoji, CJK, combining marks) ending with and without EOS, scored over HTTP."""
 
-    from tlcr.models import load_tokenizer
-    from tlcr.scoring import pad_sequences
-    from tlcr.tokenization import encode_prompt_response
+    from core.models import load_tokenizer
+    from core.scoring import pad_sequences
+    from core.tokenization import encode_prompt_response
     from trainer.ppo_math import mask_from_lengths, response_lengths
     from trainer.rollout import Rollout, fetch_rewards
 

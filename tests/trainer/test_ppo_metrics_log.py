@@ -9,7 +9,7 @@ import pytest
 from accelerate import Accelerator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from tlcr.data.jsonl import DataError
+from core.data.jsonl import DataError
 from trainer.metrics_log import (
     TENSORBOARD_DIR,
     TRACKING_PROJECT,

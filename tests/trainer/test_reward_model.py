@@ -9,12 +9,12 @@ import pytest
 from transformers import AutoConfig, AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
+from core.data.controlled import ControlledTask
+from core.data.jsonl import DataError, write_jsonl
+from core.data.pairs import PreferencePair
+from core.models import SEQUENCE_RM_KIND, load_tokenizer
 from core.presets import load_preset
 from tlcr.cli import app
-from tlcr.data.controlled import ControlledTask
-from tlcr.data.jsonl import DataError, write_jsonl
-from tlcr.data.pairs import PreferencePair
-from tlcr.models import SEQUENCE_RM_KIND, load_tokenizer
 from trainer.reward_model import (
     METRICS_FILE,
     RewardModelConfig,

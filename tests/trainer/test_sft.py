@@ -9,9 +9,9 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from core.data.pairs import PreferencePair
+from core.models import encode_prompt_response, load_causal_lm, load_tokenizer
 from tlcr.cli import app
-from tlcr.data.pairs import PreferencePair
-from tlcr.models import encode_prompt_response, load_causal_lm, load_tokenizer
 from trainer.policy_options import SFTOptions
 from trainer.sft import load_split, noisy_indices, sft_examples, train_sft
 

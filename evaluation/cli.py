@@ -8,7 +8,7 @@ import typer
 
 from core.config_cli import config_command
 from core.exit_codes import ExitCode
-from tlcr.evaluation.options import EvalOptions
+from evaluation.options import EvalOptions
 
 
 @config_command(EvalOptions)
@@ -17,13 +17,13 @@ def eval_command(config: EvalOptions) -> None:
     token rewards (Fig. 6) via the service, the oracle on the controlled task, and optional LLM judges."""
     import os
 
+    from core.data.jsonl import DataError, SkipReport
+    from core.data.sources import CONTROLLED
+    from core.models import ModelLoadError
+    from evaluation.evaluate import EvalConfig
+    from evaluation.judge import JudgeConfig
+    from evaluation.run import run_evaluation
     from service.client import RewardServiceError, RewardServiceUnavailable, TokenRewardClient
-    from tlcr.data.jsonl import DataError, SkipReport
-    from tlcr.data.sources import CONTROLLED
-    from tlcr.evaluation.evaluate import EvalConfig
-    from tlcr.evaluation.judge import JudgeConfig
-    from tlcr.evaluation.run import run_evaluation
-    from tlcr.models import ModelLoadError
 
     try:
         pairs = config.select_part(config.load_pairs(SkipReport()))
@@ -33,7 +33,7 @@ def eval_command(config: EvalOptions) -> None:
     prompts = [p.prompt for p in pairs]
     task = None
     if config.source == CONTROLLED:
-        from tlcr.data.controlled import ControlledTask
+        from core.data.controlled import ControlledTask
 
         task = ControlledTask()
     judge = JudgeConfig(base_url=config.judge_url, model=config.judge_model,

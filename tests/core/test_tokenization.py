@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from service.alignment import realign_sum
-from tlcr.data.pairs import PreferencePair
-from tlcr.models import ModelLoadError, build_tiny_model, load_tokenizer
-from tlcr.tokenization import (
+from core.data.pairs import PreferencePair
+from core.models import ModelLoadError, build_tiny_model, load_tokenizer
+from core.tokenization import (
     TokenizationError,
     decode_with_offsets,
     encode_prompt_response,
@@ -23,6 +22,7 @@ from tlcr.tokenization import (
     encode_prompt_response_spans,
     require_special_tokens,
 )
+from service.alignment import realign_sum
 
 PROMPT = "\n\nHuman: Say something in several scripts.\n\nAssistant:"
 # Emoji (a ZWJ sequence with a variation selector), CJK, Vietnamese, combining marks (NFD), mixed.
@@ -221,8 +221,8 @@ def test_incremental_offsets_equal_decoding_every_prefix_on_random_tokens(
 
 def test_fingerprint_tells_tokenizers_apart_without_a_path(tiny_model_dir: Path, tiny_gpt2_dir: Path,
                                                            tmp_path: Path) -> None:
-    from tlcr.models import load_tokenizer
-    from tlcr.tokenization import tokenizer_fingerprint
+    from core.models import load_tokenizer
+    from core.tokenization import tokenizer_fingerprint
 
     load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "copy")  # same tokenizer, another folder
     assert tokenizer_fingerprint(load_tokenizer(tmp_path / "copy")) == tokenizer_fingerprint(

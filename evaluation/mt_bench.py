@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from tlcr.data.jsonl import DataError, iter_jsonl
+from core.data.jsonl import DataError, iter_jsonl
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from tlcr.data.jsonl import DataError
+from core.data.jsonl import DataError
 
 ASSISTANT_MARKER = "\n\nAssistant:"
 

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from tlcr.data.controlled import (
+from core.data.controlled import (
     FAULT_KINDS,
     HEDGE_SENTENCES,
     INSERTION_FAULTS,
@@ -11,7 +11,7 @@ from tlcr.data.controlled import (
     ControlledTask,
     length_balance,
 )
-from tlcr.data.sources import load_preference_pairs
+from core.data.sources import load_preference_pairs
 
 
 def test_task_is_deterministic_by_seed() -> None:

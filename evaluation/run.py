@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from core.data.controlled import ControlledTask
+from core.data.jsonl import DataError
+from evaluation.evaluate import EvalConfig, evaluate_policies, heatmap_samples
+from evaluation.report import Report, fig6_plot, write_report
 from service.client import TokenRewardClient
-from tlcr.data.controlled import ControlledTask
-from tlcr.data.jsonl import DataError
-from tlcr.evaluation.evaluate import EvalConfig, evaluate_policies, heatmap_samples
-from tlcr.evaluation.report import Report, fig6_plot, write_report
 
 
 def run_evaluation(policies: Mapping[str, str | Path], prompts: Sequence[str], client: TokenRewardClient,

@@ -13,10 +13,10 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
+from core.data.controlled import ControlledTask, QuestionPart
+from core.models import encode_prompt_response
 from core.reward_modes import RewardMode
 from service.client import TokenRewardClient
-from tlcr.data.controlled import ControlledTask, QuestionPart
-from tlcr.models import encode_prompt_response
 
 # An empty response has no token, so every mode's reward sum is 0 (the service is never asked).
 EMPTY_REWARD_SUM = 0.0

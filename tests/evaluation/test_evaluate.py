@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
+from core.data.controlled import ControlledTask
+from evaluation.evaluate import EvalConfig, evaluate_policies, heatmap_samples, score_with_service
 from service.client import TokenRewardClient
 from service.launcher import ServiceProcess, start_service
-from tlcr.data.controlled import ControlledTask
-from tlcr.evaluation.evaluate import EvalConfig, evaluate_policies, heatmap_samples, score_with_service
 
 
 @pytest.fixture(scope="module")
