@@ -81,7 +81,7 @@ def ppo_command(config: PPOConfig) -> None:
 
 def plot_command(
     runs: Annotated[list[Path], typer.Argument(help="PPO run directories (each with metrics.jsonl).")],
-    out: Annotated[Path | None, typer.Option(
+    output_file: Annotated[Path | None, typer.Option(
         help="PNG path (default: RUN/curves.png for one run, else fig7.png beside the first run).")] = None,
     metric: Annotated[list[str] | None, typer.Option(
         help="Metric to plot, repeatable (default: perplexity, response_length, kl — the paper's Fig. 7).")] = None,
@@ -92,10 +92,10 @@ def plot_command(
     """Training curves as PNG (default: Fig. 7 — perplexity, response length, KL; one line per run)."""
     from trainer.plot import FIG7_METRICS, plot_runs
 
-    if out is None:
-        out = runs[0] / "curves.png" if len(runs) == 1 else runs[0].parent / "fig7.png"
+    if output_file is None:
+        output_file = runs[0] / "curves.png" if len(runs) == 1 else runs[0].parent / "fig7.png"
     try:
-        path = plot_runs(runs, out, metrics=metric or FIG7_METRICS, smooth=smooth, labels=label)
+        path = plot_runs(runs, output_file, metrics=metric or FIG7_METRICS, smooth=smooth, labels=label)
     except _input_errors() as exc:
         _fail(str(exc))
     typer.echo(f"wrote {path}")

@@ -59,6 +59,8 @@ def test_cli_plot_defaults_and_errors(tmp_path: Path) -> None:
     result = runner.invoke(app, ["plot", str(run), str(other), "--metric", "kl", "--label", "A", "--label", "B"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "fig7.png").exists()
+    result = runner.invoke(app, ["plot", str(run), "--output-file", str(tmp_path / "mine.png")])
+    assert result.exit_code == 0 and (tmp_path / "mine.png").exists(), result.output
     result = runner.invoke(app, ["plot", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "no metrics file" in result.output
     assert json.loads((run / "ppo_config.json").read_text())["reward_mode"] == "tlcr_fixed"
