@@ -10,8 +10,8 @@ import argparse
 import random
 import time
 
+from core import tokenization
 from core.models import load_tokenizer
-from tlcr import tokenization
 
 
 def main() -> None:

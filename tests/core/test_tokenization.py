@@ -199,7 +199,7 @@ def test_missing_special_tokens_are_named(tmp_path: Path, real_tokenizer_dir: Ca
 def test_incremental_offsets_equal_decoding_every_prefix_on_random_tokens(
         named_tokenizer: tuple[str, PreTrainedTokenizerBase]) -> None:
     """Random sequences heavy in single-byte tokens and EOS, as a tiny random policy samples them."""
-    from tlcr import tokenization
+    from core import tokenization
 
     name, tok = named_tokenizer
     rng = np.random.default_rng(0)

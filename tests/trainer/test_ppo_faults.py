@@ -5,6 +5,7 @@ DDP processes under `accelerate launch`."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -63,7 +64,7 @@ class TrainingThread(threading.Thread):
 
 
 def test_service_restart_mid_run_then_outage_past_deadline(tiny_model_dir: Path, tiny_token_classifier_dir: Path,
-                                                           tmp_path: Path) -> None:
+                                                           tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     logs = tmp_path / "logs"
     first = start_service(tiny_token_classifier_dir, extra_args=SERVICE_ARGS, log_path=logs / "1.log")
     port = first.port
@@ -74,7 +75,12 @@ def test_service_restart_mid_run_then_outage_past_deadline(tiny_model_dir: Path,
         trainer = TrainingThread(config(tiny_model_dir, run, first.url, reward_deadline=180.0))
         trainer.start()
         wait_for(lambda: len(read_rows(run)) >= 2 or not trainer.is_alive(), 120, "two PPO steps")
+        caplog.set_level(logging.WARNING, logger="service.client")
         first.stop()
+        # Back only once a fetch has failed and is retrying, so the restart surely falls inside one fetch
+        # (a slow step's generation could otherwise outlast the whole restart).
+        wait_for(lambda: any("retry 1 of" in r.getMessage() for r in caplog.records) or not trainer.is_alive(), 120,
+                 "a reward fetch retrying")
         time.sleep(1.0)
         second = start_service(tiny_token_classifier_dir, port=port, extra_args=SERVICE_ARGS,
                                log_path=logs / "2.log")
