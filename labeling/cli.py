@@ -74,7 +74,8 @@ def label_command(config: LabelOptions) -> None:
         rev, ledger_file = _openai_reviser(config)
 
     worker_config = WorkerConfig(out=out, tokenizer_name=config.tokenizer, concurrency=config.concurrency,
-                                 filters=config.filters(), progress=config.progress)
+                                 filters=config.filters(), progress=config.progress,
+                                 workers=config.worker_processes())
 
     async def run() -> RunResult:
         try:

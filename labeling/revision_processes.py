@@ -1,0 +1,287 @@
+"""Reviser calls and labelling spread over worker processes (`tlcr label --workers N`).
+
+Why: one event loop spends ~1.1-1.3 ms of CPU per pair at a few hundred calls in flight (~0.7 ms of it in
+the openai SDK's request path, the rest tokenizing, labelling and writing), so one process tops out below
+~900 pairs/s however many calls are in flight; more processes use more cores.
+
+The main process keeps what must have one owner: which pairs are left (resume), the answer cache, the output
+file (appended to, reordered at the end) and the usage ledger. Each worker process has its own event loop
+and `openai.AsyncOpenAI` client; for each pair it is sent (with the cached answer, if any) it calls the
+endpoint, parses the answer, tokenizes, labels and filters, and sends back the record as its JSON line plus
+the answer it paid for. The main process commits that answer to the cache before it writes the line, as in
+one process, so a `kill -9` of any process loses at most the calls in flight. Workers exit when their input
+closes (the main process ended, even by SIGKILL).
+
+Frames are a 4-byte length and a pickle, over each worker's stdin and stdout (both ends are this module,
+started by this process).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import logging
+import math
+import os
+import pickle
+import struct
+import sys
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from transformers import PreTrainedTokenizerBase
+
+from core.data.pairs import PreferencePair
+from labeling.cache import CachedAnswer
+from labeling.filters import FilterConfig
+from labeling.revisers import (
+    OpenAIReviser,
+    OpenAISettings,
+    ReviserError,
+    Revision,
+    TransientReviserError,
+    revision_from_answer,
+)
+from labeling.usage import ModelUsage
+
+log = logging.getLogger(__name__)
+
+# One event loop kept c = 64 calls at 0.93-0.98 of concurrency / latency against a 200 ms endpoint in
+# benchmarks/labeling.py, and c = 256 at 0.55-0.59 (CPU-bound): the default gives each process <= 64.
+CALLS_PER_WORKER = 64
+
+# What a worker answers for one pair.
+RECORD, UNFINISHED, REFUSED, CRASHED = "record", "unfinished", "refused", "crashed"
+_HEADER = struct.Struct("<I")
+_WORKER_CODE = "from labeling.revision_processes import worker_main; worker_main()"
+
+
+def available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the CPUs this process may run on (a container's share)
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def default_workers(concurrency: int) -> int:
+    """One process per CALLS_PER_WORKER calls in flight, at most one per available CPU."""
+    return max(1, min(available_cpus(), math.ceil(concurrency / CALLS_PER_WORKER)))
+
+
+@dataclass(frozen=True)
+class WorkerSetup:
+    """Everything a worker needs, sent as its first frame."""
+
+    settings: OpenAISettings
+    concurrency: int  # calls this worker may have in flight
+    tokenizer: PreTrainedTokenizerBase
+    reviser_name: str
+    instruction_version: str
+    tokenizer_name: str
+    filters: FilterConfig
+    log_level: int
+
+
+# ----------------------------------------------------------------------------- frames
+def _frame(message: object) -> bytes:
+    body = pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL)
+    return _HEADER.pack(len(body)) + body
+
+
+async def _read_frame(reader: asyncio.StreamReader) -> Any:
+    """The next message, or None at the end of the stream."""
+    try:
+        header = await reader.readexactly(_HEADER.size)
+    except asyncio.IncompleteReadError as exc:
+        if exc.partial:
+            raise
+        return None
+    return pickle.loads(await reader.readexactly(_HEADER.unpack(header)[0]))
+
+
+# ----------------------------------------------------------------------------- the worker process
+def worker_main() -> None:
+    """Entry point of a worker process: frames in on stdin, out on stdout."""
+    from labeling.worker import run_event_loop
+
+    out_fd = os.dup(1)
+    os.dup2(2, 1)  # anything a library prints goes to stderr: stdout carries only frames
+    run_event_loop(_serve(0, out_fd))
+
+
+async def _pipe_streams(in_fd: int, out_fd: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(in_fd, "rb", 0))
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, os.fdopen(out_fd, "wb", 0))
+    return reader, asyncio.StreamWriter(transport, protocol, reader, loop)
+
+
+async def _serve(in_fd: int, out_fd: int) -> None:
+    from core.logs import setup_logging, verbosity_of_level
+    from labeling.worker import make_record
+
+    reader, writer = await _pipe_streams(in_fd, out_fd)
+    setup: WorkerSetup | None = await _read_frame(reader)
+    if setup is None:
+        return
+    setup_logging(verbosity_of_level(logging.getLevelName(setup.log_level)))
+    reviser = setup.settings.reviser(setup.concurrency)
+    usage = reviser.ledger.model(reviser.model)
+    names = {"reviser": setup.reviser_name, "instruction_version": setup.instruction_version,
+             "tokenizer_name": setup.tokenizer_name}
+
+    async def label(seq: int, pair: PreferencePair, cached: CachedAnswer | None) -> None:
+        paid: CachedAnswer | None = None
+        try:
+            if cached is not None:
+                revision = revision_from_answer(cached, pair)
+            else:
+                fetched = await reviser.fetch_answer(pair)
+                if isinstance(fetched, Revision):  # a per-pair API failure: a failed record
+                    revision = fetched
+                else:
+                    paid, revision = fetched, revision_from_answer(fetched, pair)
+            record = make_record(pair, revision, setup.tokenizer, filters=setup.filters, **names)
+            reply = (seq, RECORD, json.dumps(record, ensure_ascii=False), paid, usage)
+        except TransientReviserError as exc:
+            reply = (seq, UNFINISHED, str(exc), None, usage)
+        except ReviserError as exc:
+            reply = (seq, REFUSED, str(exc), None, usage)
+        except Exception:  # any other failure is reported to the main process, which stops the run
+            reply = (seq, CRASHED, traceback.format_exc(), paid, usage)
+        writer.write(_frame(reply))
+
+    writer.write(_frame(("ready",)))
+    tasks: set[asyncio.Task[None]] = set()
+    try:
+        while (message := await _read_frame(reader)) is not None:
+            task = asyncio.create_task(label(*message))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+    finally:  # input closed: the main process is done (or gone), nobody waits for calls still in flight
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await reviser.aclose()
+        writer.close()
+
+
+# ----------------------------------------------------------------------------- the main process's side
+@dataclass
+class _Worker:
+    index: int
+    process: asyncio.subprocess.Process
+    pending: dict[int, asyncio.Future[tuple[str, str, CachedAnswer | None]]] = field(default_factory=dict)
+    usage: ModelUsage = field(default_factory=ModelUsage)  # the worker's latest totals
+    failure: RuntimeError | None = None
+    reader: asyncio.Task[None] | None = None
+
+
+class RevisionProcesses:
+    """`count` worker processes making the calls of `reviser` (an OpenAIReviser whose cache and ledger stay
+    here) and labelling the answers; `label(pair, lane)` returns a pair's record as a JSON line."""
+
+    def __init__(self, reviser: OpenAIReviser, count: int, concurrency: int, *, tokenizer: PreTrainedTokenizerBase,
+                 tokenizer_name: str, filters: FilterConfig) -> None:
+        if not 2 <= count <= concurrency:
+            raise ValueError(f"worker processes must be between 2 and the concurrency ({concurrency}), got {count}")
+        self.reviser = reviser
+        self.count = count
+        self.setup = WorkerSetup(
+            settings=reviser.settings, concurrency=math.ceil(concurrency / count), tokenizer=tokenizer,
+            reviser_name=reviser.name, instruction_version=reviser.instruction_version,
+            tokenizer_name=tokenizer_name, filters=filters,
+            log_level=logging.getLogger("labeling").getEffectiveLevel())
+        self.workers: list[_Worker] = []
+        self._seq = itertools.count()
+        self._usage_before = ModelUsage()
+        self._usage_before.add(reviser.ledger.model(reviser.model))
+        self._cache_hits = 0
+
+    async def start(self) -> None:
+        # The worker imports this very package, wherever it was imported from here (a checkout or a wheel).
+        package_root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
+        setup_frame = _frame(self.setup)
+        for index in range(self.count):
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _WORKER_CODE, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                env=env)
+            self.workers.append(_Worker(index, process))
+            assert process.stdin is not None
+            process.stdin.write(setup_frame)
+        for worker in self.workers:
+            assert worker.process.stdout is not None
+            if await _read_frame(worker.process.stdout) != ("ready",):
+                code = await worker.process.wait()
+                raise RuntimeError(f"labelling worker process {worker.index} exited at start with code {code} "
+                                   "(its error is above)")
+            worker.reader = asyncio.create_task(self._read_replies(worker))
+
+    async def _read_replies(self, worker: _Worker) -> None:
+        assert worker.process.stdout is not None
+        while (reply := await _read_frame(worker.process.stdout)) is not None:
+            seq, kind, text, paid, worker.usage = reply
+            future = worker.pending.pop(seq)
+            if not future.done():
+                future.set_result((kind, text, paid))
+        code = await worker.process.wait()
+        worker.failure = RuntimeError(f"labelling worker process {worker.index} (pid {worker.process.pid}) exited "
+                                      f"with code {code} (its error, if any, is above)")
+        for future in worker.pending.values():
+            if not future.done():
+                future.set_exception(worker.failure)
+        worker.pending.clear()
+
+    async def label(self, pair: PreferencePair, lane: int) -> str:
+        """The record of `pair` as a JSON line, made by worker `lane % count`. Raises TransientReviserError
+        (retries exhausted), ReviserError (the endpoint refused the key, URL or model) or RuntimeError."""
+        worker = self.workers[lane % self.count]
+        if worker.failure is not None:
+            raise worker.failure
+        reviser, cache = self.reviser, self.reviser.cache
+        key = reviser.key(pair)
+        cached = cache.get(key) if cache is not None else None
+        self._cache_hits += cached is not None
+        seq = next(self._seq)
+        future: asyncio.Future[tuple[str, str, CachedAnswer | None]] = asyncio.get_running_loop().create_future()
+        worker.pending[seq] = future
+        assert worker.process.stdin is not None
+        worker.process.stdin.write(_frame((seq, pair, cached)))
+        kind, text, paid = await future
+        if paid is not None and cache is not None:
+            cache.put(key, paid)  # before the record is written, as in one process
+        if kind == RECORD:
+            return text
+        if kind == UNFINISHED:
+            raise TransientReviserError(text)
+        if kind == REFUSED:
+            raise ReviserError(text)
+        raise RuntimeError(f"labelling worker process {worker.index} failed on pair {pair.id}:\n{text}")
+
+    def merge_usage(self) -> None:
+        """Put the workers' call counts (and the cache hits counted here) into the reviser's ledger."""
+        total = ModelUsage(cache_hits=self._cache_hits)
+        for usage in (self._usage_before, *(worker.usage for worker in self.workers)):
+            total.add(usage)
+        self.reviser.ledger.by_model[self.reviser.model] = total
+
+    async def aclose(self) -> None:
+        """Close every worker's input (it exits), wait for it (10 s, then kill it)."""
+        for worker in self.workers:
+            if worker.process.stdin is not None and not worker.process.stdin.is_closing():
+                worker.process.stdin.close()
+        for worker in self.workers:
+            try:
+                await asyncio.wait_for(worker.process.wait(), timeout=10)
+            except asyncio.TimeoutError:
+                log.warning("labelling worker process %d did not exit: killing it", worker.index)
+                worker.process.kill()
+                await worker.process.wait()
+            if worker.reader is not None:
+                await asyncio.gather(worker.reader, return_exceptions=True)
+        self.merge_usage()
