@@ -28,6 +28,7 @@ import pickle
 import struct
 import sys
 import traceback
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,7 +46,7 @@ from labeling.revisers import (
     TransientReviserError,
     revision_from_answer,
 )
-from labeling.usage import ModelUsage
+from labeling.usage import COUNTS, ModelUsage
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +178,7 @@ class _Worker:
     process: asyncio.subprocess.Process
     pending: dict[int, asyncio.Future[tuple[str, str, CachedAnswer | None]]] = field(default_factory=dict)
     usage: ModelUsage = field(default_factory=ModelUsage)  # the worker's latest totals
+    merged: ModelUsage = field(default_factory=ModelUsage)  # the totals already added to the ledger
     failure: RuntimeError | None = None
     reader: asyncio.Task[None] | None = None
 
@@ -197,10 +199,8 @@ class RevisionProcesses:
             tokenizer_name=tokenizer_name, filters=filters,
             log_level=logging.getLogger("labeling").getEffectiveLevel())
         self.workers: list[_Worker] = []
+        self.ready = False  # every worker has started
         self._seq = itertools.count()
-        self._usage_before = ModelUsage()
-        self._usage_before.add(reviser.ledger.model(reviser.model))
-        self._cache_hits = 0
 
     async def start(self) -> None:
         # The worker imports this very package, wherever it was imported from here (a checkout or a wheel).
@@ -218,9 +218,10 @@ class RevisionProcesses:
             assert worker.process.stdout is not None
             if await _read_frame(worker.process.stdout) != ("ready",):
                 code = await worker.process.wait()
-                raise RuntimeError(f"labelling worker process {worker.index} exited at start with code {code} "
-                                   "(its error is above)")
+                raise RuntimeError(f"labelling worker process {worker.index} (pid {worker.process.pid}) exited "
+                                   f"with code {code} while starting (its error, if any, is above)")
             worker.reader = asyncio.create_task(self._read_replies(worker))
+        self.ready = True
 
     async def _read_replies(self, worker: _Worker) -> None:
         assert worker.process.stdout is not None
@@ -246,7 +247,8 @@ class RevisionProcesses:
         reviser, cache = self.reviser, self.reviser.cache
         key = reviser.key(pair)
         cached = cache.get(key) if cache is not None else None
-        self._cache_hits += cached is not None
+        if cached is not None:
+            reviser.ledger.model(reviser.model).cache_hits += 1
         seq = next(self._seq)
         future: asyncio.Future[tuple[str, str, CachedAnswer | None]] = asyncio.get_running_loop().create_future()
         worker.pending[seq] = future
@@ -264,11 +266,15 @@ class RevisionProcesses:
         raise RuntimeError(f"labelling worker process {worker.index} failed on pair {pair.id}:\n{text}")
 
     def merge_usage(self) -> None:
-        """Put the workers' call counts (and the cache hits counted here) into the reviser's ledger."""
-        total = ModelUsage(cache_hits=self._cache_hits)
-        for usage in (self._usage_before, *(worker.usage for worker in self.workers)):
-            total.add(usage)
-        self.reviser.ledger.by_model[self.reviser.model] = total
+        """Add what the workers counted since the last merge to the reviser's ledger (which counts the calls
+        and cache hits of this process too)."""
+        ledger = self.reviser.ledger.model(self.reviser.model)
+        for worker in self.workers:
+            new, old = worker.usage, worker.merged
+            for name in COUNTS:
+                setattr(ledger, name, getattr(ledger, name) + getattr(new, name) - getattr(old, name))
+            ledger.errors = dict(Counter(ledger.errors) + (Counter(new.errors) - Counter(old.errors)))
+            worker.merged = new
 
     async def aclose(self) -> None:
         """Close every worker's input (it exits), wait for it (10 s, then kill it)."""

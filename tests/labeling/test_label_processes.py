@@ -20,7 +20,7 @@ from labeling.options import LabelOptions
 from labeling.revisers import OpenAIReviser, ReviserError
 from labeling.revision_processes import CALLS_PER_WORKER, available_cpus, default_workers
 from labeling.usage import UsageLedger
-from labeling.worker import WorkerConfig, label_pairs
+from labeling.worker import RunResult, WorkerConfig, label_pairs
 from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
 
 
@@ -31,14 +31,14 @@ def _reviser(server: FakeOpenAIServer, cache: Path, max_retries: int = 0) -> Ope
 
 
 async def _label(pairs: list[PreferencePair], server: FakeOpenAIServer, tokenizer: PreTrainedTokenizerBase,
-                 out: Path, workers: int, *, cache: Path | None = None) -> tuple[OpenAIReviser, bool]:
+                 out: Path, workers: int, *, cache: Path | None = None) -> tuple[OpenAIReviser, RunResult]:
     reviser = _reviser(server, cache or out.with_name("cache.sqlite"))
     try:
         result = await label_pairs(pairs, reviser, tokenizer, WorkerConfig(
             out=out, tokenizer_name="tiny", concurrency=8, progress=False, workers=workers))
     finally:
         await reviser.aclose()
-    return reviser, result.complete
+    return reviser, result
 
 
 def worker_pids(parent: int) -> set[int]:
@@ -52,6 +52,21 @@ def worker_pids(parent: int) -> set[int]:
             if ppid == parent and b"labeling.revision_processes" in (entry / "cmdline").read_bytes():
                 pids.add(int(entry.name))
     return pids
+
+
+def connected_to(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a TCP connection to loopback port `port` (Linux /proc)."""
+    inodes = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        columns = line.split()
+        if int(columns[2].split(":")[1], 16) == port:  # rem_address's port
+            inodes.add(columns[9])
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                if os.readlink(fd) in {f"socket:[{inode}]" for inode in inodes}:
+                    return True
+    return False
 
 
 def wait_until_gone(pids: set[int], timeout_s: float = 20.0) -> set[int]:
@@ -73,16 +88,18 @@ def wait_until_gone(pids: set[int], timeout_s: float = 20.0) -> set[int]:
 async def test_two_workers_write_the_same_file_cache_and_usage_as_one_process(
         fake_llm: FakeOpenAIServer, controlled_task: object, label_tokenizer: PreTrainedTokenizerBase,
         tmp_path: Path) -> None:
-    pairs = controlled_task.pairs(40, seed=11)  # type: ignore[attr-defined]
+    # 120 pairs / 8 in flight * 0.2 s: 3 s, of which the workers (~1.5 s to start) make the later calls
+    pairs = controlled_task.pairs(120, seed=11)  # type: ignore[attr-defined]
     # per-pair outcomes other than "ok" go through the workers too: an empty revision (all-negative, ok),
     # a refusal and a truncated answer (failed records)
     rules = [Rule("empty", match=pairs[1].rejected.strip()), Rule("refusal", match=pairs[2].rejected.strip()),
              Rule("truncated", match=pairs[3].rejected.strip())]
-    fake_llm.set_script(Script(latency_s=0.02, rules=rules))
-    one, complete_one = await _label(pairs, fake_llm, label_tokenizer, tmp_path / "one" / "labels.jsonl", 1)
-    fake_llm.set_script(Script(latency_s=0.02, rules=rules))
-    two, complete_two = await _label(pairs, fake_llm, label_tokenizer, tmp_path / "two" / "labels.jsonl", 2)
-    assert complete_one and complete_two
+    fake_llm.set_script(Script(latency_s=0.2, rules=rules))
+    one, result_one = await _label(pairs, fake_llm, label_tokenizer, tmp_path / "one" / "labels.jsonl", 1)
+    fake_llm.set_script(Script(latency_s=0.2, rules=rules))
+    two, result_two = await _label(pairs, fake_llm, label_tokenizer, tmp_path / "two" / "labels.jsonl", 2)
+    assert result_one.complete and result_two.complete
+    assert result_one.by_workers == 0 and result_two.by_workers > 0
     assert (tmp_path / "two" / "labels.jsonl").read_bytes() == (tmp_path / "one" / "labels.jsonl").read_bytes()
     assert fake_llm.stats()["requests"] == len(pairs)
     assert len(RevisionCache(tmp_path / "two" / "cache.sqlite")) == len(pairs)
@@ -98,18 +115,18 @@ async def test_two_workers_write_the_same_file_cache_and_usage_as_one_process(
     assert (tmp_path / "again.jsonl").read_bytes() == (tmp_path / "one" / "labels.jsonl").read_bytes()
 
 
-async def test_a_pair_out_of_retries_stays_for_the_rerun(fake_llm: FakeOpenAIServer,
-                                                         controlled_pairs: list[PreferencePair],
+async def test_a_pair_out_of_retries_stays_for_the_rerun(fake_llm: FakeOpenAIServer, controlled_task: object,
                                                          label_tokenizer: PreTrainedTokenizerBase,
                                                          tmp_path: Path) -> None:
-    victim = controlled_pairs[5]
-    fake_llm.set_script(Script(rules=[Rule("500", match=victim.rejected.strip())]))
+    pairs = controlled_task.pairs(120, seed=13)  # type: ignore[attr-defined]
+    victim = pairs[-1]  # asked for after ~3 s: by a worker process
+    fake_llm.set_script(Script(latency_s=0.2, rules=[Rule("500", match=victim.rejected.strip())]))
     out = tmp_path / "labels.jsonl"
-    _, complete = await _label(controlled_pairs, fake_llm, label_tokenizer, out, 2)
-    assert not complete and victim.id not in out.read_text()
+    _, result = await _label(pairs, fake_llm, label_tokenizer, out, 2)
+    assert result.unfinished == [victim.id] and victim.id not in out.read_text() and result.by_workers > 0
     fake_llm.set_script(Script())
-    _, complete = await _label(controlled_pairs, fake_llm, label_tokenizer, out, 2)
-    assert complete and fake_llm.stats()["requests"] == 1
+    _, result = await _label(pairs, fake_llm, label_tokenizer, out, 2)
+    assert result.complete and fake_llm.stats()["requests"] == 1
 
 
 async def test_a_refused_key_stops_the_run_and_the_workers(fake_llm: FakeOpenAIServer,
@@ -122,17 +139,17 @@ async def test_a_refused_key_stops_the_run_and_the_workers(fake_llm: FakeOpenAIS
     assert not wait_until_gone(worker_pids(os.getpid()))
 
 
-async def test_a_worker_that_dies_stops_the_run_with_its_name(fake_llm: FakeOpenAIServer,
-                                                              controlled_pairs: list[PreferencePair],
+async def test_a_worker_that_dies_stops_the_run_with_its_name(fake_llm: FakeOpenAIServer, controlled_task: object,
                                                               label_tokenizer: PreTrainedTokenizerBase,
                                                               tmp_path: Path) -> None:
     fake_llm.set_script(Script(latency_s=0.5))
-    run = asyncio.create_task(_label(controlled_pairs, fake_llm, label_tokenizer, tmp_path / "labels.jsonl", 2))
+    pairs = controlled_task.pairs(200, seed=5)  # type: ignore[attr-defined]  # 200 / 8 in flight * 0.5 s: 12.5 s
+    run = asyncio.create_task(_label(pairs, fake_llm, label_tokenizer, tmp_path / "labels.jsonl", 2))
     deadline = time.monotonic() + 60
-    while len(pids := worker_pids(os.getpid())) < 2 or fake_llm.stats()["requests"] == 0:
-        assert time.monotonic() < deadline, "the workers did not start"
+    while not (pids := {pid for pid in worker_pids(os.getpid()) if connected_to(pid, fake_llm.port)}):
+        assert time.monotonic() < deadline, "no worker made a call"
         await asyncio.sleep(0.02)
-    os.kill(min(pids), signal.SIGKILL)
+    os.kill(min(pids), signal.SIGKILL)  # a worker that is calling the endpoint: mid-run
     with pytest.raises(RuntimeError, match=r"labelling worker process \d \(pid \d+\) exited with code -9"):
         await asyncio.wait_for(run, timeout=60)
     assert not wait_until_gone(pids)
