@@ -30,7 +30,6 @@ import sys
 import traceback
 from collections import Counter
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from transformers import PreTrainedTokenizerBase
@@ -57,7 +56,9 @@ CALLS_PER_WORKER = 64
 # What a worker answers for one pair.
 RECORD, UNFINISHED, REFUSED, CRASHED = "record", "unfinished", "refused", "crashed"
 _HEADER = struct.Struct("<I")
-_WORKER_CODE = "from labeling.revision_processes import worker_main; worker_main()"
+# The worker imports this very package from wherever it was imported here (a checkout, a wheel): it gets this
+# process's module search path, as multiprocessing's "spawn" does.
+_WORKER_CODE = "import sys; sys.path[:] = {path!r}; from labeling.revision_processes import worker_main; worker_main()"
 
 
 def available_cpus() -> int:
@@ -203,14 +204,10 @@ class RevisionProcesses:
         self._seq = itertools.count()
 
     async def start(self) -> None:
-        # The worker imports this very package, wherever it was imported from here (a checkout or a wheel).
-        package_root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [package_root, os.environ.get("PYTHONPATH")]))}
-        setup_frame = _frame(self.setup)
+        code, setup_frame = _WORKER_CODE.format(path=sys.path), _frame(self.setup)
         for index in range(self.count):
             process = await asyncio.create_subprocess_exec(
-                sys.executable, "-c", _WORKER_CODE, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                env=env)
+                sys.executable, "-c", code, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
             self.workers.append(_Worker(index, process))
             assert process.stdin is not None
             process.stdin.write(setup_frame)

@@ -359,9 +359,9 @@ async def label_pairs(pairs: Sequence[PreferencePair], reviser: Reviser, tokeniz
             revisers = [asyncio.create_task(revise(lane)) for lane in range(lanes)]
             tasks = [asyncio.create_task(revise_all()), asyncio.create_task(label())]
             if processes is not None:
-                # Why not wait for them: a worker takes ~1.4 s of CPU to start (imports), a pause that
-                # cost 0.63 -> ~0.7 of the ideal throughput on a 7,680-pair run at c=256 in
-                # benchmarks/labeling.py; this process makes the calls until they are up.
+                # Not waited for: a worker takes ~1.4 s of CPU to start (importing openai and transformers).
+                # Making the calls here meanwhile took a 7,680-pair run at c=256 with 2 workers in
+                # benchmarks/labeling.py from 0.68-0.72 to 0.73-0.74 of the ideal (3 runs each, minutes apart).
                 tasks.append(asyncio.create_task(processes.start()))
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
