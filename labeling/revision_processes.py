@@ -19,6 +19,8 @@ started by this process).
 from __future__ import annotations
 
 import asyncio
+import collections
+import contextlib
 import itertools
 import json
 import logging
@@ -93,15 +95,51 @@ def _frame(message: object) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-async def _read_frame(reader: asyncio.StreamReader) -> Any:
-    """The next message, or None at the end of the stream."""
-    try:
-        header = await reader.readexactly(_HEADER.size)
-    except asyncio.IncompleteReadError as exc:
-        if exc.partial:
-            raise
-        return None
-    return pickle.loads(await reader.readexactly(_HEADER.unpack(header)[0]))
+class FrameReader:
+    """Messages from a stream, split from whatever has arrived: one read per batch, not two per message."""
+
+    def __init__(self, stream: asyncio.StreamReader) -> None:
+        self._stream = stream
+        self._buffer = bytearray()
+        self._messages: collections.deque[Any] = collections.deque()
+
+    async def read(self) -> Any:
+        """The next message, or None at the end of the stream."""
+        while not self._messages:
+            chunk = await self._stream.read(1 << 20)
+            if not chunk:
+                if self._buffer:
+                    raise EOFError(f"the stream ended inside a message ({len(self._buffer)} bytes)")
+                return None
+            self._buffer += chunk
+            start = 0
+            with memoryview(self._buffer) as view:
+                while len(view) - start >= _HEADER.size:
+                    end = start + _HEADER.size + _HEADER.unpack_from(view, start)[0]
+                    if end > len(view):
+                        break
+                    self._messages.append(pickle.loads(view[start + _HEADER.size:end]))
+                    start = end
+            del self._buffer[:start]
+        return self._messages.popleft()
+
+
+class FrameWriter:
+    """Sends messages; those sent in one event-loop step go out in one write (one system call)."""
+
+    def __init__(self, stream: asyncio.StreamWriter) -> None:
+        self._stream = stream
+        self._pending: list[bytes] = []
+
+    def send(self, message: object) -> None:
+        if not self._pending:
+            asyncio.get_running_loop().call_soon(self._flush)
+        self._pending.append(_frame(message))
+
+    def _flush(self) -> None:
+        if not self._stream.is_closing():
+            self._stream.write(b"".join(self._pending))
+        self._pending.clear()
 
 
 # ----------------------------------------------------------------------------- the worker process
@@ -126,8 +164,9 @@ async def _serve(in_fd: int, out_fd: int) -> None:
     from core.logs import setup_logging, verbosity_of_level
     from labeling.worker import make_record
 
-    reader, writer = await _pipe_streams(in_fd, out_fd)
-    setup: WorkerSetup | None = await _read_frame(reader)
+    stdin, stdout = await _pipe_streams(in_fd, out_fd)
+    reader, writer = FrameReader(stdin), FrameWriter(stdout)
+    setup: WorkerSetup | None = await reader.read()
     if setup is None:
         return
     setup_logging(verbosity_of_level(logging.getLevelName(setup.log_level)))
@@ -155,12 +194,12 @@ async def _serve(in_fd: int, out_fd: int) -> None:
             reply = (seq, REFUSED, str(exc), None, usage)
         except Exception:  # any other failure is reported to the main process, which stops the run
             reply = (seq, CRASHED, traceback.format_exc(), paid, usage)
-        writer.write(_frame(reply))
+        writer.send(reply)
 
-    writer.write(_frame(("ready",)))
+    writer.send(("ready",))
     tasks: set[asyncio.Task[None]] = set()
     try:
-        while (message := await _read_frame(reader)) is not None:
+        while (message := await reader.read()) is not None:
             task = asyncio.create_task(label(*message))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
@@ -169,7 +208,7 @@ async def _serve(in_fd: int, out_fd: int) -> None:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await reviser.aclose()
-        writer.close()
+        stdout.close()
 
 
 # ----------------------------------------------------------------------------- the main process's side
@@ -182,6 +221,12 @@ class _Worker:
     merged: ModelUsage = field(default_factory=ModelUsage)  # the totals already added to the ledger
     failure: RuntimeError | None = None
     reader: asyncio.Task[None] | None = None
+    replies: FrameReader = field(init=False)
+    requests: FrameWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        assert self.process.stdout is not None and self.process.stdin is not None
+        self.replies, self.requests = FrameReader(self.process.stdout), FrameWriter(self.process.stdin)
 
 
 class RevisionProcesses:
@@ -212,8 +257,7 @@ class RevisionProcesses:
             assert process.stdin is not None
             process.stdin.write(setup_frame)
         for worker in self.workers:
-            assert worker.process.stdout is not None
-            if await _read_frame(worker.process.stdout) != ("ready",):
+            if await worker.replies.read() != ("ready",):
                 code = await worker.process.wait()
                 raise RuntimeError(f"labelling worker process {worker.index} (pid {worker.process.pid}) exited "
                                    f"with code {code} while starting (its error, if any, is above)")
@@ -221,12 +265,12 @@ class RevisionProcesses:
         self.ready = True
 
     async def _read_replies(self, worker: _Worker) -> None:
-        assert worker.process.stdout is not None
-        while (reply := await _read_frame(worker.process.stdout)) is not None:
-            seq, kind, text, paid, worker.usage = reply
-            future = worker.pending.pop(seq)
-            if not future.done():
-                future.set_result((kind, text, paid))
+        with contextlib.suppress(EOFError):  # the worker died in the middle of a reply
+            while (reply := await worker.replies.read()) is not None:
+                seq, kind, text, paid, worker.usage = reply
+                future = worker.pending.pop(seq)
+                if not future.done():
+                    future.set_result((kind, text, paid))
         code = await worker.process.wait()
         worker.failure = RuntimeError(f"labelling worker process {worker.index} (pid {worker.process.pid}) exited "
                                       f"with code {code} (its error, if any, is above)")
@@ -249,8 +293,7 @@ class RevisionProcesses:
         seq = next(self._seq)
         future: asyncio.Future[tuple[str, str, CachedAnswer | None]] = asyncio.get_running_loop().create_future()
         worker.pending[seq] = future
-        assert worker.process.stdin is not None
-        worker.process.stdin.write(_frame((seq, pair, cached)))
+        worker.requests.send((seq, pair, cached))
         kind, text, paid = await future
         if paid is not None and cache is not None:
             cache.put(key, paid)  # before the record is written, as in one process
