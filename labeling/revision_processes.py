@@ -19,7 +19,6 @@ started by this process).
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import itertools
 import json
@@ -30,7 +29,7 @@ import pickle
 import struct
 import sys
 import traceback
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,7 +100,7 @@ class FrameReader:
     def __init__(self, stream: asyncio.StreamReader) -> None:
         self._stream = stream
         self._buffer = bytearray()
-        self._messages: collections.deque[Any] = collections.deque()
+        self._messages: deque[Any] = deque()
 
     async def read(self) -> Any:
         """The next message, or None at the end of the stream."""
