@@ -9,7 +9,9 @@
    Timed in interleaved chunks; every pair's edit distance must agree.
 2. Revision throughput of the full `tlcr label` pipeline (openai client, cache, tokenization, filters,
    append) against the loopback fake OpenAI server (its own process) with 200 ms latency, at
-   concurrency 1, 8, 32, 64 and 256; 30 waves of calls per level, best of 2 runs. Why 30: a run's first
+   concurrency 1, 8, 32, 64 and 256, each with `tlcr label`'s default number of worker processes for that
+   concurrency (printed; `--workers N` fixes it); 30 waves of calls per level, best of 2 runs. The timed run
+   includes starting the worker processes; client CPU is this process's plus its workers'. Why 30: a run's first
    wave comes back 40-80 ms late (connections opened, every coroutine's first call built before any is
    sent) and the first few waves arrive in bursts before they spread out; over 10 waves these one-off costs
    were ~10% of the run at c=32 and 64 (0.86 -> 0.95 of the ideal with 30 waves, same code, same minute).
@@ -202,9 +204,9 @@ def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) ->
 
 
 # ----------------------------------------------------------------------------- 2. revision throughput
-async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrency: int,
+async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrency: int, workers: int,
                      workdir: Path) -> tuple[float, float]:
-    """(wall seconds, this process's CPU seconds) of one labelling run."""
+    """(wall seconds, CPU seconds of this process and its worker processes) of one labelling run."""
     from core.retry import RetryPolicy
     from labeling.cache import RevisionCache
     from labeling.revisers import OpenAIReviser
@@ -215,16 +217,22 @@ async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrenc
                             retry=RetryPolicy(max_retries=0), cache=RevisionCache(workdir / "cache.sqlite"),
                             ledger=UsageLedger(), concurrency=concurrency)
     config = WorkerConfig(out=workdir / "labels.jsonl", tokenizer_name="bench", concurrency=concurrency,
-                          progress=False)
+                          progress=False, workers=workers)
     try:
-        start, cpu_start = time.perf_counter(), time.process_time()
+        start, cpu_start = time.perf_counter(), _own_and_children_cpu_s()
         result = await label_pairs(pairs, reviser, tokenizer, config)
-        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
+        elapsed, cpu = time.perf_counter() - start, _own_and_children_cpu_s() - cpu_start
     finally:
         await reviser.aclose()
     if result.written != len(pairs) or not result.complete:
         raise RuntimeError(f"benchmark run incomplete: {result.written}/{len(pairs)} written")
     return elapsed, cpu
+
+
+def _own_and_children_cpu_s() -> float:
+    """CPU seconds of this process plus its ended children (worker processes are waited for by the run)."""
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
 
 
 def process_cpu_seconds(pid: int) -> float:
@@ -237,10 +245,12 @@ def process_cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def bench_revision_throughput(latency_s: float, levels: list[int], waves: int,
-                              repeats: int) -> list[dict[str, Any]]:
+def bench_revision_throughput(latency_s: float, levels: list[int], waves: int, repeats: int,
+                              workers: int | None = None) -> list[dict[str, Any]]:
+    """`workers` None: `tlcr label`'s default for each concurrency (labeling.revision_processes)."""
     from core.data.controlled import ControlledTask
     from core.models import train_bpe_tokenizer
+    from labeling.revision_processes import default_workers
     from labeling.worker import run_event_loop
     from tests.support.fake_openai_server import FakeOpenAIServerProcess, Script
 
@@ -250,21 +260,22 @@ def bench_revision_throughput(latency_s: float, levels: list[int], waves: int,
     with FakeOpenAIServerProcess(Script(latency_s=latency_s)) as server, \
             tempfile.TemporaryDirectory() as tmp:
         # warm-up (imports, first connections), not timed
-        run_event_loop(_label_run(task.pairs(4, seed=999), tokenizer, server.base_url, 4, Path(tmp) / "warm"))
+        run_event_loop(_label_run(task.pairs(4, seed=999), tokenizer, server.base_url, 4, 1, Path(tmp) / "warm"))
         for level, concurrency in enumerate(levels):
             n_pairs = max(concurrency * waves, 8)
+            processes = default_workers(concurrency) if workers is None else min(workers, concurrency)
             # best of `repeats` runs (fresh pairs and cache each time): filters bursts of load from
             # other processes on a shared machine; every run is listed in the JSON output
             runs = []
             for repeat in range(repeats):
                 pairs = task.pairs(n_pairs, seed=1000 * level + repeat)  # fresh pairs, fresh cache: all paid
                 server_cpu_start = process_cpu_seconds(server.pid)
-                wall, cpu = run_event_loop(_label_run(pairs, tokenizer, server.base_url, concurrency,
+                wall, cpu = run_event_loop(_label_run(pairs, tokenizer, server.base_url, concurrency, processes,
                                                       Path(tmp) / f"c{concurrency}-{repeat}"))
                 runs.append((wall, cpu, process_cpu_seconds(server.pid) - server_cpu_start))
             elapsed, cpu, server_cpu = min(runs)
             ideal = concurrency / latency_s
-            rows.append({"concurrency": concurrency, "pairs": n_pairs, "seconds": elapsed,
+            rows.append({"concurrency": concurrency, "workers": processes, "pairs": n_pairs, "seconds": elapsed,
                          "all_runs_wall_client_server_cpu_s": runs,
                          "client_cpu_ms_per_pair": cpu / n_pairs * 1e3,
                          "server_cpu_ms_per_pair": server_cpu / n_pairs * 1e3,
@@ -284,6 +295,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", default="1,8,32,64,256", help="comma-separated concurrency levels")
     parser.add_argument("--waves", type=int, default=30,
                         help="pairs per level = waves * concurrency (steady state: fixed costs amortised)")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="worker processes at every level (default: tlcr label's default for the concurrency)")
     parser.add_argument("--throughput-repeats", type=int, default=2, help="runs per level (best kept)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--only", choices=("diff", "throughput"), default=None, help="run one benchmark only")
@@ -298,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.only != "diff":
         levels = [int(c) for c in args.concurrency.split(",")]
         results["revision_throughput"] = rows = bench_revision_throughput(args.latency, levels, args.waves,
-                                                                              args.throughput_repeats)
+                                                                              args.throughput_repeats, args.workers)
         met &= print_throughput(rows, args.latency)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
@@ -328,11 +341,12 @@ def print_token_diff(diff: dict[str, Any]) -> bool:
 
 def print_throughput(rows: list[dict[str, Any]], latency_s: float) -> bool:
     print(f"2. revision throughput, full pipeline, loopback endpoint with {latency_s * 1e3:.0f} ms latency")
-    print("   concurrency  pairs  seconds (best run)  pairs/s  ideal c/latency  fraction (target)"
+    print("   concurrency  workers  pairs  seconds (best run)  pairs/s  ideal c/latency  fraction (target)"
           "  CPU ms/pair: client  server  client CPU/wall")
     for row in rows:
         verdict = "met   " if row["fraction_of_ideal"] >= row["target_fraction"] else "MISSED"
-        print(f"   {row['concurrency']:>11}  {row['pairs']:>5}  {row['seconds']:>18.2f}  {row['pairs_per_s']:>7.1f}  "
+        print(f"   {row['concurrency']:>11}  {row['workers']:>7}  {row['pairs']:>5}  {row['seconds']:>18.2f}  "
+              f"{row['pairs_per_s']:>7.1f}  "
               f"{row['ideal_pairs_per_s']:>15.1f}  {row['fraction_of_ideal']:.2f} (>= {row['target_fraction']:.1f}) "
               f"{verdict}{row['client_cpu_ms_per_pair']:>15.2f} {row['server_cpu_ms_per_pair']:>7.2f}  "
               f"{row['client_cpu_share']:>15.2f}")

@@ -74,7 +74,8 @@ def label_command(config: LabelOptions) -> None:
         rev, ledger_file = _openai_reviser(config)
 
     worker_config = WorkerConfig(out=out, tokenizer_name=config.tokenizer, concurrency=config.concurrency,
-                                 filters=config.filters(), progress=config.progress)
+                                 filters=config.filters(), progress=config.progress,
+                                 workers=config.worker_processes())
 
     async def run() -> RunResult:
         try:
@@ -95,6 +96,8 @@ def label_command(config: LabelOptions) -> None:
                                         "input_duplicates": result.duplicates_dropped,
                                         "unfinished": len(result.unfinished)}, indent=1), encoding="utf-8")
     notes = [f"{result.written} records written now", f"{result.already_done} already there"]
+    if worker_config.workers > 1:
+        notes.insert(1, f"{result.by_workers} of them labelled in {worker_config.workers} worker processes")
     if result.cut_partial_line:
         notes.append("cut a partial last line left by an interrupted run")
     if result.duplicates_dropped:

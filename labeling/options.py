@@ -28,6 +28,9 @@ class LabelOptions(PairsOptions):
     api_key_env: str = field(default="OPENAI_API_KEY", metadata={
         "help": "openai: environment variable holding the API key."})
     concurrency: int = field(default=8, metadata={"help": "Reviser calls in flight at once."})
+    workers: int | None = field(default=None, metadata={
+        "help": "openai: processes making the calls and labelling, each with an equal share of --concurrency; "
+                "1 = all in this process (default: one per 64 calls in flight, at most one per CPU)."})
     timeout: float = field(default=120.0, metadata={"help": "openai: deadline of one call, seconds."})
     max_retries: int = field(default=6, metadata={"help": "openai: retries on 429 / 5xx / timeouts per pair."})
     backoff: float = field(default=1.0, metadata={"help": "openai: first backoff in seconds, doubled each retry."})
@@ -61,12 +64,31 @@ class LabelOptions(PairsOptions):
         if self.reviser == "openai" and self.concurrency > MAX_CONCURRENCY:
             raise ValueError(f"--concurrency must be <= {MAX_CONCURRENCY} with --reviser openai (the HTTP client's "
                              f"connection limit), not {self.concurrency}")
+        if self.workers is not None:
+            if self.workers < 1:
+                raise ValueError(f"--workers must be >= 1, not {self.workers}")
+            if self.workers > 1 and self.reviser != "openai":
+                raise ValueError(f"--workers {self.workers} needs --reviser openai (the {self.reviser} reviser "
+                                 "makes no calls)")
+            if self.workers > self.concurrency:
+                raise ValueError(f"--workers ({self.workers}) must be <= --concurrency ({self.concurrency}): each "
+                                 "worker needs a call in flight")
         self.filters()  # raises naming a bad filter setting
         self.shard_index_count()
 
     def filters(self) -> FilterConfig:
         return FilterConfig(min_kept_share=self.min_kept_share, max_edit_ratio=self.max_edit_ratio,
                             max_chars=self.max_chars, max_tokens=self.max_response_tokens)
+
+    def worker_processes(self) -> int:
+        """--workers, or its default: with the openai reviser one per 64 calls in flight, at most one per CPU."""
+        if self.workers is not None:
+            return self.workers
+        if self.reviser != "openai":
+            return 1
+        from labeling.revision_processes import default_workers
+
+        return default_workers(self.concurrency)
 
     def shard_index_count(self) -> tuple[int, int]:
         """(i, n) of --shard i/n; (0, 1) without it."""

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import openai
@@ -129,6 +129,30 @@ def answer_from_completion(data: object, model: str) -> CachedAnswer | None:
                         completion_tokens=completion_tokens, model=str(answered_by))
 
 
+def revision_from_answer(answer: CachedAnswer, pair: PreferencePair) -> Revision:
+    parsed = parse_revision(answer.output, pair.rejected, finish_reason=answer.finish_reason)
+    return Revision(parsed.revision, parsed.failure, parsed.reasons)
+
+
+@dataclass(frozen=True)
+class OpenAISettings:
+    """The endpoint and call settings of an OpenAIReviser (picklable: sent to worker processes)."""
+
+    model: str
+    api_key: str = field(repr=False)  # never in a log line or traceback
+    base_url: str | None
+    timeout_s: float
+    retry: RetryPolicy
+    temperature: float | None
+    max_tokens: int | None
+
+    def reviser(self, concurrency: int) -> OpenAIReviser:
+        """A reviser making these calls, without cache (its caller keeps one) and with a ledger of its own."""
+        return OpenAIReviser(self.model, api_key=self.api_key, base_url=self.base_url, timeout_s=self.timeout_s,
+                             retry=self.retry, temperature=self.temperature, max_tokens=self.max_tokens,
+                             concurrency=concurrency)
+
+
 class OpenAIReviser:
     """Revisions from an OpenAI-compatible chat-completions endpoint.
 
@@ -160,6 +184,9 @@ class OpenAIReviser:
         # concurrency. The client's own timeout is a backstop; asyncio.wait_for enforces the deadline.
         self.client = openai.AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0,
                                          timeout=timeout_s + 5.0, http_client=openai.DefaultAioHttpClient())
+        # What another process needs to make the same calls (labeling.revision_processes): no cache, no ledger.
+        self.settings = OpenAISettings(model=model, api_key=api_key, base_url=base_url, timeout_s=timeout_s,
+                                       retry=self.retry, temperature=temperature, max_tokens=max_tokens)
 
     def key(self, pair: PreferencePair) -> str:
         return cache_key(self.model, self.instruction_version, pair.prompt, pair.chosen, pair.rejected)
@@ -171,16 +198,17 @@ class OpenAIReviser:
         if answer is not None:
             usage.cache_hits += 1
         else:
-            result = await self._call_with_retries(pair)
+            result = await self.fetch_answer(pair)
             if isinstance(result, Revision):  # a per-pair API failure (e.g. 400: context too long)
                 return result
             answer = result
             if self.cache is not None:
                 self.cache.put(key, answer)
-        parsed = parse_revision(answer.output, pair.rejected, finish_reason=answer.finish_reason)
-        return Revision(parsed.revision, parsed.failure, parsed.reasons)
+        return revision_from_answer(answer, pair)
 
-    async def _call_with_retries(self, pair: PreferencePair) -> CachedAnswer | Revision:
+    async def fetch_answer(self, pair: PreferencePair) -> CachedAnswer | Revision:
+        """One paid answer for `pair`, with retries; a Revision for a per-pair API failure. Raises
+        ReviserError (stop the run) or TransientReviserError (retries exhausted)."""
         usage = self.ledger.model(self.model)
         body: dict[str, object] = {"model": self.model, "messages": build_messages(pair)}
         if self.temperature is not None:

@@ -15,6 +15,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+COUNTS = ("requests", "answers", "cache_hits", "retries", "prompt_tokens", "completion_tokens")  # ModelUsage's
+
 
 @dataclass
 class ModelUsage:
@@ -27,7 +29,7 @@ class ModelUsage:
     errors: dict[str, int] = field(default_factory=dict)  # error kind -> count
 
     def add(self, other: ModelUsage) -> None:
-        for name in ("requests", "answers", "cache_hits", "retries", "prompt_tokens", "completion_tokens"):
+        for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors = dict(Counter(self.errors) + Counter(other.errors))
 
