@@ -205,7 +205,7 @@ def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) ->
 
 # ----------------------------------------------------------------------------- 2. revision throughput
 async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrency: int, workers: int,
-                     workdir: Path) -> tuple[float, float]:
+                     workdir: Path, worker_start: str | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process and its worker processes) of one labelling run."""
     from core.retry import RetryPolicy
     from labeling.cache import RevisionCache
@@ -217,7 +217,7 @@ async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrenc
                             retry=RetryPolicy(max_retries=0), cache=RevisionCache(workdir / "cache.sqlite"),
                             ledger=UsageLedger(), concurrency=concurrency)
     config = WorkerConfig(out=workdir / "labels.jsonl", tokenizer_name="bench", concurrency=concurrency,
-                          progress=False, workers=workers)
+                          progress=False, workers=workers, worker_start=worker_start)  # type: ignore[arg-type]
     try:
         start, cpu_start = time.perf_counter(), _own_and_children_cpu_s()
         result = await label_pairs(pairs, reviser, tokenizer, config)
@@ -246,11 +246,11 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def bench_revision_throughput(latency_s: float, levels: list[int], waves: int, repeats: int,
-                              workers: int | None = None) -> list[dict[str, Any]]:
-    """`workers` None: `tlcr label`'s default for each concurrency (labeling.revision_processes)."""
+                              workers: int | None = None, worker_start: str | None = None) -> list[dict[str, Any]]:
+    """`workers`, `worker_start` None: `tlcr label`'s defaults (labeling.revision_processes)."""
     from core.data.controlled import ControlledTask
     from core.models import train_bpe_tokenizer
-    from labeling.revision_processes import default_workers
+    from labeling.revision_processes import default_start_method, default_workers
     from labeling.worker import run_event_loop
     from tests.support.fake_openai_server import FakeOpenAIServerProcess, Script
 
@@ -271,11 +271,12 @@ def bench_revision_throughput(latency_s: float, levels: list[int], waves: int, r
                 pairs = task.pairs(n_pairs, seed=1000 * level + repeat)  # fresh pairs, fresh cache: all paid
                 server_cpu_start = process_cpu_seconds(server.pid)
                 wall, cpu = run_event_loop(_label_run(pairs, tokenizer, server.base_url, concurrency, processes,
-                                                      Path(tmp) / f"c{concurrency}-{repeat}"))
+                                                      Path(tmp) / f"c{concurrency}-{repeat}", worker_start))
                 runs.append((wall, cpu, process_cpu_seconds(server.pid) - server_cpu_start))
             elapsed, cpu, server_cpu = min(runs)
             ideal = concurrency / latency_s
-            rows.append({"concurrency": concurrency, "workers": processes, "pairs": n_pairs, "seconds": elapsed,
+            rows.append({"concurrency": concurrency, "workers": processes,
+                         "worker_start": worker_start or default_start_method(), "pairs": n_pairs, "seconds": elapsed,
                          "all_runs_wall_client_server_cpu_s": runs,
                          "client_cpu_ms_per_pair": cpu / n_pairs * 1e3,
                          "server_cpu_ms_per_pair": server_cpu / n_pairs * 1e3,
@@ -297,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="pairs per level = waves * concurrency (steady state: fixed costs amortised)")
     parser.add_argument("--workers", type=int, default=None,
                         help="worker processes at every level (default: tlcr label's default for the concurrency)")
+    parser.add_argument("--worker-start", choices=("fork", "spawn"), default=None,
+                        help="how worker processes start (default: tlcr label's, fork on Linux)")
     parser.add_argument("--throughput-repeats", type=int, default=2, help="runs per level (best kept)")
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
     parser.add_argument("--only", choices=("diff", "throughput"), default=None, help="run one benchmark only")
@@ -311,7 +314,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only != "diff":
         levels = [int(c) for c in args.concurrency.split(",")]
         results["revision_throughput"] = rows = bench_revision_throughput(args.latency, levels, args.waves,
-                                                                              args.throughput_repeats, args.workers)
+                                                                              args.throughput_repeats, args.workers,
+                                                                              args.worker_start)
         met &= print_throughput(rows, args.latency)
     if args.json:
         args.json.write_text(json.dumps(results, indent=1))
@@ -340,7 +344,8 @@ def print_token_diff(diff: dict[str, Any]) -> bool:
 
 
 def print_throughput(rows: list[dict[str, Any]], latency_s: float) -> bool:
-    print(f"2. revision throughput, full pipeline, loopback endpoint with {latency_s * 1e3:.0f} ms latency")
+    print(f"2. revision throughput, full pipeline, loopback endpoint with {latency_s * 1e3:.0f} ms latency "
+          f"(worker processes: {rows[0]['worker_start'] if rows else '-'})")
     print("   concurrency  workers  pairs  seconds (best run)  pairs/s  ideal c/latency  fraction (target)"
           "  CPU ms/pair: client  server  client CPU/wall")
     for row in rows:

@@ -75,7 +75,7 @@ def label_command(config: LabelOptions) -> None:
 
     worker_config = WorkerConfig(out=out, tokenizer_name=config.tokenizer, concurrency=config.concurrency,
                                  filters=config.filters(), progress=config.progress,
-                                 workers=config.worker_processes())
+                                 workers=config.worker_processes(), worker_start=config.worker_start)
 
     async def run() -> RunResult:
         try:

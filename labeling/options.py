@@ -31,6 +31,10 @@ class LabelOptions(PairsOptions):
     workers: int | None = field(default=None, metadata={
         "help": "openai: processes making the calls and labelling, each with an equal share of --concurrency; "
                 "1 = all in this process (default: one per 64 calls in flight, at most one per CPU)."})
+    worker_start: Literal["fork", "spawn"] | None = field(default=None, metadata={
+        "help": "openai, --workers > 1: fork (copies of this process, ready in milliseconds; the default on "
+                "Linux) or spawn (fresh interpreters, ~1.1-1.4 s of CPU each to import openai and transformers; "
+                "the default elsewhere)."})
     timeout: float = field(default=120.0, metadata={"help": "openai: deadline of one call, seconds."})
     max_retries: int = field(default=6, metadata={"help": "openai: retries on 429 / 5xx / timeouts per pair."})
     backoff: float = field(default=1.0, metadata={"help": "openai: first backoff in seconds, doubled each retry."})

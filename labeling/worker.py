@@ -38,7 +38,7 @@ from labeling.filters import TOO_LONG, FilterConfig, LabelSummary, apply_filters
 from labeling.instruction import EMPTY_REVISION
 from labeling.records import build_labelled_record
 from labeling.revisers import OpenAIReviser, Reviser, Revision, TransientReviserError
-from labeling.revision_processes import RevisionProcesses
+from labeling.revision_processes import RevisionProcesses, StartMethod
 from labeling.usage import LedgerFile
 
 log = logging.getLogger(__name__)
@@ -255,6 +255,7 @@ class WorkerConfig:
     progress: bool = True
     ledger_save_every_s: float = 2.0
     workers: int = 1  # > 1: processes making the (openai) reviser's calls and labelling, see the module docstring
+    worker_start: StartMethod | None = None  # how they start; None: labeling.revision_processes's default
 
 
 @dataclass
@@ -353,17 +354,22 @@ async def label_pairs(pairs: Sequence[PreferencePair], reviser: Reviser, tokeniz
             if min(config.workers, lanes) > 1:  # one pair left: labelled here, as with workers = 1
                 assert isinstance(reviser, OpenAIReviser)
                 processes = RevisionProcesses(reviser, min(config.workers, lanes), lanes, tokenizer=tokenizer,
-                                              tokenizer_name=config.tokenizer_name, filters=config.filters)
+                                              tokenizer_name=config.tokenizer_name, filters=config.filters,
+                                              start_method=config.worker_start)
             appender = RecordAppender(handle)
             saver = asyncio.create_task(save_ledger_periodically())
-            revisers = [asyncio.create_task(revise(lane)) for lane in range(lanes)]
-            tasks = [asyncio.create_task(revise_all()), asyncio.create_task(label())]
-            if processes is not None:
-                # Not waited for: a worker takes ~1.4 s of CPU to start (importing openai and transformers).
-                # Making the calls here meanwhile took a 7,680-pair run at c=256 with 2 workers in
-                # benchmarks/labeling.py from 0.68-0.72 to 0.73-0.74 of the ideal (3 runs each, minutes apart).
-                tasks.append(asyncio.create_task(processes.start()))
+            revisers: list[asyncio.Task[None]] = []
+            tasks: list[asyncio.Task[None]] = []
             try:
+                if processes is not None and processes.start_method == "fork":
+                    await processes.start()  # ready in milliseconds: every call is made there
+                revisers = [asyncio.create_task(revise(lane)) for lane in range(lanes)]
+                tasks = [asyncio.create_task(revise_all()), asyncio.create_task(label())]
+                if processes is not None and not processes.ready:
+                    # Not waited for: a spawned worker takes ~1.4 s of CPU to start (importing openai and
+                    # transformers). Making the calls here meanwhile took a 7,680-pair run at c=256 with 2 workers
+                    # in benchmarks/labeling.py from 0.68-0.72 to 0.73-0.74 of the ideal (3 runs each, minutes apart).
+                    tasks.append(asyncio.create_task(processes.start()))
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
                 for task in done:
                     if task.exception() is not None:

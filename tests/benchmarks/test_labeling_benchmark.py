@@ -66,17 +66,19 @@ def test_editops_loop_baseline_labels_like_label_tokens(bench: ModuleType) -> No
 
 def test_throughput_targets_and_verdict(bench: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
     assert [bench.target_fraction(c) for c in (1, 64, 65, 256)] == [0.9, 0.9, 0.8, 0.8]
-    row = {"concurrency": 256, "workers": 2, "pairs": 10, "seconds": 1.0, "pairs_per_s": 10.0,
+    row = {"concurrency": 256, "workers": 2, "worker_start": "fork", "pairs": 10, "seconds": 1.0, "pairs_per_s": 10.0,
            "ideal_pairs_per_s": 12.0, "fraction_of_ideal": 0.83, "target_fraction": 0.8, "client_cpu_ms_per_pair": 1.0,
            "server_cpu_ms_per_pair": 0.1, "client_cpu_share": 0.5}
     assert bench.print_throughput([row], 0.2) is True
-    assert "        256        2     10" in capsys.readouterr().out  # concurrency, worker processes, pairs
+    out = capsys.readouterr().out
+    assert "        256        2     10" in out  # concurrency, worker processes, pairs
+    assert "(worker processes: fork)" in out
     assert bench.print_throughput([{**row, "concurrency": 64, "target_fraction": 0.9}], 0.2) is False
     assert "MISSED" in capsys.readouterr().out
 
 
 def test_throughput_run_with_worker_processes(bench: ModuleType) -> None:
     """A small real run through the fake server with 2 worker processes: every pair labelled, CPU counted."""
-    [row] = bench.bench_revision_throughput(0.05, [4], waves=3, repeats=1, workers=2)
-    assert row["workers"] == 2 and row["pairs"] == 12
+    [row] = bench.bench_revision_throughput(0.05, [4], waves=3, repeats=1, workers=2, worker_start="spawn")
+    assert row["workers"] == 2 and row["worker_start"] == "spawn" and row["pairs"] == 12
     assert row["pairs_per_s"] > 0 and row["client_cpu_ms_per_pair"] > 0

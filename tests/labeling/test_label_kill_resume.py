@@ -23,8 +23,9 @@ N_PAIRS = 80
 CONCURRENCY = 4
 
 
-def _args(out: Path, tokenizer: Path, base_url: str, workers: int) -> list[str]:
-    return ["label", "--workers", str(workers), "--no-progress", "--output-file", str(out),
+def _args(out: Path, tokenizer: Path, base_url: str, workers: int, start: str | None = None) -> list[str]:
+    return ["label", "--workers", str(workers), *(["--worker-start", start] if start else []), "--no-progress",
+            "--output-file", str(out),
             "--tokenizer", str(tokenizer), "--data-limit", str(N_PAIRS),
             "--reviser", "openai", "--reviser-model", "fake-reviser", "--base-url", base_url, "--api-key-env",
             "TLCR_TEST_KEY", "--concurrency", str(CONCURRENCY), "--data-seed", "7"]
@@ -34,9 +35,9 @@ def _count_lines(path: Path) -> int:
     return path.read_bytes().count(b"\n") if path.exists() else 0
 
 
-@pytest.mark.parametrize("workers", [1, 2])
+@pytest.mark.parametrize(("workers", "start"), [(1, None), (2, "fork"), (2, "spawn")])
 def test_sigkill_mid_run_then_resume_equals_uninterrupted(fake_llm: FakeOpenAIServer, tiny_model_dir: Path,
-                                                          tmp_path: Path, workers: int) -> None:
+                                                          tmp_path: Path, workers: int, start: str | None) -> None:
     fake_llm.set_script(Script(latency_s=0.05))  # 80 pairs / 4 in flight * 0.05 s: a 1 s window to kill in
     env = {**os.environ, "TLCR_TEST_KEY": "k", "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
 
@@ -47,7 +48,7 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(fake_llm: FakeOpenAISe
 
     fake_llm.set_script(Script(latency_s=0.05))  # resets the request counters
     out = tmp_path / "killed" / "labels.jsonl"
-    args = _args(out, tiny_model_dir, fake_llm.base_url, workers)
+    args = _args(out, tiny_model_dir, fake_llm.base_url, workers, start)
     worker = subprocess.Popen([sys.executable, "-m", "tlcr.cli", *args],
                               env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 120
@@ -63,7 +64,8 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(fake_llm: FakeOpenAISe
     done_at_kill = _count_lines(out)
     assert 15 <= done_at_kill < N_PAIRS, f"the kill must land mid-run, not after {done_at_kill} records"
 
-    resumed = CliRunner(env={"TLCR_TEST_KEY": "k"}).invoke(app, _args(out, tiny_model_dir, fake_llm.base_url, workers))
+    resumed = CliRunner(env={"TLCR_TEST_KEY": "k"}).invoke(
+        app, _args(out, tiny_model_dir, fake_llm.base_url, workers, start))
     assert resumed.exit_code == 0, resumed.output
     # the resume skips exactly the complete records the killed worker had written
     assert f"{done_at_kill} already there" in resumed.output, resumed.output

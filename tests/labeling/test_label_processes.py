@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +19,14 @@ from core.retry import RetryPolicy
 from labeling.cache import RevisionCache
 from labeling.options import LabelOptions
 from labeling.revisers import OpenAIReviser, ReviserError
-from labeling.revision_processes import CALLS_PER_WORKER, available_cpus, default_workers
+from labeling.revision_processes import (
+    CALLS_PER_WORKER,
+    START_METHODS,
+    StartMethod,
+    available_cpus,
+    default_start_method,
+    default_workers,
+)
 from labeling.usage import UsageLedger
 from labeling.worker import RunResult, WorkerConfig, label_pairs
 from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
@@ -31,25 +39,28 @@ def _reviser(server: FakeOpenAIServer, cache: Path, max_retries: int = 0) -> Ope
 
 
 async def _label(pairs: list[PreferencePair], server: FakeOpenAIServer, tokenizer: PreTrainedTokenizerBase,
-                 out: Path, workers: int, *, cache: Path | None = None) -> tuple[OpenAIReviser, RunResult]:
+                 out: Path, workers: int, *, cache: Path | None = None,
+                 start: StartMethod | None = None) -> tuple[OpenAIReviser, RunResult]:
     reviser = _reviser(server, cache or out.with_name("cache.sqlite"))
     try:
         result = await label_pairs(pairs, reviser, tokenizer, WorkerConfig(
-            out=out, tokenizer_name="tiny", concurrency=8, progress=False, workers=workers))
+            out=out, tokenizer_name="tiny", concurrency=8, progress=False, workers=workers, worker_start=start))
     finally:
         await reviser.aclose()
     return reviser, result
 
 
 def worker_pids(parent: int) -> set[int]:
-    """Pids of the labelling worker processes whose parent is `parent` (Linux /proc)."""
+    """Pids of the labelling worker processes whose parent is `parent` (Linux /proc): spawned ones by their
+    command line, forked ones by the name they give themselves."""
     pids = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
             ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            if ppid == parent and b"labeling.revision_processes" in (entry / "cmdline").read_bytes():
+            spawned = b"labeling.revision_processes" in (entry / "cmdline").read_bytes()
+            if ppid == parent and (spawned or (entry / "comm").read_text().strip() == "tlcr-label-wkr"):
                 pids.add(int(entry.name))
     return pids
 
@@ -85,10 +96,12 @@ def wait_until_gone(pids: set[int], timeout_s: float = 20.0) -> set[int]:
     return alive
 
 
+@pytest.mark.parametrize("start", START_METHODS)
 async def test_two_workers_write_the_same_file_cache_and_usage_as_one_process(
         fake_llm: FakeOpenAIServer, controlled_task: object, label_tokenizer: PreTrainedTokenizerBase,
-        tmp_path: Path) -> None:
-    # 120 pairs / 8 in flight * 0.2 s: 3 s, of which the workers (~1.5 s to start) make the later calls
+        tmp_path: Path, start: StartMethod, caplog: pytest.LogCaptureFixture) -> None:
+    # 120 pairs / 8 in flight * 0.2 s: 3 s. Forked workers make every call; spawned ones (~1.5 s to start) the
+    # later calls, the main process the first ones
     pairs = controlled_task.pairs(120, seed=11)  # type: ignore[attr-defined]
     # per-pair outcomes other than "ok" go through the workers too: an empty revision (all-negative, ok),
     # a refusal and a truncated answer (failed records)
@@ -97,20 +110,24 @@ async def test_two_workers_write_the_same_file_cache_and_usage_as_one_process(
     fake_llm.set_script(Script(latency_s=0.2, rules=rules))
     one, result_one = await _label(pairs, fake_llm, label_tokenizer, tmp_path / "one" / "labels.jsonl", 1)
     fake_llm.set_script(Script(latency_s=0.2, rules=rules))
-    two, result_two = await _label(pairs, fake_llm, label_tokenizer, tmp_path / "two" / "labels.jsonl", 2)
+    two, result_two = await _label(pairs, fake_llm, label_tokenizer, tmp_path / "two" / "labels.jsonl", 2,
+                                   start=start)
     assert result_one.complete and result_two.complete
-    assert result_one.by_workers == 0 and result_two.by_workers > 0
+    assert result_one.by_workers == 0
+    assert result_two.by_workers == len(pairs) if start == "fork" else 0 < result_two.by_workers < len(pairs)
     assert (tmp_path / "two" / "labels.jsonl").read_bytes() == (tmp_path / "one" / "labels.jsonl").read_bytes()
     assert fake_llm.stats()["requests"] == len(pairs)
     assert len(RevisionCache(tmp_path / "two" / "cache.sqlite")) == len(pairs)
     assert two.ledger.to_dict() == one.ledger.to_dict()
     assert two.ledger.model("fake-reviser").answers == len(pairs)
     assert not worker_pids(os.getpid())
+    # every worker exited when its input closed (one that does not is killed after 10 s, with a warning)
+    assert "did not exit" not in caplog.text
 
     # a rerun on a fresh output with the same cache pays nothing: the main process reads the cache
     fake_llm.set_script(Script())
     again, _ = await _label(pairs, fake_llm, label_tokenizer, tmp_path / "again.jsonl", 2,
-                            cache=tmp_path / "two" / "cache.sqlite")
+                            cache=tmp_path / "two" / "cache.sqlite", start=start)
     assert fake_llm.stats()["requests"] == 0 and again.ledger.model("fake-reviser").cache_hits == len(pairs)
     assert (tmp_path / "again.jsonl").read_bytes() == (tmp_path / "one" / "labels.jsonl").read_bytes()
 
@@ -139,12 +156,13 @@ async def test_a_refused_key_stops_the_run_and_the_workers(fake_llm: FakeOpenAIS
     assert not wait_until_gone(worker_pids(os.getpid()))
 
 
+@pytest.mark.parametrize("start", START_METHODS)
 async def test_a_worker_that_dies_stops_the_run_with_its_name(fake_llm: FakeOpenAIServer, controlled_task: object,
                                                               label_tokenizer: PreTrainedTokenizerBase,
-                                                              tmp_path: Path) -> None:
+                                                              tmp_path: Path, start: StartMethod) -> None:
     fake_llm.set_script(Script(latency_s=0.5))
     pairs = controlled_task.pairs(200, seed=5)  # type: ignore[attr-defined]  # 200 / 8 in flight * 0.5 s: 12.5 s
-    run = asyncio.create_task(_label(pairs, fake_llm, label_tokenizer, tmp_path / "labels.jsonl", 2))
+    run = asyncio.create_task(_label(pairs, fake_llm, label_tokenizer, tmp_path / "labels.jsonl", 2, start=start))
     deadline = time.monotonic() + 60
     while not (pids := {pid for pid in worker_pids(os.getpid()) if connected_to(pid, fake_llm.port)}):
         assert time.monotonic() < deadline, "no worker made a call"
@@ -173,3 +191,7 @@ def test_workers_option_is_checked(tmp_path: Path) -> None:
         LabelOptions(**openai, concurrency=8, workers=9)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="--workers must be >= 1"):
         LabelOptions(**openai, workers=0)  # type: ignore[arg-type]
+
+
+def test_workers_fork_on_linux_and_spawn_elsewhere() -> None:
+    assert default_start_method() == ("fork" if sys.platform == "linux" else "spawn")
