@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import logging
 import math
+import os
+import signal
 import socket
+import threading
+import time
 from collections.abc import Sequence
 
 import typer
@@ -17,6 +21,24 @@ from core.config_cli import config_command
 from core.exit_codes import ExitCode
 from core.logs import VERBOSITY_KEY, package_level, setup_logging, verbosity_of_level
 from service.settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+PARENT_POLL_S = 0.5
+
+
+def stop_when_orphaned(parent_pid: int) -> threading.Thread:
+    """A daemon thread that sends this process SIGTERM (a graceful stop) once `parent_pid` is no longer its
+    parent: the parent exited, however it died, and this process was handed to another."""
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(PARENT_POLL_S)
+        log.warning("the process that started this service (pid %d) has exited: stopping", parent_pid)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    thread = threading.Thread(target=watch, name="parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def run(settings: ServiceSettings, verbosity: int | None = None) -> ExitCode:
@@ -50,6 +72,8 @@ def run(settings: ServiceSettings, verbosity: int | None = None) -> ExitCode:
         access_log=log_level == "debug",  # a line per request is noise at training rates
     )
     server = uvicorn.Server(config)
+    if settings.parent_pid is not None:
+        stop_when_orphaned(settings.parent_pid)
     if settings.fd is not None:
         # Not uvicorn's own fd option: it wraps the descriptor as AF_UNIX, so asyncio never sets
         # TCP_NODELAY on accepted connections and Nagle + delayed ACKs add ~40 ms to every response.

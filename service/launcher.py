@@ -56,7 +56,8 @@ def _stop_leftovers() -> None:
 class ServiceProcess:
     """A running service; `.url`, `.port`, `.stop()`; a context manager that stops it on exit.
 
-    Services still running when the Python process that started them exits are stopped then.
+    Services still running when the Python process that started them exits are stopped then; if that process
+    is killed (SIGTERM, SIGKILL), the service notices it lost its parent and stops itself within a second.
     """
 
     def __init__(self, process: subprocess.Popen[bytes], host: str, port: int, log_path: Path) -> None:
@@ -128,6 +129,7 @@ def start_service(model: str | Path, *, sequence_model: str | Path | None = None
     child_env.update(env or {})
     if api_key is not None:
         child_env["TLCR_API_KEY"] = api_key
+    child_env["TLCR_PARENT_PID"] = str(os.getpid())  # the service stops when this process is gone
     args = [sys.executable, "-m", "service", "--model", str(model), "--host", host]
     if sequence_model is not None:
         args += ["--sequence-model", str(sequence_model)]

@@ -58,6 +58,9 @@ class ServiceSettings(BaseSettings):
         "request."))] = "info"
     graceful_timeout_s: Annotated[float, Field(
         gt=0, description="On SIGTERM, wait this long for requests in flight.")] = 30.0
+    parent_pid: Annotated[int | None, Field(ge=1, description=(
+        "Stop as on SIGTERM once this process is no longer the service's parent (the launcher sets it, so a "
+        "trainer or demo that dies, even by SIGKILL, leaves no service behind)."))] = None
 
     # Limits
     max_body_bytes: Annotated[int, Field(ge=1024, description="Largest request body (413 above).")] = 8 * 1024 * 1024

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from tests.labeling.test_label_processes import wait_until_gone, worker_pids
+from tests.labeling.test_label_processes import worker_pids
 from tests.support.fake_openai_server import FakeOpenAIServer, Script
+from tests.support.processes import wait_until_gone
 from tlcr.cli import app
 
 N_PAIRS = 80

@@ -30,6 +30,7 @@ from labeling.revision_processes import (
 from labeling.usage import UsageLedger
 from labeling.worker import RunResult, WorkerConfig, label_pairs
 from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
+from tests.support.processes import wait_until_gone
 
 
 def _reviser(server: FakeOpenAIServer, cache: Path, max_retries: int = 0) -> OpenAIReviser:
@@ -78,22 +79,6 @@ def connected_to(pid: int, port: int) -> bool:
                 if os.readlink(fd) in {f"socket:[{inode}]" for inode in inodes}:
                     return True
     return False
-
-
-def wait_until_gone(pids: set[int], timeout_s: float = 20.0) -> set[int]:
-    """The pids still alive (not zombies) after waiting up to `timeout_s`."""
-    deadline = time.monotonic() + timeout_s
-    alive = set(pids)
-    while alive and time.monotonic() < deadline:
-        for pid in list(alive):
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                state = "gone"
-            if state in ("gone", "Z"):
-                alive.discard(pid)
-        time.sleep(0.05)
-    return alive
 
 
 @pytest.mark.parametrize("start", START_METHODS)

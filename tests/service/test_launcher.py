@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 import threading
 import time
@@ -11,6 +12,7 @@ import httpx
 import pytest
 
 from service.launcher import ServiceProcess, ServiceStartError, start_service
+from tests.support.processes import wait_until_gone
 
 
 def test_shared_service_is_reachable_on_its_port(shared_service: ServiceProcess) -> None:
@@ -91,3 +93,34 @@ def test_services_are_stopped_when_their_starter_exits(tiny_token_classifier_dir
     pid = int(pid_file.read_text())
     with pytest.raises(ProcessLookupError):
         os.kill(pid, 0)  # gone (and reaped by its parent before that parent exited)
+
+
+@pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
+def test_a_service_stops_when_its_starter_is_killed(tiny_token_classifier_dir: Path, tmp_path: Path,
+                                                    how: signal.Signals) -> None:
+    """A trainer killed by SIGTERM (a scheduler's preemption) or SIGKILL runs no atexit handler; its service
+    notices it has lost its parent and stops itself."""
+    import subprocess
+    import sys
+
+    pid_file = tmp_path / "pid"
+    script = (f"import time\nfrom pathlib import Path\nfrom service.launcher import start_service\n"
+              f"service = start_service({str(tiny_token_classifier_dir)!r}, extra_args=['--torch-threads', '1'], "
+              f"log_path=Path({str(tmp_path / 'service.log')!r}))\n"
+              f"open({str(pid_file)!r}, 'w').write(str(service.pid))\n"
+              f"time.sleep(600)\n")
+    starter = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or not pid_file.read_text():
+            assert starter.poll() is None and time.monotonic() < deadline, "the starter did not start its service"
+            time.sleep(0.05)
+        service_pid = int(pid_file.read_text())
+        assert wait_until_gone({service_pid}, timeout_s=1.0) == {service_pid}, "the service stopped before its starter"
+        starter.send_signal(how)
+        assert starter.wait(timeout=30) == -how
+        assert not wait_until_gone({service_pid}, timeout_s=30.0), "the service outlived its starter"
+        assert "has exited: stopping" in (tmp_path / "service.log").read_text()
+    finally:
+        starter.kill()
+        starter.wait()
