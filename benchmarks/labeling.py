@@ -31,7 +31,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from labeling.revision_processes import StartMethod
 
 ROOT = Path(__file__).resolve().parents[1]
 # This script is named labeling.py: drop its own folder from the path so `import labeling` finds the package.
@@ -205,7 +208,7 @@ def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) ->
 
 # ----------------------------------------------------------------------------- 2. revision throughput
 async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrency: int, workers: int,
-                     workdir: Path, worker_start: str | None = None) -> tuple[float, float]:
+                     workdir: Path, worker_start: StartMethod | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process and its worker processes) of one labelling run."""
     from core.retry import RetryPolicy
     from labeling.cache import RevisionCache
@@ -217,7 +220,7 @@ async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrenc
                             retry=RetryPolicy(max_retries=0), cache=RevisionCache(workdir / "cache.sqlite"),
                             ledger=UsageLedger(), concurrency=concurrency)
     config = WorkerConfig(out=workdir / "labels.jsonl", tokenizer_name="bench", concurrency=concurrency,
-                          progress=False, workers=workers, worker_start=worker_start)  # type: ignore[arg-type]
+                          progress=False, workers=workers, worker_start=worker_start)
     try:
         start, cpu_start = time.perf_counter(), _own_and_children_cpu_s()
         result = await label_pairs(pairs, reviser, tokenizer, config)
@@ -246,7 +249,8 @@ def process_cpu_seconds(pid: int) -> float:
 
 
 def bench_revision_throughput(latency_s: float, levels: list[int], waves: int, repeats: int,
-                              workers: int | None = None, worker_start: str | None = None) -> list[dict[str, Any]]:
+                              workers: int | None = None,
+                              worker_start: StartMethod | None = None) -> list[dict[str, Any]]:
     """`workers`, `worker_start` None: `tlcr label`'s defaults (labeling.revision_processes)."""
     from core.data.controlled import ControlledTask
     from core.models import train_bpe_tokenizer

@@ -112,25 +112,27 @@ def load_causal_lm(name_or_path: str | os.PathLike[str], *, device: str | None =
     return _load(AutoModelForCausalLM, name_or_path, device, dtype, **kwargs)
 
 
+def _load_classifier(auto_cls: Any, name_or_path: str | os.PathLike[str], num_labels: int | None,
+                     device: str | None, dtype: str | None, **kwargs: Any) -> PreTrainedModel:
+    if num_labels is not None:
+        kwargs["num_labels"] = num_labels
+    model = _load(auto_cls, name_or_path, device, dtype, **kwargs)
+    _sync_pad_token_id(model, name_or_path)
+    return model
+
+
 def load_token_classifier(name_or_path: str | os.PathLike[str], *, num_labels: int | None = None,
                           device: str | None = None, dtype: str | None = "auto",
                           **kwargs: Any) -> PreTrainedModel:
     """A token-classification model; from a causal-LM checkpoint the head is freshly initialised."""
-    if num_labels is not None:
-        kwargs["num_labels"] = num_labels
-    model = _load(AutoModelForTokenClassification, name_or_path, device, dtype, **kwargs)
-    _sync_pad_token_id(model, name_or_path)
-    return model
+    return _load_classifier(AutoModelForTokenClassification, name_or_path, num_labels, device, dtype, **kwargs)
 
 
 def load_sequence_classifier(name_or_path: str | os.PathLike[str], *, num_labels: int | None = None,
                              device: str | None = None, dtype: str | None = "auto",
                              **kwargs: Any) -> PreTrainedModel:
-    if num_labels is not None:
-        kwargs["num_labels"] = num_labels
-    model = _load(AutoModelForSequenceClassification, name_or_path, device, dtype, **kwargs)
-    _sync_pad_token_id(model, name_or_path)
-    return model
+    """A sequence-classification model (reward model); from a causal-LM checkpoint the head is freshly initialised."""
+    return _load_classifier(AutoModelForSequenceClassification, name_or_path, num_labels, device, dtype, **kwargs)
 
 
 def _sync_pad_token_id(model: PreTrainedModel, name_or_path: str | os.PathLike[str]) -> None:

@@ -57,7 +57,7 @@ class ServiceProcess:
     """A running service; `.url`, `.port`, `.stop()`; a context manager that stops it on exit.
 
     Services still running when the Python process that started them exits are stopped then; if that process
-    is killed (SIGTERM, SIGKILL), the service notices it lost its parent and stops itself within a second.
+    is killed (SIGTERM, SIGKILL), the service notices it lost its parent within 0.5 s and stops as on SIGTERM.
     """
 
     def __init__(self, process: subprocess.Popen[bytes], host: str, port: int, log_path: Path) -> None:
