@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from service.client import TokenRewardClient
 from service.launcher import ServiceProcess, start_service
 from trainer.ppo import TrainingStopped, train_ppo
 from trainer.ppo_config import PPOConfig
@@ -63,8 +64,37 @@ class TrainingThread(threading.Thread):
             self.error = exc
 
 
+class FetchGate:
+    """Holds the trainer's n-th reward fetch until the test has stopped the service, then lets the real client
+    make it against the stopped service. Steps take ~50 ms on a fast machine, so without the hold a run can
+    finish before the service is down (seen in CI)."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, hold_call: int) -> None:
+        self.reached = threading.Event()
+        self.release = threading.Event()
+        self.calls = 0
+        real = TokenRewardClient.token_rewards
+
+        def token_rewards(client: TokenRewardClient, *args: Any, **kwargs: Any) -> Any:
+            self.calls += 1
+            if self.calls == hold_call:
+                self.reached.set()
+                if not self.release.wait(timeout=120):
+                    raise AssertionError("the test never released the held reward fetch")
+            return real(client, *args, **kwargs)
+
+        monkeypatch.setattr(TokenRewardClient, "token_rewards", token_rewards)
+
+    def stop_service_while_held(self, service: ServiceProcess, trainer: threading.Thread) -> None:
+        wait_for(lambda: self.reached.is_set() or not trainer.is_alive(), 120, "the held reward fetch")
+        assert trainer.is_alive(), "the run ended before its held reward fetch"
+        service.stop()
+        self.release.set()
+
+
 def test_service_restart_mid_run_then_outage_past_deadline(tiny_model_dir: Path, tiny_token_classifier_dir: Path,
-                                                           tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+                                                           tmp_path: Path, caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
     logs = tmp_path / "logs"
     first = start_service(tiny_token_classifier_dir, extra_args=SERVICE_ARGS, log_path=logs / "1.log")
     port = first.port
@@ -72,13 +102,12 @@ def test_service_restart_mid_run_then_outage_past_deadline(tiny_model_dir: Path,
     try:
         # 1. The service restarts while the run is going: the client retries and training goes on.
         run = tmp_path / "run"
+        caplog.set_level(logging.WARNING, logger="service.client")
+        gate = FetchGate(monkeypatch, hold_call=3)
         trainer = TrainingThread(config(tiny_model_dir, run, first.url, reward_deadline=180.0))
         trainer.start()
-        wait_for(lambda: len(read_rows(run)) >= 2 or not trainer.is_alive(), 120, "two PPO steps")
-        caplog.set_level(logging.WARNING, logger="service.client")
-        first.stop()
-        # Back only once a fetch has failed and is retrying, so the restart surely falls inside one fetch
-        # (a slow step's generation could otherwise outlast the whole restart).
+        gate.stop_service_while_held(first, trainer)
+        # Back only once the fetch has failed and is retrying, so the restart falls inside that fetch.
         wait_for(lambda: any("retry 1 of" in r.getMessage() for r in caplog.records) or not trainer.is_alive(), 120,
                  "a reward fetch retrying")
         time.sleep(1.0)
@@ -92,15 +121,15 @@ def test_service_restart_mid_run_then_outage_past_deadline(tiny_model_dir: Path,
 
         # 2. The service goes away for longer than the deadline: checkpoint the last step, stop clearly.
         longer = tmp_path / "longer"
+        gate = FetchGate(monkeypatch, hold_call=4)
         trainer = TrainingThread(config(tiny_model_dir, longer, second.url, num_steps=20, save_steps=100,
                                         reward_deadline=3.0))
         trainer.start()
-        wait_for(lambda: len(read_rows(longer)) >= 3 or not trainer.is_alive(), 120, "three PPO steps")
-        second.stop()
+        gate.stop_service_while_held(second, trainer)
         trainer.join(timeout=120)
         assert isinstance(trainer.error, TrainingStopped), trainer.error
         stopped_at = trainer.error.step
-        assert stopped_at >= 3 and trainer.error.checkpoint == longer / f"checkpoint-{stopped_at}"
+        assert stopped_at == 3 and trainer.error.checkpoint == longer / f"checkpoint-{stopped_at}"
         assert f"127.0.0.1:{port}" in str(trainer.error) and "--resume" in str(trainer.error)
 
         # 3. Back up: --resume continues from that checkpoint to the end, each step logged once.
