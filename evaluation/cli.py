@@ -43,7 +43,8 @@ def eval_command(config: EvalOptions) -> None:
                              judge_baseline=config.judge_baseline, mt_bench_path=config.mt_bench,
                              mt_bench_limit=config.mt_bench_limit)
     try:
-        with TokenRewardClient(config.reward_url, api_key=os.environ.get(config.reward_api_key_env)) as client:
+        with TokenRewardClient(config.reward_url, api_key=os.environ.get(config.reward_api_key_env),
+                               deadline=config.reward_deadline) as client:
             summary = run_evaluation(config.policies(), prompts, client, eval_config, config.output_dir, task=task,
                                      ppo_runs=config.ppo_run)
     except RewardServiceUnavailable as exc:

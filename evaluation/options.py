@@ -30,6 +30,8 @@ class EvalOptions(PairsOptions):
     sample: bool = field(default=False, metadata={"help": "Sample (top-p 0.9, T=1) instead of greedy decoding."})
     reward_api_key_env: str = field(default="TLCR_API_KEY", metadata={
         "help": "Environment variable holding the reward service's API key."})
+    reward_deadline: float = field(default=600.0, metadata={
+        "help": "Seconds one reward call may keep retrying before the evaluation stops (exit 3)."})
     ppo_run: list[str] = field(default_factory=list, metadata={"help": "PPO run folders to plot Fig. 7 curves from."})
     judge_url: str | None = field(default=None, metadata={"help": "OpenAI-compatible judge base URL (optional)."})
     judge_model: str = field(default="gpt-4o", metadata={"help": "Judge model name."})
@@ -43,6 +45,8 @@ class EvalOptions(PairsOptions):
 
     def __post_init__(self) -> None:
         policies = self.policies()
+        if self.reward_deadline <= 0:
+            raise ValueError(f"--reward-deadline must be positive, got {self.reward_deadline}")
         if self.mt_bench is not None and self.judge_url is None:
             raise ValueError("--mt-bench needs --judge-url (MT-Bench answers are graded by a judge)")
         if self.judge_baseline is not None and self.judge_baseline not in policies:

@@ -64,11 +64,12 @@ def dpo_command(config: DPOOptions) -> None:
     "extra", "reward_backoff", "overlap_reward_fetch", "generation_batch_size", "weight_decay", "adam_eps"))
 def ppo_command(config: PPOConfig) -> None:
     """PPO with dense per-token rewards from the reward service (runs under `accelerate launch` too)."""
+    from service.client import RewardServiceUnavailable
     from trainer.ppo import TrainingStopped, train_ppo
 
     try:
         summary = train_ppo(config)
-    except TrainingStopped as exc:
+    except (TrainingStopped, RewardServiceUnavailable) as exc:  # the latter: down before the first step
         _fail(str(exc), ExitCode.UNAVAILABLE)
     except _input_errors() as exc:
         _fail(str(exc))

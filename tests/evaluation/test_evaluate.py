@@ -91,3 +91,22 @@ def test_eval_command_exits_2_naming_a_policy_that_cannot_load(service: ServiceP
     result = CliRunner().invoke(app, ["eval", "--policy", f"a={tmp_path / 'missing'}", "--reward-url", service.url,
                                       "--output-dir", str(tmp_path / "report"), "--data-limit", "2"])
     assert result.exit_code == ExitCode.BAD_INPUT and "missing" in result.output
+
+
+def test_eval_command_exits_3_when_the_service_is_unreachable(tiny_model_dir: Path, tmp_path: Path) -> None:
+    import socket
+
+    from typer.testing import CliRunner
+
+    from core.exit_codes import ExitCode
+    from tlcr.cli import app
+
+    with socket.socket() as probe:  # a port nobody listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = CliRunner().invoke(app, ["eval", "--policy", f"a={tiny_model_dir}", "--reward-url",
+                                      f"http://127.0.0.1:{port}", "--output-dir", str(tmp_path / "report"),
+                                      "--data-limit", "2", "--reward-deadline", "1"])
+    assert result.exit_code == ExitCode.UNAVAILABLE, result.output
+    assert f"127.0.0.1:{port}" in result.output and "unavailable" in result.output
+    assert not (tmp_path / "report" / "responses.jsonl").exists()  # stopped before generating anything

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
+from core.exit_codes import ExitCode
 from service.launcher import ServiceProcess, start_service
 from tlcr.cli import app
 from trainer.ppo import PPOTrainer, train_ppo
@@ -105,8 +106,8 @@ def test_cli_reports_an_unreachable_service(tiny_model_dir: Path, tmp_path: Path
     result = CliRunner().invoke(app, [
         "ppo", "--policy", str(tiny_model_dir), "--reward-url", f"http://127.0.0.1:{port}",
         "--output-dir", str(tmp_path / "run"), "--reward-deadline", "1", "--reward-max-retries", "2"])
-    assert result.exit_code == 2
-    assert f"127.0.0.1:{port}" in result.output
+    assert result.exit_code == ExitCode.UNAVAILABLE, result.output  # not 2: the same command works once it is up
+    assert f"127.0.0.1:{port}" in result.output and "unavailable" in result.output
 
 
 @pytest.mark.parametrize("mode", ["tlcr", "seq"])
