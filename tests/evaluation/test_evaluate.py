@@ -94,16 +94,13 @@ def test_eval_command_exits_2_naming_a_policy_that_cannot_load(service: ServiceP
 
 
 def test_eval_command_exits_3_when_the_service_is_unreachable(tiny_model_dir: Path, tmp_path: Path) -> None:
-    import socket
-
     from typer.testing import CliRunner
 
     from core.exit_codes import ExitCode
+    from tests.support.ports import unused_port
     from tlcr.cli import app
 
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     result = CliRunner().invoke(app, ["eval", "--policy", f"a={tiny_model_dir}", "--reward-url",
                                       f"http://127.0.0.1:{port}", "--output-dir", str(tmp_path / "report"),
                                       "--data-limit", "2", "--reward-deadline", "1"])

@@ -20,6 +20,7 @@ import pytest
 
 from service.client import TokenRewardClient
 from service.launcher import ServiceProcess, start_service
+from tests.support.ports import unused_port
 from trainer.ppo import TrainingStopped, train_ppo
 from trainer.ppo_config import PPOConfig
 
@@ -188,11 +189,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(service: ServiceProcess, ti
 def test_accelerate_launch_two_cpu_processes(service: ServiceProcess, tiny_model_dir: Path, tmp_path: Path) -> None:
     accelerate_config = REPO / "configs" / "accelerate" / "cpu_ddp_2proc.yaml"
     assert accelerate_config.exists(), f"{accelerate_config} missing"
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     run = tmp_path / "ddp"
     args = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
             "--main_process_port", str(port), "-m", "tlcr.cli", *cli_args(tiny_model_dir, run, service.url, steps=3)]

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from core.exit_codes import ExitCode
 from service.launcher import ServiceProcess, start_service
+from tests.support.ports import unused_port
 from tlcr.cli import app
 from trainer.ppo import PPOTrainer, train_ppo
 from trainer.ppo_config import PPOConfig, PPOConfigError
@@ -98,11 +99,7 @@ def test_cli_ppo_then_plot(service: ServiceProcess, tiny_model_dir: Path, tiny_t
 
 
 def test_cli_reports_an_unreachable_service(tiny_model_dir: Path, tmp_path: Path) -> None:
-    import socket
-
-    with socket.socket() as probe:  # a port nobody listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = unused_port()
     result = CliRunner().invoke(app, [
         "ppo", "--policy", str(tiny_model_dir), "--reward-url", f"http://127.0.0.1:{port}",
         "--output-dir", str(tmp_path / "run"), "--reward-deadline", "1", "--reward-max-retries", "2"])
