@@ -49,9 +49,9 @@ import numpy as np  # noqa: E402
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from core.reward_modes import PolicyRewardMode  # noqa: E402
-from evaluation.bootstrap import Interval, paired_bootstrap  # noqa: E402
+from tlcr.core.reward_modes import PolicyRewardMode  # noqa: E402
 from tlcr.demo import DemoConfig, StageLog, quiet_libraries  # noqa: E402
+from tlcr.evaluation.bootstrap import Interval, paired_bootstrap  # noqa: E402
 
 METHODS = ("sft", "dpo", "seq", "tlcr_fixed", "tlcr", "tlcr_positive_only", "tlcr_negative_only")
 METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", **{m.value: m.label for m in PolicyRewardMode}}
@@ -151,8 +151,8 @@ def train_method(base: SeedBase, method: str, point: Mapping[str, float], reward
 
 def evaluate_policy(policy: Path, sft: Path, prompts: Sequence[str], config: DemoConfig) -> dict[str, Any]:
     """Per response: oracle score, helpful, complete, length in policy tokens; and the policy's KL to SFT."""
-    from evaluation.evaluate import EvalConfig, generate_responses_with_lengths
     from tlcr import pipeline
+    from tlcr.evaluation.evaluate import EvalConfig, generate_responses_with_lengths
 
     task = pipeline.controlled_task()
     eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=64, do_sample=config.eval_do_sample,
@@ -187,10 +187,10 @@ def cached(path: Path, compute: Any) -> dict[str, Any]:
 def run_seed(config: DemoConfig, methods: Sequence[str], chosen: dict[str, dict[str, float]] | None,
              budget: str, seed_dir: Path, console: Console) -> dict[str, Any]:
     """Tune (when `chosen` is None) on validation questions, then evaluate each method's chosen point on test."""
-    from core.models import load_tokenizer
-    from evaluation.reward_sanity import reward_sanity, sanity_rows
-    from service.client import TokenRewardClient
     from tlcr import pipeline
+    from tlcr.core.models import load_tokenizer
+    from tlcr.evaluation.reward_sanity import reward_sanity, sanity_rows
+    from tlcr.service.client import TokenRewardClient
 
     log = StageLog(console)
     base = build_seed(config, seed_dir, log)
@@ -349,7 +349,7 @@ def markdown(rows: Sequence[Sequence[str]]) -> str:
 
 def plot_comparison(table: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> None:
     """Test oracle and length per method, error bars = paired 95 % interval of the difference vs SFT."""
-    from evaluation.report import plt
+    from tlcr.evaluation.report import plt
 
     methods = list(table)
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
@@ -373,8 +373,8 @@ def plot_comparison(table: Mapping[str, Mapping[str, Any]], path: Path, title: s
 
 def plot_length_curves(per_seed: Sequence[Mapping[str, Any]], out_root: Path, path: Path) -> dict[str, list[float]]:
     """Fig. 7 (response length over PPO steps) per reward mode, mean over seeds, of the test runs."""
-    from evaluation.report import plt
-    from trainer.metrics_log import read_metrics
+    from tlcr.evaluation.report import plt
+    from tlcr.trainer.metrics_log import read_metrics
 
     curves: dict[str, list[float]] = {}
     for method in per_seed[0]["chosen"]:
@@ -399,7 +399,7 @@ def plot_length_curves(per_seed: Sequence[Mapping[str, Any]], out_root: Path, pa
 
 
 def plot_oracle_vs_kl(kl_match: Mapping[str, Any], path: Path) -> None:
-    from evaluation.report import plt
+    from tlcr.evaluation.report import plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
     for method, pts in kl_match["curves"].items():

@@ -1,5 +1,5 @@
 """Character offsets of a policy's generated tokens: the incremental (sliding-window) decoding that
-`core.tokenization.decode_with_offsets` uses, against decoding every prefix, side by side in one run.
+`tlcr.core.tokenization.decode_with_offsets` uses, against decoding every prefix, side by side in one run.
 
     python benchmarks/decode_offsets.py --tokenizer ../shared/tokenizers/qwen2 --lengths 128 512 1024
 """
@@ -10,8 +10,8 @@ import argparse
 import random
 import time
 
-from core import tokenization
-from core.models import load_tokenizer
+from tlcr.core import tokenization
+from tlcr.core.models import load_tokenizer
 
 
 def main() -> None:

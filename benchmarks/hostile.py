@@ -69,8 +69,8 @@ def _fill_json(limit: int, unit: bytes, head: bytes, tail: bytes) -> bytes:
 def attacks(limit: int, max_items: int, max_length: int, max_offsets: int, response_chars: int,
             max_json_values: int) -> list[Attack]:
     """Each kind of hostile or worst-case request of issue 15, at the size limits."""
-    from service.app import BIG_BODY_BYTES
-    from service.guards import json_value_count
+    from tlcr.service.app import BIG_BODY_BYTES
+    from tlcr.service.guards import json_value_count
 
     fits = "sea " * (response_chars // 4)  # a response that fits in max_length tokens
 
@@ -196,7 +196,7 @@ def _build_discriminator(out: Path, max_length: int) -> Path:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    from service.launcher import start_service
+    from tlcr.service.launcher import start_service
 
     work = Path(tempfile.mkdtemp(prefix="tlcr-hostile-"))
     model = Path(args.model) if args.model else _build_discriminator(work, args.max_length)

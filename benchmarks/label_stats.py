@@ -20,9 +20,9 @@ from typing import Any
 
 
 def held_out_baselines(path: Path, eval_fraction: float, seed: int) -> dict[str, Any]:
-    from core.models import load_tokenizer
-    from core.tokenization import encode_prompt_response_batch
-    from trainer.discriminator import load_labelled_records, split_records
+    from tlcr.core.models import load_tokenizer
+    from tlcr.core.tokenization import encode_prompt_response_batch
+    from tlcr.trainer.discriminator import load_labelled_records, split_records
 
     records = load_labelled_records(path, vocab_size=10**9).records
     _, held_out = split_records(records, eval_fraction, seed)

@@ -1,7 +1,7 @@
 """Labeling benchmarks; every ratio is measured side by side in this one run.
 
 1. Token-diff labelling throughput on the 2,312 HH-RLHF harmless-base test pairs (rejected vs chosen):
-   `labeling.token_labels.label_tokens` (rapidfuzz's Levenshtein opcodes, C) against the anchor, a
+   `tlcr.labeling.token_labels.label_tokens` (rapidfuzz's Levenshtein opcodes, C) against the anchor, a
    pure-Python O(n*m) dynamic program in the (cost, operation)-tuple style of the TLCR release's labelling
    script. Target: >= 200x faster than the anchor (the verdict and the exit code use it). Extra lines, not
    judged: a textbook integer-table DP with a backtrace (faster than the anchor) and a loop over
@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from labeling.revision_processes import StartMethod
+    from tlcr.labeling.revision_processes import StartMethod
 
 ROOT = Path(__file__).resolve().parents[1]
 # This script is named labeling.py: drop its own folder from the path so `import labeling` finds the package.
@@ -131,8 +131,8 @@ def editops_labels(rejected: list[int], revised: list[int]) -> tuple[int, list[f
 
 def load_hh_responses(path: Path) -> list[tuple[str, str]]:
     """(rejected, chosen) responses of every line, each split from its own transcript."""
-    from core.data.jsonl import iter_jsonl
-    from core.data.pairs import split_transcript
+    from tlcr.core.data.jsonl import iter_jsonl
+    from tlcr.core.data.pairs import split_transcript
 
     out = []
     for _, obj in iter_jsonl(path):
@@ -143,16 +143,16 @@ def load_hh_responses(path: Path) -> list[tuple[str, str]]:
 def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) -> dict[str, Any]:
     from rapidfuzz.distance import Levenshtein
 
-    from labeling.token_labels import label_tokens
+    from tlcr.labeling.token_labels import label_tokens
 
     responses = load_hh_responses(hh_path)
     if tokenizer_name:
-        from core.models import load_tokenizer
+        from tlcr.core.models import load_tokenizer
 
         tokenizer = load_tokenizer(tokenizer_name)
         tok_desc = tokenizer_name
     else:  # offline: a byte-level BPE trained on the data, like the tiny models of the tests
-        from core.models import train_bpe_tokenizer
+        from tlcr.core.models import train_bpe_tokenizer
 
         tokenizer = train_bpe_tokenizer([t for pair in responses for t in pair], vocab_size=8192)
         tok_desc = "byte-level BPE (8192) trained on these responses"
@@ -210,11 +210,11 @@ def bench_token_diff(hh_path: Path, tokenizer_name: str | None, repeats: int) ->
 async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, concurrency: int, workers: int,
                      workdir: Path, worker_start: StartMethod | None = None) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process and its worker processes) of one labelling run."""
-    from core.retry import RetryPolicy
-    from labeling.cache import RevisionCache
-    from labeling.revisers import OpenAIReviser
-    from labeling.usage import UsageLedger
-    from labeling.worker import WorkerConfig, label_pairs
+    from tlcr.core.retry import RetryPolicy
+    from tlcr.labeling.cache import RevisionCache
+    from tlcr.labeling.revisers import OpenAIReviser
+    from tlcr.labeling.usage import UsageLedger
+    from tlcr.labeling.worker import WorkerConfig, label_pairs
 
     reviser = OpenAIReviser("fake-reviser", api_key="benchmark", base_url=base_url, timeout_s=30,
                             retry=RetryPolicy(max_retries=0), cache=RevisionCache(workdir / "cache.sqlite"),
@@ -252,11 +252,11 @@ def bench_revision_throughput(latency_s: float, levels: list[int], waves: int, r
                               workers: int | None = None,
                               worker_start: StartMethod | None = None) -> list[dict[str, Any]]:
     """`workers`, `worker_start` None: `tlcr label`'s defaults (labeling.revision_processes)."""
-    from core.data.controlled import ControlledTask
-    from core.models import train_bpe_tokenizer
-    from labeling.revision_processes import default_start_method, default_workers
-    from labeling.worker import run_event_loop
     from tests.support.fake_openai_server import FakeOpenAIServerProcess, Script
+    from tlcr.core.data.controlled import ControlledTask
+    from tlcr.core.models import train_bpe_tokenizer
+    from tlcr.labeling.revision_processes import default_start_method, default_workers
+    from tlcr.labeling.worker import run_event_loop
 
     task = ControlledTask(seed=0)
     tokenizer = train_bpe_tokenizer(task.corpus(), vocab_size=512)

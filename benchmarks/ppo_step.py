@@ -30,8 +30,8 @@ TARGET = 0.10
 
 
 def build_models(workdir: Path) -> tuple[Path, Path]:
-    from core.data.controlled import ControlledTask
-    from core.models import build_tiny_model, load_token_classifier, load_tokenizer, mark_discriminator_config
+    from tlcr.core.data.controlled import ControlledTask
+    from tlcr.core.models import build_tiny_model, load_token_classifier, load_tokenizer, mark_discriminator_config
 
     policy = build_tiny_model(ControlledTask().corpus(), workdir / "policy", vocab_size=1024, hidden_size=64,
                               num_layers=2, num_heads=4)
@@ -46,9 +46,9 @@ def build_models(workdir: Path) -> tuple[Path, Path]:
 def run(args: argparse.Namespace, policy: Path, url: str, out: Path, overlap: bool) -> list[dict[str, float]]:
     import torch
 
-    from trainer.metrics_log import read_metrics
-    from trainer.ppo import train_ppo
-    from trainer.ppo_config import PPOConfig
+    from tlcr.trainer.metrics_log import read_metrics
+    from tlcr.trainer.ppo import train_ppo
+    from tlcr.trainer.ppo_config import PPOConfig
 
     torch.set_num_threads(1)
     config = PPOConfig(policy=str(policy), output_dir=str(out), reward_url=url, num_steps=args.warmup + args.steps,
@@ -76,7 +76,7 @@ def main() -> int:
     parser.add_argument("--discriminator", type=Path, help="discriminator checkpoint (default: build a tiny one)")
     args = parser.parse_args()
 
-    from service.launcher import start_service
+    from tlcr.service.launcher import start_service
 
     with tempfile.TemporaryDirectory(prefix="tlcr-bench-") as tmp:
         workdir = Path(tmp)

@@ -34,7 +34,7 @@ import httpx
 # `service` package it measures.
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from service.schemas import TokenRewardResult, TokenRewardsRequest, TokenRewardsResponse  # noqa: E402
+from tlcr.service.schemas import TokenRewardResult, TokenRewardsRequest, TokenRewardsResponse  # noqa: E402
 
 TARGET_IN_PROCESS = 0.8
 TARGET_NAIVE = 3.0
@@ -52,8 +52,8 @@ def naive_server(args: argparse.Namespace) -> None:
     import uvicorn
     from fastapi import FastAPI
 
-    from service.rewards import rewards_from_probabilities
-    from service.scorer import Encoded, TokenScorer
+    from tlcr.service.rewards import rewards_from_probabilities
+    from tlcr.service.scorer import Encoded, TokenScorer
 
     torch.set_num_threads(args.threads)
     scorer = TokenScorer.load(args.model, device=args.device, dtype=args.dtype)
@@ -111,8 +111,8 @@ def start_naive_server(args: argparse.Namespace, model: Path, log: Path) -> tupl
 
 def build_discriminator(out: Path, hidden: int, layers: int, heads: int, max_length: int) -> Path:
     """A token-classifier checkpoint like a trained discriminator (random weights: speed is what counts)."""
-    from core.data.controlled import ControlledTask
-    from core.models import build_tiny_model, load_token_classifier, load_tokenizer, mark_discriminator_config
+    from tlcr.core.data.controlled import ControlledTask
+    from tlcr.core.models import build_tiny_model, load_token_classifier, load_tokenizer, mark_discriminator_config
 
     base = build_tiny_model(ControlledTask(seed=0).corpus(), out / "base", vocab_size=1024, hidden_size=hidden,
                             num_layers=layers, num_heads=heads, max_positions=max_length)
@@ -128,8 +128,8 @@ def workload(model: Path, count: int, repeat_response: int) -> list[dict[str, li
 
     `repeat_response` > 1 lengthens responses (the response text repeated) for longer-sequence runs.
     """
-    from core.data.controlled import ControlledTask
-    from core.models import encode_prompt_response, load_tokenizer
+    from tlcr.core.data.controlled import ControlledTask
+    from tlcr.core.models import encode_prompt_response, load_tokenizer
 
     tokenizer = load_tokenizer(model)
     items = []
@@ -214,8 +214,8 @@ class InProcess:
     def __init__(self, model: Path, items: list[dict[str, list[int]]], args: argparse.Namespace) -> None:
         import torch
 
-        from service.batcher import select_batch
-        from service.scorer import Encoded, TokenScorer
+        from tlcr.service.batcher import select_batch
+        from tlcr.service.scorer import Encoded, TokenScorer
 
         torch.set_num_threads(args.threads)
         self.torch = torch
@@ -339,7 +339,7 @@ def fmt(value: float | None, spec: str = ",.0f") -> str:
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    from service.launcher import start_service
+    from tlcr.service.launcher import start_service
 
     work = Path(tempfile.mkdtemp(prefix="tlcr-bench-"))
     model = Path(args.model) if args.model else build_discriminator(

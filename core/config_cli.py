@@ -46,7 +46,7 @@ from typing import Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 
 import typer
 
-from core.exit_codes import ExitCode
+from tlcr.core.exit_codes import ExitCode
 
 __all__ = [
     "EXIT_BAD_CONFIG",

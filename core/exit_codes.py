@@ -1,4 +1,4 @@
-"""The exit codes of every `tlcr` command (and `python -m service`), documented in the README.
+"""The exit codes of every `tlcr` command (and `python -m tlcr.service`), documented in the README.
 
 2 is also what click gives a bad option, so a mistyped flag and a bad data file read the same to a script.
 1 is what Python gives an uncaught exception: a bug or a crash, never an expected outcome.

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TextIO
 if TYPE_CHECKING:
     from rich.console import Console
 
-OUR_PACKAGES = ("core", "tlcr", "labeling", "service", "trainer", "evaluation", "integrations")
+OUR_PACKAGES = ("tlcr",)  # every module lives under the one namespace
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 VERBOSITY_KEY = "tlcr.verbosity"  # click context meta: the global -v/-q count, absent when neither was given
 HANDLER_NAME = "tlcr"  # marks the handler installed here, so a second setup replaces it instead of doubling lines

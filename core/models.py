@@ -28,7 +28,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from core.tokenization import (  # encode_prompt_response is re-exported: the one convention
+from tlcr.core.tokenization import (  # encode_prompt_response is re-exported: the one convention
     TokenizationError,
     encode_prompt_response,  # noqa: F401
     require_special_tokens,

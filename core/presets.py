@@ -11,14 +11,14 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from core.config_cli import ConfigError, build_config, load_config_file
+from tlcr.core.config_cli import ConfigError, build_config, load_config_file
 
 ConfigT = TypeVar("ConfigT")
 
 
 def presets_dir(kind: str) -> Path:
-    """configs/<kind>/, from the installed `configs` package (or the source checkout)."""
-    return Path(str(resources.files("configs").joinpath(kind)))
+    """configs/<kind>/, from the installed `tlcr.configs` package (or the source checkout)."""
+    return Path(str(resources.files("tlcr.configs").joinpath(kind)))
 
 
 def preset_names(kind: str) -> list[str]:

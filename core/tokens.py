@@ -1,6 +1,6 @@
 """Policy-side text helpers shared by the service's OpenRLHF route and the engine adapters (integrations/):
 the policy's special tokens cut off the end of a decoded text, and the per-response summary of token rewards.
-(A policy's sampled tokens as text with character spans: `core.tokenization.decode_with_offsets`.)"""
+(A policy's sampled tokens as text with character spans: `tlcr.core.tokenization.decode_with_offsets`.)"""
 
 from __future__ import annotations
 

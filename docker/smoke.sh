@@ -398,7 +398,7 @@ run=("${compose[@]}" run --rm --no-deps -T)
 # Validated with the project's own pydantic contract, inside the service image.
 step check-token-rewards "${run[@]}" reward python -c '
 import json, sys
-from service.schemas import TokenRewardsResponse
+from tlcr.service.schemas import TokenRewardsResponse
 body = json.loads(sys.stdin.read())
 response = TokenRewardsResponse.model_validate(body)  # the typed HTTP contract
 assert response.model == "discriminator", response.model  # a name, never a path

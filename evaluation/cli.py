@@ -6,9 +6,9 @@ import json
 
 import typer
 
-from core.config_cli import config_command
-from core.exit_codes import ExitCode
-from evaluation.options import EvalOptions
+from tlcr.core.config_cli import config_command
+from tlcr.core.exit_codes import ExitCode
+from tlcr.evaluation.options import EvalOptions
 
 
 @config_command(EvalOptions)
@@ -17,13 +17,13 @@ def eval_command(config: EvalOptions) -> None:
     token rewards (Fig. 6) via the service, the oracle on the controlled task, and optional LLM judges."""
     import os
 
-    from core.data.jsonl import DataError, SkipReport
-    from core.data.sources import CONTROLLED
-    from core.models import ModelLoadError
-    from evaluation.evaluate import EvalConfig
-    from evaluation.judge import JudgeConfig
-    from evaluation.run import run_evaluation
-    from service.client import RewardServiceError, RewardServiceUnavailable, TokenRewardClient
+    from tlcr.core.data.jsonl import DataError, SkipReport
+    from tlcr.core.data.sources import CONTROLLED
+    from tlcr.core.models import ModelLoadError
+    from tlcr.evaluation.evaluate import EvalConfig
+    from tlcr.evaluation.judge import JudgeConfig
+    from tlcr.evaluation.run import run_evaluation
+    from tlcr.service.client import RewardServiceError, RewardServiceUnavailable, TokenRewardClient
 
     try:
         pairs = config.select_part(config.load_pairs(SkipReport()))
@@ -33,7 +33,7 @@ def eval_command(config: EvalOptions) -> None:
     prompts = [p.prompt for p in pairs]
     task = None
     if config.source == CONTROLLED:
-        from core.data.controlled import ControlledTask
+        from tlcr.core.data.controlled import ControlledTask
 
         task = ControlledTask()
     judge = JudgeConfig(base_url=config.judge_url, model=config.judge_model,

@@ -16,14 +16,14 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from core.data.controlled import ControlledTask
-from core.models import encode_prompt_response, load_causal_lm, load_tokenizer
-from core.reward_modes import RewardMode
-from evaluation.judge import Judge, JudgeConfig
-from evaluation.mt_bench import conversation_prompt, load_mt_bench
-from evaluation.report import HeatmapSample
-from service.client import TokenRewardClient
-from trainer.rollout import generate_rollout
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.models import encode_prompt_response, load_causal_lm, load_tokenizer
+from tlcr.core.reward_modes import RewardMode
+from tlcr.evaluation.judge import Judge, JudgeConfig
+from tlcr.evaluation.mt_bench import conversation_prompt, load_mt_bench
+from tlcr.evaluation.report import HeatmapSample
+from tlcr.service.client import TokenRewardClient
+from tlcr.trainer.rollout import generate_rollout
 
 
 @dataclass

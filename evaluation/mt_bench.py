@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from core.data.jsonl import DataError, iter_jsonl
+from tlcr.core.data.jsonl import DataError, iter_jsonl
 
 
 @dataclass(frozen=True)

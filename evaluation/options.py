@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from core.data.pair_options import PairsOptions
+from tlcr.core.data.pair_options import PairsOptions
 
 
 @dataclass(kw_only=True)

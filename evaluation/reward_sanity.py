@@ -13,10 +13,10 @@ import statistics
 from collections.abc import Sequence
 from typing import Any
 
-from core.data.controlled import ControlledTask, QuestionPart
-from core.models import encode_prompt_response
-from core.reward_modes import RewardMode
-from service.client import TokenRewardClient
+from tlcr.core.data.controlled import ControlledTask, QuestionPart
+from tlcr.core.models import encode_prompt_response
+from tlcr.core.reward_modes import RewardMode
+from tlcr.service.client import TokenRewardClient
 
 # An empty response has no token, so every mode's reward sum is 0 (the service is never asked).
 EMPTY_REWARD_SUM = 0.0
@@ -26,8 +26,8 @@ def reward_sanity(client: TokenRewardClient, tokenizer: Any, task: ControlledTas
                   part: QuestionPart = "validation", n_pairs: int = 256, seed: int = 0,
                   threshold: float = 0.6) -> dict[str, Any]:
     """Σr of ideal and rejected responses per mode, and discriminator metrics on the served D."""
-    from labeling.token_labels import label_tokens
-    from trainer.discriminator_metrics import discriminator_metrics
+    from tlcr.labeling.token_labels import label_tokens
+    from tlcr.trainer.discriminator_metrics import discriminator_metrics
 
     pairs = task.pairs(n_pairs, seed=seed, part=part)
     items, labels = [], []

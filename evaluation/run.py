@@ -7,11 +7,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from core.data.controlled import ControlledTask
-from core.data.jsonl import DataError
-from evaluation.evaluate import EvalConfig, evaluate_policies, heatmap_samples
-from evaluation.report import Report, fig6_plot, write_report
-from service.client import TokenRewardClient
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.data.jsonl import DataError
+from tlcr.evaluation.evaluate import EvalConfig, evaluate_policies, heatmap_samples
+from tlcr.evaluation.report import Report, fig6_plot, write_report
+from tlcr.service.client import TokenRewardClient
 
 
 def run_evaluation(policies: Mapping[str, str | Path], prompts: Sequence[str], client: TokenRewardClient,
@@ -30,7 +30,7 @@ def run_evaluation(policies: Mapping[str, str | Path], prompts: Sequence[str], c
     figures = {"Fig. 6 — reward scores of each policy on held-out prompts": fig6_plot(summary, out / "fig6.png")}
     report_notes = list(notes)
     if ppo_runs:
-        from trainer.plot import plot_runs
+        from tlcr.trainer.plot import plot_runs
 
         try:
             figures["Fig. 7 — PPO training curves per reward mode"] = plot_runs(ppo_runs, out / "fig7.png")

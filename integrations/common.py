@@ -8,8 +8,8 @@ from typing import Literal
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from core.tokenization import decode_with_offsets
-from service.schemas import TokenRewardItem, TokenRewardResult
+from tlcr.core.tokenization import decode_with_offsets
+from tlcr.service.schemas import TokenRewardItem, TokenRewardResult
 
 # "ids": the policy and the discriminator share a vocabulary, token ids are sent as they are.
 # "text": decoded text plus each policy token's character span; the service re-aligns rewards to them.

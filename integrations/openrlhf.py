@@ -24,10 +24,10 @@ from typing import Any
 
 import torch
 
-from core.reward_modes import RewardMode
-from core.tokens import SUMMARY_KEYS, special_token_strings, strip_special_suffix, token_reward_summary
-from service.client import TokenRewardClient
-from service.schemas import TokenRewardItem
+from tlcr.core.reward_modes import RewardMode
+from tlcr.core.tokens import SUMMARY_KEYS, special_token_strings, strip_special_suffix, token_reward_summary
+from tlcr.service.client import TokenRewardClient
+from tlcr.service.schemas import TokenRewardItem
 
 _lock = threading.Lock()
 
@@ -43,7 +43,7 @@ def _setup() -> tuple[TokenRewardClient, tuple[str, ...], RewardMode, str]:
     mode = RewardMode(os.environ.get("TLCR_REWARD_MODE", RewardMode.continuous.value))
     specials: tuple[str, ...] = ()
     if os.environ.get("TLCR_POLICY_TOKENIZER"):
-        from core.models import load_tokenizer
+        from tlcr.core.models import load_tokenizer
 
         specials = special_token_strings(load_tokenizer(os.environ["TLCR_POLICY_TOKENIZER"]))
     return TokenRewardClient(url, api_key=os.environ.get("TLCR_API_KEY") or None), specials, mode, reduction

@@ -14,11 +14,11 @@ from typing import Any, Literal
 import torch
 from trl import GRPOTrainer
 
-from core.data.pairs import ASSISTANT_MARKER
-from core.reward_modes import RewardMode
-from integrations.common import check_token_input, dense_rewards, token_reward_items
-from service.client import AsyncTokenRewardClient, TokenRewardClient
-from service.schemas import SequenceRewardItem, TokenRewardItem
+from tlcr.core.data.pairs import ASSISTANT_MARKER
+from tlcr.core.reward_modes import RewardMode
+from tlcr.integrations.common import check_token_input, dense_rewards, token_reward_items
+from tlcr.service.client import AsyncTokenRewardClient, TokenRewardClient
+from tlcr.service.schemas import SequenceRewardItem, TokenRewardItem
 
 Reduction = Literal["sum", "mean", "sequence"]
 Messages = list[dict[str, Any]]

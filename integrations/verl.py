@@ -23,10 +23,10 @@ import torch
 from verl.experimental.agent_loop.agent_loop import AgentLoopOutput, register
 from verl.experimental.agent_loop.single_turn_agent_loop import SingleTurnAgentLoop
 
-from core.reward_modes import RewardMode
-from core.tokens import token_reward_summary
-from integrations.common import check_token_input, token_reward_items
-from service.client import AsyncTokenRewardClient
+from tlcr.core.reward_modes import RewardMode
+from tlcr.core.tokens import token_reward_summary
+from tlcr.integrations.common import check_token_input, token_reward_items
+from tlcr.service.client import AsyncTokenRewardClient
 
 # One client (one connection pool) per event loop and service: agent loops are built per trajectory.
 _clients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[tuple[str, str | None], AsyncTokenRewardClient]]

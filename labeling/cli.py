@@ -9,16 +9,16 @@ from typing import TYPE_CHECKING, NoReturn
 
 import typer
 
-from core.config_cli import config_command
-from core.exit_codes import ExitCode
-from labeling.options import LabelOptions
+from tlcr.core.config_cli import config_command
+from tlcr.core.exit_codes import ExitCode
+from tlcr.labeling.options import LabelOptions
 
 if TYPE_CHECKING:
-    from core.data.jsonl import SkipReport
-    from core.data.pairs import PreferencePair
-    from labeling.revisers import GivenRevision, OpenAIReviser, Reviser
-    from labeling.usage import LedgerFile
-    from labeling.worker import RunResult
+    from tlcr.core.data.jsonl import SkipReport
+    from tlcr.core.data.pairs import PreferencePair
+    from tlcr.labeling.revisers import GivenRevision, OpenAIReviser, Reviser
+    from tlcr.labeling.usage import LedgerFile
+    from tlcr.labeling.worker import RunResult
 
 def register(app: typer.Typer) -> None:
     app.command("label")(label_command)
@@ -27,10 +27,10 @@ def register(app: typer.Typer) -> None:
 @config_command(LabelOptions)
 def label_command(config: LabelOptions) -> None:
     """Revise rejected responses minimally, label tokens by a Levenshtein diff, write records as JSONL."""
-    from core.data.jsonl import DataError, SkipReport
-    from core.models import ModelLoadError, load_tokenizer
-    from labeling.revisers import ReviserError
-    from labeling.worker import WorkerConfig, label_pairs, run_event_loop
+    from tlcr.core.data.jsonl import DataError, SkipReport
+    from tlcr.core.models import ModelLoadError, load_tokenizer
+    from tlcr.labeling.revisers import ReviserError
+    from tlcr.labeling.worker import WorkerConfig, label_pairs, run_event_loop
 
     source, out = config.source, config.output_file
     shard_index, shard_count = config.shard_index_count()
@@ -47,7 +47,7 @@ def label_command(config: LabelOptions) -> None:
         if not pairs:
             _fail(f"error: --split-part {config.split_part} of the {source} pairs is empty: nothing to label")
     if shard_count > 1:
-        from labeling.worker import select_shard
+        from tlcr.labeling.worker import select_shard
 
         pairs = select_shard(pairs, shard_index, shard_count)
         if not pairs:
@@ -63,11 +63,11 @@ def label_command(config: LabelOptions) -> None:
     ledger_file: LedgerFile | None = None
     rev: Reviser
     if config.reviser == "chosen":
-        from labeling.revisers import ChosenReviser
+        from tlcr.labeling.revisers import ChosenReviser
 
         rev = ChosenReviser()
     elif config.reviser == "given":
-        from labeling.revisers import GivenReviser
+        from tlcr.labeling.revisers import GivenReviser
 
         rev = GivenReviser(given_revisions)
     else:
@@ -119,7 +119,7 @@ def _fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
 
 def _load_input(config: LabelOptions, report: SkipReport) -> tuple[list[PreferencePair], dict[str, GivenRevision]]:
     if config.reviser == "given":
-        from labeling.given_input import load_given_input
+        from tlcr.labeling.given_input import load_given_input
 
         given = load_given_input(config.source, on_error=config.on_error, report=report, limit=config.data_limit)
         return given.pairs, given.revisions
@@ -127,10 +127,10 @@ def _load_input(config: LabelOptions, report: SkipReport) -> tuple[list[Preferen
 
 
 def _openai_reviser(config: LabelOptions) -> tuple[OpenAIReviser, LedgerFile]:
-    from core.retry import RetryPolicy
-    from labeling.cache import RevisionCache
-    from labeling.revisers import OpenAIReviser
-    from labeling.usage import LedgerFile, UsageLedger
+    from tlcr.core.retry import RetryPolicy
+    from tlcr.labeling.cache import RevisionCache
+    from tlcr.labeling.revisers import OpenAIReviser
+    from tlcr.labeling.usage import LedgerFile, UsageLedger
 
     out, model, base_url = config.output_file, config.reviser_model or "", config.base_url
     api_key = os.environ.get(config.api_key_env)

@@ -31,7 +31,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from labeling.token_labels import NEGATIVE, NEUTRAL, POSITIVE
+from tlcr.core.data.labelled import NEGATIVE, NEUTRAL, POSITIVE
 
 UNCHANGED = "unchanged"
 REFUSAL = "refusal"

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.data.jsonl import DataError, OnError, SkipReport, iter_jsonl
-from core.data.pairs import ASSISTANT_MARKER, PreferencePair, pair_from_record, split_transcript
-from labeling.revisers import GivenRevision
+from tlcr.core.data.jsonl import DataError, OnError, SkipReport, iter_jsonl
+from tlcr.core.data.pairs import ASSISTANT_MARKER, PreferencePair, pair_from_record, split_transcript
+from tlcr.labeling.revisers import GivenRevision
 
 RELEASE_KEYS = ("reject_response", "raw_response")
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from core.data.pairs import PreferencePair
-from labeling.filters import REFUSAL, looks_like_refusal
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.labeling.filters import REFUSAL, looks_like_refusal
 
 INSTRUCTION_VERSION = "tlcr-revise-v1"
 

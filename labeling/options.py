@@ -6,8 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
-from core.data.pair_options import PairsOptions
-from labeling.filters import FilterConfig
+from tlcr.core.data.pair_options import PairsOptions
+from tlcr.labeling.filters import FilterConfig
 
 
 @dataclass(kw_only=True)
@@ -63,7 +63,7 @@ class LabelOptions(PairsOptions):
             raise ValueError(f"concurrency must be >= 1, not {self.concurrency}")
         if self.reviser == "openai" and not self.reviser_model:
             raise ValueError("--reviser openai needs --reviser-model")
-        from labeling.revisers import MAX_CONCURRENCY  # here: it loads the openai SDK, which --help does not need
+        from tlcr.labeling.revisers import MAX_CONCURRENCY  # here: it loads the openai SDK, which --help does not need
 
         if self.reviser == "openai" and self.concurrency > MAX_CONCURRENCY:
             raise ValueError(f"--concurrency must be <= {MAX_CONCURRENCY} with --reviser openai (the HTTP client's "
@@ -90,12 +90,12 @@ class LabelOptions(PairsOptions):
             return self.workers
         if self.reviser != "openai":
             return 1
-        from labeling.revision_processes import default_workers
+        from tlcr.labeling.revision_processes import default_workers
 
         return default_workers(self.concurrency)
 
     def shard_index_count(self) -> tuple[int, int]:
         """(i, n) of --shard i/n; (0, 1) without it."""
-        from labeling.worker import parse_shard
+        from tlcr.labeling.worker import parse_shard
 
         return parse_shard(self.shard) if self.shard else (0, 1)

@@ -1,4 +1,4 @@
-"""Building one labelled record (the model and its validation: `core.data.labelled`)."""
+"""Building one labelled record (the model and its validation: `tlcr.core.data.labelled`)."""
 
 from __future__ import annotations
 
@@ -6,17 +6,17 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from core.data.labelled import LabelledRecord
-from core.data.pairs import PreferencePair
-from core.tokenization import encode_prompt_response, encode_prompt_response_batch
-from labeling.token_labels import label_tokens
+from tlcr.core.data.labelled import LabelledRecord
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.tokenization import encode_prompt_response, encode_prompt_response_batch
+from tlcr.labeling.token_labels import label_tokens
 
 
 def build_labelled_record(pair: PreferencePair, revision: str, tokenizer: PreTrainedTokenizerBase, *,
                           reviser: str, instruction_version: str, tokenizer_name: str) -> dict[str, Any]:
     """Tokenize rejected and revised responses after the prompt, diff them, and return a status-"ok" record.
 
-    Token ids are the responses' tokens in the joint prompt + response encoding (`core.tokenization`), the
+    Token ids are the responses' tokens in the joint prompt + response encoding (`tlcr.core.tokenization`), the
     ids the discriminator trains on and the service scores.
 
     Filters (edit ratio, refusal, unchanged...) are applied by the caller and may change status/reason.

@@ -1,11 +1,11 @@
 """Revisers: what produces the minimally revised rejected response, behind one interface.
 
 - `OpenAIReviser`: any OpenAI-compatible chat-completions endpoint (OpenAI, vLLM, Ollama...) through
-  `openai.AsyncOpenAI`, with the project's retry policy (`core.retry`), a per-call timeout, the on-disk cache and the
-  usage ledger.
+  `openai.AsyncOpenAI`, with the project's retry policy (`tlcr.core.retry`), a per-call timeout, the on-disk
+  cache and the usage ledger.
 - `ChosenReviser`: offline; the revision is the chosen response (the offline default, exact for the
   controlled task whose chosen response is the minimal fix of the rejected one).
-- `GivenReviser`: revisions already present in the input (see `labeling.given_input`).
+- `GivenReviser`: revisions already present in the input (see `tlcr.labeling.given_input`).
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Protocol
 
 import openai
 
-from core.data.pairs import PreferencePair
-from core.retry import RetryPolicy, log_retry, retry_after_seconds
-from labeling.cache import CachedAnswer, RevisionCache, cache_key
-from labeling.instruction import EMPTY_REVISION, INSTRUCTION_VERSION, build_messages, parse_revision
-from labeling.usage import UsageLedger
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.retry import RetryPolicy, log_retry, retry_after_seconds
+from tlcr.labeling.cache import CachedAnswer, RevisionCache, cache_key
+from tlcr.labeling.instruction import EMPTY_REVISION, INSTRUCTION_VERSION, build_messages, parse_revision
+from tlcr.labeling.usage import UsageLedger
 
 log = logging.getLogger(__name__)
 

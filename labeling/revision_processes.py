@@ -45,10 +45,10 @@ from typing import Any, Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from core.data.pairs import PreferencePair
-from labeling.cache import CachedAnswer
-from labeling.filters import FilterConfig
-from labeling.revisers import (
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.labeling.cache import CachedAnswer
+from tlcr.labeling.filters import FilterConfig
+from tlcr.labeling.revisers import (
     OpenAIReviser,
     OpenAISettings,
     ReviserError,
@@ -56,7 +56,7 @@ from labeling.revisers import (
     TransientReviserError,
     revision_from_answer,
 )
-from labeling.usage import COUNTS, ModelUsage
+from tlcr.labeling.usage import COUNTS, ModelUsage
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class FrameWriter:
 # ----------------------------------------------------------------------------- the worker process
 def worker_main() -> None:
     """Entry point of a spawned worker process: frames in on stdin, out on stdout."""
-    from labeling.worker import run_event_loop
+    from tlcr.labeling.worker import run_event_loop
 
     out_fd = os.dup(1)
     os.dup2(2, 1)  # anything a library prints goes to stderr: stdout carries only frames
@@ -185,7 +185,7 @@ def _forked_worker_main(setup: WorkerSetup, in_fd: int, out_fd: int, inherited_f
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         asyncio.events._set_running_loop(None)  # the parent's loop was running in this thread (Python < 3.12)
         _name_process(b"tlcr-label-wkr")
-        from labeling.worker import run_event_loop
+        from tlcr.labeling.worker import run_event_loop
 
         run_event_loop(_serve(in_fd, out_fd, setup))
         code = 0
@@ -215,12 +215,12 @@ async def _pipe_streams(in_fd: int, out_fd: int) -> tuple[asyncio.StreamReader, 
 
 async def _serve(in_fd: int, out_fd: int, setup: WorkerSetup | None) -> None:
     """Label the pairs sent on `in_fd`; `setup` None: it is the first frame (a spawned worker)."""
-    from labeling.worker import make_record
+    from tlcr.labeling.worker import make_record
 
     stdin, stdout = await _pipe_streams(in_fd, out_fd)
     reader, writer = FrameReader(stdin), FrameWriter(stdout)
     if setup is None:
-        from core.logs import setup_logging, verbosity_of_level
+        from tlcr.core.logs import setup_logging, verbosity_of_level
 
         setup = await reader.read()
         if setup is None:

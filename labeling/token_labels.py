@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from rapidfuzz.distance import Levenshtein
+import Levenshtein  # python-Levenshtein; its C engine is rapidfuzz's
 
-NEGATIVE = 0.0
-NEUTRAL = 0.5
-POSITIVE = 1.0
+from tlcr.core.data.labelled import NEGATIVE, NEUTRAL, POSITIVE
+
+__all__ = ["NEGATIVE", "NEUTRAL", "POSITIVE", "TokenLabels", "label_tokens"]
 
 
 @dataclass(frozen=True)
@@ -33,15 +33,13 @@ def label_tokens(rejected_ids: list[int], revised_ids: list[int]) -> TokenLabels
 
     The opcodes are the block form of `Levenshtein.editops` (same alignment, consecutive operations
     grouped), so the labels are set with a few slice assignments instead of one Python step per edited
-    token; rapidfuzz (the engine of the `Levenshtein` package) is called directly to skip the wrapper.
-    On the 2,312 HH-RLHF harmless-base test pairs this is about as fast as a loop over
-    `Levenshtein.editops` (1.06x in one run of benchmarks/labeling.py) and 271x faster than the TLCR
-    release's pure-Python DP.
+    token. python-Levenshtein's `opcodes` runs on rapidfuzz's C engine; benchmarks/labeling.py times it
+    against calling rapidfuzz directly on the same ids (docs/labeling.md).
     """
     rejected_labels = [NEUTRAL] * len(rejected_ids)
     revised_labels = [NEUTRAL] * len(revised_ids)
     inserts = deletes = replaces = 0
-    for tag, src_start, src_end, dst_start, dst_end in Levenshtein.opcodes(rejected_ids, revised_ids).as_list():
+    for tag, src_start, src_end, dst_start, dst_end in Levenshtein.opcodes(rejected_ids, revised_ids):
         if tag == "equal":
             continue
         if tag != "insert":  # delete or replace: these rejected tokens are negative

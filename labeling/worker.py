@@ -31,15 +31,15 @@ from typing import IO, Any, TypeVar
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from core.data.jsonl import DataError
-from core.data.labelled import LabelledRecord
-from core.data.pairs import PreferencePair
-from labeling.filters import TOO_LONG, FilterConfig, LabelSummary, apply_filters, too_long_texts
-from labeling.instruction import EMPTY_REVISION
-from labeling.records import build_labelled_record
-from labeling.revisers import OpenAIReviser, Reviser, Revision, TransientReviserError
-from labeling.revision_processes import RevisionProcesses, StartMethod
-from labeling.usage import LedgerFile
+from tlcr.core.data.jsonl import DataError
+from tlcr.core.data.labelled import LabelledRecord
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.labeling.filters import TOO_LONG, FilterConfig, LabelSummary, apply_filters, too_long_texts
+from tlcr.labeling.instruction import EMPTY_REVISION
+from tlcr.labeling.records import build_labelled_record
+from tlcr.labeling.revisers import OpenAIReviser, Reviser, Revision, TransientReviserError
+from tlcr.labeling.revision_processes import RevisionProcesses, StartMethod
+from tlcr.labeling.usage import LedgerFile
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -1,6 +1,6 @@
-"""`python -m service --model CHECKPOINT [...]`: the same as `tlcr serve`."""
+"""`python -m tlcr.service --model CHECKPOINT [...]`: the same as `tlcr serve`."""
 
-from service.cli import main
+from tlcr.service.cli import main
 
 if __name__ == "__main__":
     main()

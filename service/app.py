@@ -19,16 +19,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from service.batcher import BatcherClosed, QueueFull
-from service.body_limit import BodySizeLimitMiddleware
-from service.dependencies import require_api_key
-from service.guards import AllowedHostsMiddleware, BigBodySlotMiddleware, InternalErrorMiddleware
-from service.items import ItemError
-from service.metrics import RequestMetricsMiddleware
-from service.routers import health, rewards, ui
-from service.schemas import API_VERSION
-from service.settings import ServiceSettings
-from service.state import ServiceState
+from tlcr.service.batcher import BatcherClosed, QueueFull
+from tlcr.service.body_limit import BodySizeLimitMiddleware
+from tlcr.service.dependencies import require_api_key
+from tlcr.service.guards import AllowedHostsMiddleware, BigBodySlotMiddleware, InternalErrorMiddleware
+from tlcr.service.items import ItemError
+from tlcr.service.metrics import RequestMetricsMiddleware
+from tlcr.service.routers import health, rewards, ui
+from tlcr.service.schemas import API_VERSION
+from tlcr.service.settings import ServiceSettings
+from tlcr.service.state import ServiceState
 
 logger = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.guards import TrackedSend, send_error
+from tlcr.service.guards import TrackedSend, send_error
 
 
 class BodyTooLarge(HTTPException):

@@ -1,4 +1,4 @@
-"""`tlcr serve` (and `python -m service`): run the reward service under uvicorn.
+"""`tlcr serve` (and `python -m tlcr.service`): run the reward service under uvicorn.
 
 The options are `ServiceSettings`'s fields (core.config_cli derives them, with TLCR_* environment variables and
 `--config FILE.yaml`), so there is one definition of every option; `tlcr serve --help` lists them.
@@ -17,10 +17,10 @@ from collections.abc import Sequence
 
 import typer
 
-from core.config_cli import config_command
-from core.exit_codes import ExitCode
-from core.logs import VERBOSITY_KEY, package_level, setup_logging, verbosity_of_level
-from service.settings import ServiceSettings
+from tlcr.core.config_cli import config_command
+from tlcr.core.exit_codes import ExitCode
+from tlcr.core.logs import VERBOSITY_KEY, package_level, setup_logging, verbosity_of_level
+from tlcr.service.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 PARENT_POLL_S = 0.5
@@ -49,8 +49,8 @@ def run(settings: ServiceSettings, verbosity: int | None = None) -> ExitCode:
     """
     import uvicorn
 
-    from core.models import ModelLoadError
-    from service.app import create_app
+    from tlcr.core.models import ModelLoadError
+    from tlcr.service.app import create_app
 
     if verbosity is None:
         verbosity = verbosity_of_level(settings.log_level)
@@ -105,7 +105,7 @@ def register(app: typer.Typer) -> None:
 
 
 def main(args: Sequence[str] | None = None) -> None:
-    """`python -m service ARGS`: the same options as `tlcr serve` (without the global -v/-q); exits."""
+    """`python -m tlcr.service ARGS`: the same options as `tlcr serve` (without the global -v/-q); exits."""
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     app.command()(serve_command)
-    app(args, prog_name="python -m service")
+    app(args, prog_name="python -m tlcr.service")

@@ -1,13 +1,13 @@
 """Client of the reward service, sync and async (httpx); used by trainer/ and by anyone's own trainer.
 
-Importable without torch: it needs only httpx, pydantic and `service.schemas` (the one definition of the
+Importable without torch: it needs only httpx, pydantic and `tlcr.service.schemas` (the one definition of the
 HTTP contract, shared with the service).
 
 What it does for the caller:
 - splits a large batch into requests of at most `max_items_per_request` items (the async client sends
   them concurrently) and returns one result per item, in order;
 - retries connection errors, timeouts, 5xx, 408 and 429 and 503 (honouring `Retry-After`) with
-  exponential backoff and jitter (the project's one policy, `core.retry`, each retry a logged warning),
+  exponential backoff and jitter (the project's one policy, `tlcr.core.retry`, each retry a logged warning),
   within `max_retries` and a total `deadline` per call; never a 4xx
   (those raise `RewardServiceError` with the service's message at once);
 - spreads requests over several URLs, least-loaded first (fewest requests in flight from this client,
@@ -30,8 +30,8 @@ from typing import Any, TypeVar
 import httpx
 from pydantic import BaseModel, ValidationError
 
-from core.retry import RetryPolicy, log_retry, retry_after_seconds
-from service.schemas import (
+from tlcr.core.retry import RetryPolicy, log_retry, retry_after_seconds
+from tlcr.service.schemas import (
     InfoResponse,
     RewardMode,
     SequenceRewardItem,

@@ -12,8 +12,8 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from service.guards import release_parse_slot
-from service.state import ServiceState
+from tlcr.service.guards import release_parse_slot
+from tlcr.service.state import ServiceState
 
 _bearer = HTTPBearer(auto_error=False, description="The service's API key, when it was started with one.")
 

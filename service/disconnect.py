@@ -18,7 +18,7 @@ from typing import ParamSpec, TypeVar
 
 from fastapi import Request, Response
 
-from service.state import ServiceState
+from tlcr.service.state import ServiceState
 
 Params = ParamSpec("Params")
 Result = TypeVar("Result")

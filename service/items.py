@@ -1,6 +1,6 @@
 """Turn request items into discriminator inputs, checking them; errors name the item and the field.
 
-Text is tokenized with `core.tokenization.encode_prompt_response` (the split every stage uses); token ids are
+Text is tokenized with `tlcr.core.tokenization.encode_prompt_response` (the split every stage uses); token ids are
 checked against the vocabulary; the caller's response offsets become a `SpanAlignment` from the
 discriminator's response tokens to the caller's. Too-long items are refused (422) unless truncation of
 the prompt's start was opted into.
@@ -18,11 +18,11 @@ from typing import Literal
 
 from transformers import PreTrainedTokenizerBase
 
-from core.data.pairs import split_transcript
-from core.tokenization import encode_prompt_response, encode_prompt_response_spans
-from service.alignment import SpanAlignment
-from service.schemas import SequenceRewardItem, TokenRewardItem
-from service.scorer import Encoded
+from tlcr.core.data.pairs import split_transcript
+from tlcr.core.tokenization import encode_prompt_response, encode_prompt_response_spans
+from tlcr.service.alignment import SpanAlignment
+from tlcr.service.schemas import SequenceRewardItem, TokenRewardItem
+from tlcr.service.scorer import Encoded
 
 Truncation = Literal["none", "prompt_left"]
 

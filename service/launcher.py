@@ -119,7 +119,7 @@ def start_service(model: str | Path, *, sequence_model: str | Path | None = None
                   host: str = "127.0.0.1", api_key: str | None = None, extra_args: Sequence[str] = (),
                   env: Mapping[str, str] | None = None, ready_timeout: float = 120.0,
                   log_path: Path | None = None) -> ServiceProcess:
-    """Run `python -m service --model MODEL ...` and wait until GET /readyz answers 200.
+    """Run `python -m tlcr.service --model MODEL ...` and wait until GET /readyz answers 200.
 
     `port=None` picks a free port. The API key travels in the child's environment (TLCR_API_KEY), not on
     its command line. `extra_args` are more `tlcr serve` flags. Raises ServiceStartError, with the tail of
@@ -130,7 +130,7 @@ def start_service(model: str | Path, *, sequence_model: str | Path | None = None
     if api_key is not None:
         child_env["TLCR_API_KEY"] = api_key
     child_env["TLCR_PARENT_PID"] = str(os.getpid())  # the service stops when this process is gone
-    args = [sys.executable, "-m", "service", "--model", str(model), "--host", host]
+    args = [sys.executable, "-m", "tlcr.service", "--model", str(model), "--host", host]
     if sequence_model is not None:
         args += ["--sequence-model", str(sequence_model)]
 

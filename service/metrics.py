@@ -56,7 +56,7 @@ class ServiceMetrics:
 
 
 class BatchMetrics:
-    """The batcher's view of the metrics (implements `service.batcher.BatchObserver`)."""
+    """The batcher's view of the metrics (implements `tlcr.service.batcher.BatchObserver`)."""
 
     def __init__(self, metrics: ServiceMetrics, model: str) -> None:
         self._m = metrics

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from core.reward_modes import RewardMode
+from tlcr.core.reward_modes import RewardMode
 
 DEFAULT_THRESHOLD = 0.6
 

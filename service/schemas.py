@@ -9,7 +9,7 @@ from typing import Annotated
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictInt, model_validator
 
-from core.reward_modes import RewardMode
+from tlcr.core.reward_modes import RewardMode
 
 API_VERSION = "1"
 
@@ -149,7 +149,7 @@ class InfoResponse(BaseModel):
     dtype: str
     sequence_model: str | None = None
     demo: str | None = None  # set when serving the offline demo discriminator (`tlcr bootstrap-model`)
-    # `core.tokenization.tokenizer_fingerprint` of the discriminator's tokenizer: a trainer whose tokenizer has
+    # `tlcr.core.tokenization.tokenizer_fingerprint` of the discriminator's tokenizer: a trainer whose tokenizer has
     # the same fingerprint sends token ids, any other sends text + offsets.
     tokenizer_fingerprint: str | None = None
     api_version: str = API_VERSION

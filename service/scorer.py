@@ -1,7 +1,7 @@
-"""The models behind the service: load through `core.models`, run batched forwards, return numbers.
+"""The models behind the service: load through `tlcr.core.models`, run batched forwards, return numbers.
 
 `TokenScorer.probabilities` gives D = sigmoid(logit) = P(token is positive) at each response token's own
-position, for input prompt_ids + response_ids. Forwards go through `core.scoring` (explicit position ids
+position, for input prompt_ids + response_ids. Forwards go through `tlcr.core.scoring` (explicit position ids
 from the attention mask, as in training), so a sequence's result does not depend on its batch companions
 (tested to 1e-5 in fp32). These methods block: the batcher calls them in a worker thread.
 """
@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from core.models import (
+from tlcr.core.models import (
     DISCRIMINATOR_KIND,
     load_sequence_classifier,
     load_token_classifier,
     load_tokenizer,
 )
-from core.scoring import pad_sequences, sequence_scores, token_probabilities
+from tlcr.core.scoring import pad_sequences, sequence_scores, token_probabilities
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class _Loaded:
         self.pad_id = int(pad if pad is not None else 0)
 
     def encode(self, prompt: str, response: str) -> Encoded:
-        from core.models import encode_prompt_response
+        from tlcr.core.models import encode_prompt_response
 
         prompt_ids, response_ids = encode_prompt_response(self.tokenizer, prompt, response)
         return Encoded(prompt_ids, response_ids)

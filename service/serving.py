@@ -17,13 +17,13 @@ import numpy as np
 from fastapi import HTTPException, status
 from transformers import PreTrainedTokenizerBase
 
-from core.models import ModelLoadError, demo_note, load_tokenizer
-from core.tokenization import tokenizer_fingerprint
-from core.tokens import special_token_strings, strip_special_suffix, token_reward_summary
-from service.batcher import DynamicBatcher
-from service.items import ItemError, PreparedItem, prepare_sequence_item, prepare_token_item, split_query
-from service.rewards import reduce_rewards, rewards_from_probabilities
-from service.schemas import (
+from tlcr.core.models import ModelLoadError, demo_note, load_tokenizer
+from tlcr.core.tokenization import tokenizer_fingerprint
+from tlcr.core.tokens import special_token_strings, strip_special_suffix, token_reward_summary
+from tlcr.service.batcher import DynamicBatcher
+from tlcr.service.items import ItemError, PreparedItem, prepare_sequence_item, prepare_token_item, split_query
+from tlcr.service.rewards import reduce_rewards, rewards_from_probabilities
+from tlcr.service.schemas import (
     GetRewardRequest,
     GetRewardResponse,
     InfoResponse,
@@ -35,10 +35,10 @@ from service.schemas import (
     TokenRewardsRequest,
     TokenRewardsResponse,
 )
-from service.scorer import Encoded
-from service.settings import public_name
-from service.state import ServiceState
-from service.token_strings import token_strings
+from tlcr.service.scorer import Encoded
+from tlcr.service.settings import public_name
+from tlcr.service.state import ServiceState
+from tlcr.service.token_strings import token_strings
 
 Result = TypeVar("Result")
 Work = TypeVar("Work")

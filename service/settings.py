@@ -2,7 +2,7 @@
 
 `tlcr serve` derives its flags from the fields (core.config_cli): flags win over ``TLCR_*`` environment
 variables, which win over a `--config FILE.yaml`, which wins over the defaults. `tlcr serve --help` (or
-``python -m service --help``) lists every flag with its environment variable.
+``python -m tlcr.service --help``) lists every flag with its environment variable.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.logs import verbosity_of_level
-from service.schemas import MAX_ITEMS, MAX_OFFSETS, RewardMode
+from tlcr.core.logs import verbosity_of_level
+from tlcr.service.schemas import MAX_ITEMS, MAX_OFFSETS, RewardMode
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
 

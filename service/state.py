@@ -11,12 +11,12 @@ from typing import Any
 
 import numpy as np
 
-from core.models import demo_note
-from service.batcher import DynamicBatcher
-from service.items import Limits, longest_token_chars
-from service.metrics import ServiceMetrics
-from service.scorer import Encoded, SequenceScorer, TokenScorer, describe
-from service.settings import ServiceSettings, public_name
+from tlcr.core.models import demo_note
+from tlcr.service.batcher import DynamicBatcher
+from tlcr.service.items import Limits, longest_token_chars
+from tlcr.service.metrics import ServiceMetrics
+from tlcr.service.scorer import Encoded, SequenceScorer, TokenScorer, describe
+from tlcr.service.settings import ServiceSettings, public_name
 
 logger = logging.getLogger(__name__)
 

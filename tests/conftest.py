@@ -22,13 +22,13 @@ torch.set_num_threads(1)
 
 from transformers import PreTrainedTokenizerBase  # noqa: E402
 
-from core.data.controlled import ControlledTask  # noqa: E402
-from core.data.pairs import PreferencePair  # noqa: E402
-from core.data.sources import load_preference_pairs  # noqa: E402
-from core.models import build_tiny_model, load_token_classifier, load_tokenizer  # noqa: E402
+from tlcr.core.data.controlled import ControlledTask  # noqa: E402
+from tlcr.core.data.pairs import PreferencePair  # noqa: E402
+from tlcr.core.data.sources import load_preference_pairs  # noqa: E402
+from tlcr.core.models import build_tiny_model, load_token_classifier, load_tokenizer  # noqa: E402
 
 if TYPE_CHECKING:
-    from service.launcher import ServiceProcess
+    from tlcr.service.launcher import ServiceProcess
 
 # ../shared next to the checkout (as in CI), or where TLCR_SHARED_DIR points (a git worktree elsewhere).
 SHARED_DATA = Path(os.environ.get("TLCR_SHARED_DIR") or Path(__file__).resolve().parents[1].parent / "shared") / "data"
@@ -58,7 +58,7 @@ def tiny_gpt2_dir(tmp_path_factory: pytest.TempPathFactory, controlled_task: Con
 
 def _save_untrained_discriminator(base_dir: Path, out: Path) -> Path:
     """`base_dir` with an untrained one-logit token-classification head, saved like a discriminator checkpoint."""
-    from core.models import load_tokenizer, mark_discriminator_config
+    from tlcr.core.models import load_tokenizer, mark_discriminator_config
 
     model = load_token_classifier(base_dir, num_labels=1, device="cpu", dtype="float32")
     mark_discriminator_config(model.config, max_length=256, base_model=str(base_dir))
@@ -82,7 +82,7 @@ def tiny_gpt2_discriminator_dir(tmp_path_factory: pytest.TempPathFactory, tiny_g
 @pytest.fixture(scope="session")
 def sequence_rm_dir(tmp_path_factory: pytest.TempPathFactory, tiny_model_dir: Path) -> Path:
     """A one-label sequence classifier (untrained head) saved like a sequence reward model checkpoint."""
-    from core.models import load_sequence_classifier, load_tokenizer
+    from tlcr.core.models import load_sequence_classifier, load_tokenizer
 
     out = tmp_path_factory.mktemp("tiny-sequence-rm")
     load_sequence_classifier(tiny_model_dir, num_labels=1, device="cpu", dtype="float32").save_pretrained(out)
@@ -95,7 +95,7 @@ def tiny_reward_service(tiny_token_classifier_dir: Path, sequence_rm_dir: Path,
                         tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     """A real reward service (subprocess on loopback) with the tiny discriminator and sequence reward model,
     default limits, shared by the tests that train or score against a service."""
-    from service.launcher import start_service
+    from tlcr.service.launcher import start_service
 
     log = tmp_path_factory.mktemp("reward-service-logs") / "service.log"
     with start_service(tiny_token_classifier_dir, sequence_model=sequence_rm_dir, log_path=log,
@@ -131,7 +131,7 @@ def demo_smoke_run(tmp_path_factory: pytest.TempPathFactory) -> DemoSmokeRun:
     from rich.console import Console
     from transformers.utils import logging as hf_logging
 
-    from core.logs import OUR_PACKAGES
+    from tlcr.core.logs import OUR_PACKAGES
     from tlcr.demo import DemoConfig, run_demo
 
     demo_loggers = [logging.getLogger(), *(logging.getLogger(name) for name in OUR_PACKAGES)]

@@ -12,11 +12,11 @@ from typing import Annotated, Literal
 
 import typer
 
-from core.config_cli import config_command
-from core.data.pair_options import PairsOptions
-from core.exit_codes import ExitCode
-from core.logs import VERBOSITY_KEY, setup_logging
-from core.presets import presets_dir
+from tlcr.core.config_cli import config_command
+from tlcr.core.data.pair_options import PairsOptions
+from tlcr.core.exit_codes import ExitCode
+from tlcr.core.logs import VERBOSITY_KEY, setup_logging
+from tlcr.core.presets import presets_dir
 from tlcr.demo import DemoConfig
 from tlcr.demo_model import DemoModelConfig
 
@@ -54,7 +54,7 @@ class DataOptions(PairsOptions):
 @config_command(DataOptions)
 def data_command(config: DataOptions) -> None:
     """Write preference pairs (optionally one part of the paper's 20/40/40 split) as JSONL."""
-    from core.data.jsonl import DataError, SkipReport, write_jsonl
+    from tlcr.core.data.jsonl import DataError, SkipReport, write_jsonl
 
     report = SkipReport()
     try:
@@ -85,7 +85,7 @@ class TinyModelOptions:
 @config_command(TinyModelOptions)
 def tiny_model_command(config: TinyModelOptions) -> None:
     """Build a tiny causal LM + byte-level BPE tokenizer for offline use (loaded later by path)."""
-    from core.models import ModelLoadError, build_tiny_model
+    from tlcr.core.models import ModelLoadError, build_tiny_model
 
     texts = tiny_model_corpus(config.source, config.seed) if config.tokenizer is None else []
     try:
@@ -138,10 +138,10 @@ def bootstrap_model_command(
 def tiny_model_corpus(source: str, seed: int = 0) -> list[str]:
     """Texts to train a tiny tokenizer on: the controlled task's corpus, or a pairs file's texts."""
     if source == "controlled":
-        from core.data.controlled import ControlledTask
+        from tlcr.core.data.controlled import ControlledTask
 
         return ControlledTask().corpus()  # the same fixed KB every stage draws pairs from
-    from core.data.sources import load_preference_pairs
+    from tlcr.core.data.sources import load_preference_pairs
 
     pairs = load_preference_pairs(source, on_error="skip")
     return [t for p in pairs for t in (p.prompt + p.chosen, p.rejected)]
@@ -149,7 +149,8 @@ def tiny_model_corpus(source: str, seed: int = 0) -> list[str]:
 
 def _register_stages() -> None:
     # Each stage adds its commands here; a module is listed only once its commands work.
-    for module in ("labeling.cli", "service.cli", "trainer.cli_rewards", "trainer.cli_policy", "evaluation.cli"):
+    for module in ("tlcr.labeling.cli", "tlcr.service.cli", "tlcr.trainer.cli_rewards", "tlcr.trainer.cli_policy",
+                   "tlcr.evaluation.cli"):
         __import__(module, fromlist=["register"]).register(app)
 
 
@@ -157,4 +158,4 @@ _register_stages()
 
 
 if __name__ == "__main__":
-    app()
+    app()  # `python -m tlcr.cli`; the `tlcr` command itself is tlcr.entry:main (checks the extras first)

@@ -21,9 +21,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from core.logs import setup_logging
-from core.presets import load_preset
-from core.reward_modes import PolicyRewardMode
+from tlcr.core.logs import setup_logging
+from tlcr.core.presets import load_preset
+from tlcr.core.reward_modes import PolicyRewardMode
 from tlcr.pipeline import PipelineConfig
 
 __all__ = ["DemoConfig", "StageLog", "quiet_libraries", "run_demo"]
@@ -133,7 +133,7 @@ def run_demo(config: DemoConfig, console: Console | None = None, verbosity: int 
         rm_dir, extra["reward_model"] = pipeline.reward_model_stage(config, data, sft, run_dir)
         console.print(_short_metrics(extra["reward_model"].get("eval", {})))
 
-    from service.client import TokenRewardClient
+    from tlcr.service.client import TokenRewardClient
 
     with log.stage("6/8 reward service"):
         service = pipeline.start_reward_service(disc_dir, rm_dir, run_dir)
@@ -148,8 +148,8 @@ def run_demo(config: DemoConfig, console: Console | None = None, verbosity: int 
                 console.print(_short_metrics(summary["metrics"]))
 
         with log.stage("8/8 evaluation through the service"):
-            from evaluation.evaluate import EvalConfig
-            from evaluation.run import run_evaluation
+            from tlcr.evaluation.evaluate import EvalConfig
+            from tlcr.evaluation.run import run_evaluation
 
             eval_prompts = pipeline.held_out_prompts(config.eval_part, config.eval_samples_per_prompt,
                                                      config.eval_prompts)
@@ -157,8 +157,8 @@ def run_demo(config: DemoConfig, console: Console | None = None, verbosity: int 
             policies.update({PolicyRewardMode(m).label: ppo_runs[m] / "policy" for m in config.modes})
             eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=32,
                                      do_sample=config.eval_do_sample, top_p=config.eval_top_p, seed=config.seed)
-            from core.models import load_tokenizer
-            from evaluation.reward_sanity import reward_sanity, sanity_rows
+            from tlcr.core.models import load_tokenizer
+            from tlcr.evaluation.reward_sanity import reward_sanity, sanity_rows
 
             with TokenRewardClient(service.url) as client:
                 extra["reward_sanity"] = reward_sanity(client, load_tokenizer(disc_dir), task, part="validation",

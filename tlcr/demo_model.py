@@ -80,7 +80,7 @@ def bootstrap_demo_model(out: Path, config: DemoModelConfig | None = None) -> di
 def _mark_demo(discriminator: Path) -> None:
     from transformers import AutoConfig
 
-    from core.models import mark_demo_config
+    from tlcr.core.models import mark_demo_config
 
     model_config = AutoConfig.from_pretrained(discriminator)
     mark_demo_config(model_config, DEMO_NOTE)
@@ -88,8 +88,8 @@ def _mark_demo(discriminator: Path) -> None:
 
 
 def _ppo_yaml(config: DemoModelConfig, out: Path) -> str:
-    from core.presets import preset_values
-    from trainer.reward_options import DiscriminatorOptions
+    from tlcr.core.presets import preset_values
+    from tlcr.trainer.reward_options import DiscriminatorOptions
 
     batch = config.ppo_rollout_batch
     options = {

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from core.data.pairs import PreferencePair
+from tlcr.core.data.pairs import PreferencePair
 
 
 @dataclass
@@ -66,7 +66,7 @@ class PreparedData:
 
 def controlled_task() -> Any:
     """The controlled task with the one fixed knowledge base every stage (and PPO's oracle metric) uses."""
-    from core.data.controlled import ControlledTask
+    from tlcr.core.data.controlled import ControlledTask
 
     return ControlledTask()
 
@@ -87,10 +87,10 @@ def prepare_data(config: PipelineConfig, run_dir: Path, source: str = "controlle
     `holdout` pairs are kept out of the split (for another source than "controlled", whose held-out
     prompts are drawn fresh); returns (prepared data, held-out pairs).
     """
-    from core.data.jsonl import write_jsonl
-    from core.data.sources import load_preference_pairs
-    from core.data.splits import paper_split
-    from core.models import build_tiny_model
+    from tlcr.core.data.jsonl import write_jsonl
+    from tlcr.core.data.sources import load_preference_pairs
+    from tlcr.core.data.splits import paper_split
+    from tlcr.core.models import build_tiny_model
 
     if source == "controlled":
         task = controlled_task()
@@ -117,8 +117,8 @@ def prepare_data(config: PipelineConfig, run_dir: Path, source: str = "controlle
 
 
 def sft_stage(config: PipelineConfig, data: PreparedData, run_dir: Path) -> Path:
-    from trainer.policy_options import SFTOptions
-    from trainer.sft import train_sft
+    from tlcr.trainer.policy_options import SFTOptions
+    from tlcr.trainer.sft import train_sft
 
     return train_sft(SFTOptions(
         model=str(data.base), output_dir=str(run_dir / "models" / "sft"), source=str(data.files["sft"]),
@@ -129,9 +129,9 @@ def sft_stage(config: PipelineConfig, data: PreparedData, run_dir: Path) -> Path
 
 def label_stage(data: PreparedData, sft: Path, run_dir: Path) -> tuple[Path, dict[str, Any]]:
     """Labels of the reward-model part with the chosen reviser (revision := chosen)."""
-    from core.models import load_tokenizer
-    from labeling.revisers import ChosenReviser
-    from labeling.worker import WorkerConfig, label_pairs
+    from tlcr.core.models import load_tokenizer
+    from tlcr.labeling.revisers import ChosenReviser
+    from tlcr.labeling.worker import WorkerConfig, label_pairs
 
     labels_path = run_dir / "data" / "labels.jsonl"
     result = asyncio.run(label_pairs(data.split["rm"], ChosenReviser(), load_tokenizer(sft),
@@ -141,9 +141,9 @@ def label_stage(data: PreparedData, sft: Path, run_dir: Path) -> tuple[Path, dic
 
 def discriminator_stage(config: PipelineConfig, labels_path: Path, sft: Path, run_dir: Path,
                         ) -> tuple[Path, dict[str, Any]]:
-    from core.presets import load_preset
-    from trainer.discriminator import train_discriminator
-    from trainer.reward_options import DiscriminatorOptions
+    from tlcr.core.presets import load_preset
+    from tlcr.trainer.discriminator import train_discriminator
+    from tlcr.trainer.reward_options import DiscriminatorOptions
 
     out = run_dir / "models" / "discriminator"
     options = load_preset(DiscriminatorOptions, "discriminator", "tiny", {
@@ -155,9 +155,9 @@ def discriminator_stage(config: PipelineConfig, labels_path: Path, sft: Path, ru
 
 def reward_model_stage(config: PipelineConfig, data: PreparedData, sft: Path, run_dir: Path,
                        ) -> tuple[Path, dict[str, Any]]:
-    from core.presets import load_preset
-    from trainer.reward_model import train_reward_model
-    from trainer.reward_options import RewardModelOptions
+    from tlcr.core.presets import load_preset
+    from tlcr.trainer.reward_model import train_reward_model
+    from tlcr.trainer.reward_options import RewardModelOptions
 
     out = run_dir / "models" / "reward_model"
     options = load_preset(RewardModelOptions, "reward_model", "tiny", {
@@ -170,7 +170,7 @@ def reward_model_stage(config: PipelineConfig, data: PreparedData, sft: Path, ru
 
 def start_reward_service(discriminator: Path, reward_model: Path | None, run_dir: Path) -> Any:
     """The reward service on a free loopback port (a `ServiceProcess`: `.url`, `.stop()`)."""
-    from service.launcher import start_service
+    from tlcr.service.launcher import start_service
 
     return start_service(discriminator, sequence_model=reward_model, log_path=run_dir / "service.log",
                          # seq mode sends decoded text, which can re-tokenize longer than sampled (docs/trainer.md)
@@ -180,10 +180,10 @@ def start_reward_service(discriminator: Path, reward_model: Path | None, run_dir
 def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, discriminator: Path,
               prompts_file: Path, out: Path) -> tuple[Path, dict[str, Any]]:
     """PPO from the SFT policy with rewards of `mode` fetched from the service; returns (run dir, summary)."""
-    from core.presets import preset_values
-    from trainer.ppo import PPOTrainer
-    from trainer.ppo_config import PPOConfig
-    from trainer.reward_options import DiscriminatorOptions
+    from tlcr.core.presets import preset_values
+    from tlcr.trainer.ppo import PPOTrainer
+    from tlcr.trainer.ppo_config import PPOConfig
+    from tlcr.trainer.reward_options import DiscriminatorOptions
 
     batch = config.ppo_rollout_batch
     # The service refuses items longer than the discriminator's max_length, on /sequence_rewards too, and
@@ -205,8 +205,8 @@ def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, dis
 
 def dpo_stage(config: PipelineConfig, sft: Path, data: PreparedData, run_dir: Path) -> Path:
     """DPO from the SFT policy on the reward models' preference part (the paper's DPO row)."""
-    from trainer.dpo import train_dpo
-    from trainer.policy_options import DPOOptions
+    from tlcr.trainer.dpo import train_dpo
+    from tlcr.trainer.policy_options import DPOOptions
 
     return train_dpo(DPOOptions(
         model=str(sft), output_dir=str(run_dir / "models" / "dpo"), source=str(data.files["rm"]), split_part="all",
@@ -221,8 +221,8 @@ def policy_kl(policy: str | Path, reference: str | Path, prompts: Sequence[str],
     Σ_t log π(y_t) − log π_ref(y_t) over response tokens (EOS included), averaged over prompts."""
     import torch
 
-    from core.models import encode_prompt_response, load_causal_lm, load_tokenizer
-    from trainer.rollout import forward_rollout, generate_rollout, sampling_config
+    from tlcr.core.models import encode_prompt_response, load_causal_lm, load_tokenizer
+    from tlcr.trainer.rollout import forward_rollout, generate_rollout, sampling_config
 
     if not prompts:
         return math.nan

@@ -7,11 +7,11 @@ from typing import Annotated, NoReturn
 
 import typer
 
-from core.config_cli import config_command
-from core.exit_codes import ExitCode
-from core.presets import presets_dir
-from trainer.policy_options import DPOOptions, SFTOptions
-from trainer.ppo_config import PPOConfig
+from tlcr.core.config_cli import config_command
+from tlcr.core.exit_codes import ExitCode
+from tlcr.core.presets import presets_dir
+from tlcr.trainer.policy_options import DPOOptions, SFTOptions
+from tlcr.trainer.ppo_config import PPOConfig
 
 
 def register(app: typer.Typer) -> None:
@@ -27,10 +27,10 @@ def _fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
 
 
 def _input_errors() -> tuple[type[BaseException], ...]:
-    from core.data.jsonl import DataError
-    from core.models import ModelLoadError
-    from service.client import RewardServiceError
-    from trainer.ppo_config import PPOConfigError
+    from tlcr.core.data.jsonl import DataError
+    from tlcr.core.models import ModelLoadError
+    from tlcr.service.client import RewardServiceError
+    from tlcr.trainer.ppo_config import PPOConfigError
 
     return (DataError, ModelLoadError, PPOConfigError, RewardServiceError, ValueError, FileNotFoundError)
 
@@ -38,7 +38,7 @@ def _input_errors() -> tuple[type[BaseException], ...]:
 @config_command(SFTOptions)
 def sft_command(config: SFTOptions) -> None:
     """Supervised fine-tuning on the SFT split's chosen responses (loss on response tokens only)."""
-    from trainer.sft import train_sft
+    from tlcr.trainer.sft import train_sft
 
     try:
         path = train_sft(config)
@@ -50,7 +50,7 @@ def sft_command(config: SFTOptions) -> None:
 @config_command(DPOOptions)
 def dpo_command(config: DPOOptions) -> None:
     """The DPO baseline: TRL DPOTrainer on the preference part of the split."""
-    from trainer.dpo import train_dpo
+    from tlcr.trainer.dpo import train_dpo
 
     try:
         path = train_dpo(config)
@@ -64,8 +64,8 @@ def dpo_command(config: DPOOptions) -> None:
     "extra", "reward_backoff", "overlap_reward_fetch", "generation_batch_size", "weight_decay", "adam_eps"))
 def ppo_command(config: PPOConfig) -> None:
     """PPO with dense per-token rewards from the reward service (runs under `accelerate launch` too)."""
-    from service.client import RewardServiceUnavailable
-    from trainer.ppo import TrainingStopped, train_ppo
+    from tlcr.service.client import RewardServiceUnavailable
+    from tlcr.trainer.ppo import TrainingStopped, train_ppo
 
     try:
         summary = train_ppo(config)
@@ -91,7 +91,7 @@ def plot_command(
     smooth: Annotated[float, typer.Option(help="EMA smoothing weight in [0, 1).")] = 0.0,
 ) -> None:
     """Training curves as PNG (default: Fig. 7 — perplexity, response length, KL; one line per run)."""
-    from trainer.plot import FIG7_METRICS, plot_runs
+    from tlcr.trainer.plot import FIG7_METRICS, plot_runs
 
     if output_file is None:
         output_file = runs[0] / "curves.png" if len(runs) == 1 else runs[0].parent / "fig7.png"

@@ -11,10 +11,10 @@ from typing import Any
 
 import typer
 
-from core.config_cli import config_command
-from core.exit_codes import ExitCode
-from core.presets import presets_dir
-from trainer.reward_options import DiscriminatorOptions, RewardModelOptions
+from tlcr.core.config_cli import config_command
+from tlcr.core.exit_codes import ExitCode
+from tlcr.core.presets import presets_dir
+from tlcr.trainer.reward_options import DiscriminatorOptions, RewardModelOptions
 
 
 def _fail(exc: Exception) -> typer.Exit:
@@ -39,9 +39,9 @@ def _print_metrics(title: str, rows: list[tuple[str, Any]], metrics_path: Path) 
 @config_command(DiscriminatorOptions, presets=presets_dir("discriminator"))
 def train_discriminator_command(config: DiscriminatorOptions) -> None:
     """Train the token discriminator D (soft-target BCE over response tokens) and report held-out metrics."""
-    from core.data.jsonl import DataError
-    from core.models import ModelLoadError
-    from trainer.discriminator import METRICS_FILE, train_discriminator
+    from tlcr.core.data.jsonl import DataError
+    from tlcr.core.models import ModelLoadError
+    from tlcr.trainer.discriminator import METRICS_FILE, train_discriminator
 
     out = Path(config.output_dir)
     try:
@@ -73,9 +73,9 @@ def train_discriminator_command(config: DiscriminatorOptions) -> None:
 @config_command(RewardModelOptions, presets=presets_dir("reward_model"))
 def train_reward_model_command(config: RewardModelOptions) -> None:
     """Train a Bradley–Terry sequence reward model (TRL RewardTrainer) and report held-out pairwise accuracy."""
-    from core.data.jsonl import DataError
-    from core.models import ModelLoadError
-    from trainer.reward_model import METRICS_FILE, train_reward_model
+    from tlcr.core.data.jsonl import DataError
+    from tlcr.core.models import ModelLoadError
+    from tlcr.trainer.reward_model import METRICS_FILE, train_reward_model
 
     out = Path(config.output_dir)
     try:

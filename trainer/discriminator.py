@@ -22,13 +22,13 @@ import torch.nn.functional as F
 from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 from transformers.trainer_utils import SchedulerType
 
-from core.data.jsonl import DataError, OnError
-from core.data.labelled import LabelledRecord, load_labelled_records
-from core.models import check_max_length, load_token_classifier, load_tokenizer, mark_discriminator_config
-from core.scoring import fit_prompt_response, pad_sequences, position_ids_from_attention_mask
-from core.tokenization import encode_prompt_response_batch
-from trainer.discriminator_metrics import discriminator_metrics, reward_sum
-from trainer.reward_training import apply_hardware_defaults, held_out_split, train_and_release, write_metrics
+from tlcr.core.data.jsonl import DataError, OnError
+from tlcr.core.data.labelled import LabelledRecord, load_labelled_records
+from tlcr.core.models import check_max_length, load_token_classifier, load_tokenizer, mark_discriminator_config
+from tlcr.core.scoring import fit_prompt_response, pad_sequences, position_ids_from_attention_mask
+from tlcr.core.tokenization import encode_prompt_response_batch
+from tlcr.trainer.discriminator_metrics import discriminator_metrics, reward_sum
+from tlcr.trainer.reward_training import apply_hardware_defaults, held_out_split, train_and_release, write_metrics
 
 IGNORE_INDEX = -100
 METRICS_FILE = "discriminator_metrics.json"
@@ -40,7 +40,7 @@ class DiscriminatorConfig(TrainingArguments):
 
     Paper: lr 1e-5, weight decay 0.1, cosine schedule without warm-up, 2 epochs, batch 16 (sequences per
     device), max length 512, Adam β = (0.9, 0.95). The command line sets it through
-    `trainer.reward_options`; presets for tiny offline models are in configs/discriminator/.
+    `tlcr.trainer.reward_options`; presets for tiny offline models are in configs/discriminator/.
     """
 
     learning_rate: float = field(default=1e-5, metadata={"help": "Peak learning rate (paper: 1e-5)."})
@@ -114,7 +114,7 @@ def training_example(prompt_ids: Sequence[int], response_ids: Sequence[int], res
 
 
 def prompt_ids_of(records: Sequence[LabelledRecord], tokenizer: PreTrainedTokenizerBase) -> list[list[int]]:
-    """Each record's prompt ids as the joint prompt + rejected encoding splits them (`core.tokenization`)."""
+    """Each record's prompt ids as the joint prompt + rejected encoding splits them (`tlcr.core.tokenization`)."""
     encoded = encode_prompt_response_batch(tokenizer, [r.prompt for r in records], [r.rejected for r in records])
     return [e.prompt_ids for e in encoded]
 
@@ -188,7 +188,7 @@ def evaluate_discriminator(model: Any, tokenizer: PreTrainedTokenizerBase, recor
                            max_length: int, batch_size: int = 16, threshold: float = 0.5) -> dict[str, Any]:
     """Token metrics on held-out records' rejected and revised sequences, pairwise accuracy on their
     chosen vs rejected responses (Σ r_t with r_t = 2D − 1)."""
-    from core.scoring import response_token_probabilities
+    from tlcr.core.scoring import response_token_probabilities
 
     model.eval()
     prompts = prompt_ids_of(records, tokenizer)

@@ -14,15 +14,15 @@ from typing import Any
 
 from trl import DPOTrainer
 
-from trainer.policy_options import DPOOptions
-from trainer.sft import load_split, mixed_precision_flags
+from tlcr.trainer.policy_options import DPOOptions
+from tlcr.trainer.sft import load_split, mixed_precision_flags
 
 DPO_INFO = "tlcr_dpo.json"
 
 
 def dpo_example(tokenizer: Any, prompt: str, chosen: str, rejected: str) -> dict[str, list[int]]:
     """{prompt_ids, chosen_ids, rejected_ids} with EOS closing each response."""
-    from core.models import encode_prompt_response
+    from tlcr.core.models import encode_prompt_response
 
     prompt_ids, chosen_ids = encode_prompt_response(tokenizer, prompt, chosen)
     _, rejected_ids = encode_prompt_response(tokenizer, prompt, rejected)
@@ -48,7 +48,7 @@ def train_dpo(options: DPOOptions) -> Path:
     from datasets import Dataset
     from trl import DPOConfig
 
-    from core.models import load_causal_lm, load_tokenizer, resolve_device
+    from tlcr.core.models import load_causal_lm, load_tokenizer, resolve_device
 
     pairs = load_split(options.source, limit=options.data_limit, seed=options.data_seed, part=options.split_part)
     if not pairs:

@@ -19,7 +19,7 @@ from typing import IO, Any
 
 from accelerate.tracking import GeneralTracker, on_main_process
 
-from core.data.jsonl import DataError, append_jsonl, write_jsonl
+from tlcr.core.data.jsonl import DataError, append_jsonl, write_jsonl
 
 METRICS_JSONL = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"  # accelerate's logging_dir: TensorBoard writes to tensorboard/<project name>/

@@ -9,8 +9,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from core.data.jsonl import DataError
-from trainer.metrics_log import read_metrics
+from tlcr.core.data.jsonl import DataError
+from tlcr.trainer.metrics_log import read_metrics
 
 FIG7_METRICS = ("perplexity", "response_length", "kl")
 TITLES = {"perplexity": "Perplexity", "response_length": "Response length (tokens)",

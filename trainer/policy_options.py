@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from core.data.splits import PartChoice, check_part
-from trainer.training_options import TrainingOptions
+from tlcr.core.data.splits import PartChoice, check_part
+from tlcr.trainer.training_options import TrainingOptions
 
 
 @dataclass

@@ -28,17 +28,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer import ppo_math
-from trainer.checkpoints import (
+from tlcr.trainer import ppo_math
+from tlcr.trainer.checkpoints import (
     capture_rng_state,
     load_latest_checkpoint,
     prepare_output_dir,
     restore_rng_state,
     write_checkpoint,
 )
-from trainer.metrics_log import JSONLTracker, finish_tracking, start_tracking, tracker_names, tracking_project
-from trainer.ppo_config import PPOConfig, PPOConfigError
-from trainer.rollout import (
+from tlcr.trainer.metrics_log import JSONLTracker, finish_tracking, start_tracking, tracker_names, tracking_project
+from tlcr.trainer.ppo_config import PPOConfig, PPOConfigError
+from tlcr.trainer.rollout import (
     FetchedRewards,
     RewardBackend,
     Rollout,
@@ -69,8 +69,8 @@ class TrainingStopped(RuntimeError):
 
 def load_prompts(config: PPOConfig) -> list[str]:
     """Distinct prompts of the configured split part, in a fixed order."""
-    from core.data.sources import load_preference_pairs
-    from core.data.splits import select_part
+    from tlcr.core.data.sources import load_preference_pairs
+    from tlcr.core.data.splits import select_part
 
     pairs = load_preference_pairs(config.source, limit=config.data_limit, seed=config.data_seed)
     part = select_part(pairs, config.split_part, seed=config.data_seed)
@@ -142,7 +142,7 @@ def resolve_token_input(option: str, service_fingerprint: str | None, policy_tok
         return option
     if not service_fingerprint:
         return "text"
-    from core.tokenization import tokenizer_fingerprint
+    from tlcr.core.tokenization import tokenizer_fingerprint
 
     return "ids" if tokenizer_fingerprint(policy_tokenizer) == service_fingerprint else "text"
 
@@ -177,7 +177,7 @@ class StepBatch:
 
 def unavailable_errors() -> tuple[type[BaseException], ...]:
     """Exceptions that mean "the reward service stayed unreachable past the client's deadline"."""
-    from service.client import RewardServiceUnavailable
+    from tlcr.service.client import RewardServiceUnavailable
 
     return (RewardServiceUnavailable,)
 
@@ -189,7 +189,7 @@ class PPOTrainer:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
-        from core.models import load_tokenizer
+        from tlcr.core.models import load_tokenizer
 
         self.config = config
         if not config.policy:
@@ -226,7 +226,7 @@ class PPOTrainer:
 
     def _build(self, config: PPOConfig) -> None:
         """Models, optimizer and helpers (after the reward client exists, so a failure here can close it)."""
-        from core.models import load_causal_lm, load_token_classifier
+        from tlcr.core.models import load_causal_lm, load_token_classifier
 
         service_info = self._service_info()
         self.token_input = resolve_token_input(
@@ -295,7 +295,7 @@ class PPOTrainer:
 
     def _tokenize_prompts(self, prompts: Sequence[str]) -> list[list[int] | None]:
         """Prompt token ids (the prompt alone: what the joint split gives with no response); None if too long."""
-        from core.models import encode_prompt_response
+        from tlcr.core.models import encode_prompt_response
 
         out: list[list[int] | None] = []
         for prompt in prompts:
@@ -338,7 +338,7 @@ class PPOTrainer:
         self.prompt_ids = [ids for i, ids in enumerate(self.prompt_ids) if i not in dropped]
 
     def _make_client(self) -> RewardBackend:
-        from service.client import TokenRewardClient
+        from tlcr.service.client import TokenRewardClient
 
         return TokenRewardClient(self.config.reward_url, api_key=self.config.reward_api_key,
                                  timeout=self.config.reward_timeout, max_retries=self.config.reward_max_retries,
@@ -362,8 +362,8 @@ class PPOTrainer:
         if not source:
             raise PPOConfigError("value_init 'discriminator' needs the discriminator checkpoint: pass value_model "
                                  "(--value-model PATH or Hub id), or use value_init 'sft'")
-        from core.models import load_tokenizer
-        from core.tokenization import tokenizer_fingerprint
+        from tlcr.core.models import load_tokenizer
+        from tlcr.core.tokenization import tokenizer_fingerprint
 
         if tokenizer_fingerprint(load_tokenizer(source)) != tokenizer_fingerprint(self.tokenizer):
             raise PPOConfigError(f"value_init 'discriminator': {source} uses a different tokenizer than the policy "
@@ -372,7 +372,7 @@ class PPOTrainer:
 
     def _oracle(self) -> Callable[[str, str], float] | None:
         """The controlled task's oracle score, when every prompt is one of its questions (any source)."""
-        from core.data.controlled import ControlledTask
+        from tlcr.core.data.controlled import ControlledTask
 
         task = ControlledTask()  # the fixed KB that load_preference_pairs("controlled") draws from
         if not all(task.parse_prompt(prompt) is not None for prompt in self.prompts):

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass, field
 from typing import Any
 
-from core.config_cli import ConfigError, build_config
-from core.data.splits import PART_CHOICES
-from core.reward_modes import PolicyRewardMode
+from tlcr.core.config_cli import ConfigError, build_config
+from tlcr.core.data.splits import PART_CHOICES
+from tlcr.core.reward_modes import PolicyRewardMode
 
 
 class PPOConfigError(ValueError):
@@ -139,7 +139,7 @@ class PPOConfig:
 
     def validate(self) -> None:
         # Imported here: these load torch, transformers and accelerate, which reading a config does not need.
-        from trainer.metrics_log import tracker_names
+        from tlcr.trainer.metrics_log import tracker_names
 
         def need(ok: bool, message: str) -> None:
             if not ok:

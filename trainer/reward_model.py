@@ -1,6 +1,6 @@
 """Sequence-level Bradley–Terry reward model (the PPO_seq baseline's reward) with TRL's RewardTrainer.
 
-Pairs are tokenized here, not by TRL, with the split every stage uses (`core.tokenization`: prompt +
+Pairs are tokenized here, not by TRL, with the split every stage uses (`tlcr.core.tokenization`: prompt +
 response tokenized jointly and split at the boundary, no special tokens, no EOS appended), so the reward
 service can score a (prompt, response) exactly as the model was trained. The checkpoint is a one-label
 AutoModelForSequenceClassification saved with `save_pretrained`; its score is read at the last token.
@@ -18,14 +18,19 @@ from transformers import PreTrainedTokenizerBase, set_seed
 from transformers.trainer_utils import SchedulerType
 from trl import RewardConfig, RewardTrainer
 
-from core.data.jsonl import DataError, OnError, SkipReport
-from core.data.pairs import PreferencePair
-from core.data.sources import load_preference_pairs
-from core.data.splits import check_part, select_part
-from core.models import check_max_length, load_sequence_classifier, load_tokenizer, mark_sequence_reward_model_config
-from core.scoring import fit_prompt_response, prompt_response_scores
-from trainer.discriminator_metrics import pairwise_preference_accuracy
-from trainer.reward_training import apply_hardware_defaults, held_out_split, train_and_release, write_metrics
+from tlcr.core.data.jsonl import DataError, OnError, SkipReport
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.data.sources import load_preference_pairs
+from tlcr.core.data.splits import check_part, select_part
+from tlcr.core.models import (
+    check_max_length,
+    load_sequence_classifier,
+    load_tokenizer,
+    mark_sequence_reward_model_config,
+)
+from tlcr.core.scoring import fit_prompt_response, prompt_response_scores
+from tlcr.trainer.discriminator_metrics import pairwise_preference_accuracy
+from tlcr.trainer.reward_training import apply_hardware_defaults, held_out_split, train_and_release, write_metrics
 
 METRICS_FILE = "reward_model_metrics.json"
 
@@ -35,7 +40,7 @@ class RewardModelConfig(RewardConfig):
     """TRL's RewardConfig with the paper's optimisation defaults (as for the discriminator) and a held-out split.
 
     lr 1e-5, weight decay 0.1, cosine without warm-up, 2 epochs, batch 16 pairs per device, max length 512,
-    Adam β = (0.9, 0.95). The command line sets it through `trainer.reward_options`; presets for tiny
+    Adam β = (0.9, 0.95). The command line sets it through `tlcr.trainer.reward_options`; presets for tiny
     offline models are in configs/reward_model/.
     """
 
@@ -91,7 +96,7 @@ def tokenize_pairs(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokeniz
 def _encode_pairs(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizerBase
                   ) -> tuple[list[tuple[list[int], list[int]]], list[tuple[list[int], list[int]]]]:
     """(prompt ids, response ids) of prompt + chosen and of prompt + rejected, split as every stage does."""
-    from core.tokenization import encode_prompt_response_batch
+    from tlcr.core.tokenization import encode_prompt_response_batch
 
     prompts = [p.prompt for p in pairs]
     chosen = encode_prompt_response_batch(tokenizer, prompts, [p.chosen for p in pairs])

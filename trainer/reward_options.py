@@ -11,12 +11,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from core.data.splits import PartChoice
-from trainer.training_options import TrainingOptions
+from tlcr.core.data.splits import PartChoice
+from tlcr.trainer.training_options import TrainingOptions
 
 if TYPE_CHECKING:
-    from trainer.discriminator import DiscriminatorConfig
-    from trainer.reward_model import RewardModelConfig
+    from tlcr.trainer.discriminator import DiscriminatorConfig
+    from tlcr.trainer.reward_model import RewardModelConfig
 
 
 @dataclass
@@ -70,7 +70,7 @@ class DiscriminatorOptions(RewardTrainingOptions):
         "help": "Held-out labelled JSONL (default: hold out --eval-fraction of --source)."})
 
     def training_config(self) -> DiscriminatorConfig:
-        from trainer.discriminator import DiscriminatorConfig
+        from tlcr.trainer.discriminator import DiscriminatorConfig
 
         return DiscriminatorConfig(**self.training_arguments())
 
@@ -93,7 +93,7 @@ class RewardModelOptions(RewardTrainingOptions):
         "help": "Weight of the term pushing rewards to mean zero (TRL center_rewards_coefficient)."})
 
     def training_config(self) -> RewardModelConfig:
-        from trainer.reward_model import RewardModelConfig
+        from tlcr.trainer.reward_model import RewardModelConfig
 
         arguments = self.training_arguments()
         if self.center_rewards_coefficient is not None:

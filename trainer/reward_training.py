@@ -1,5 +1,5 @@
 """Steps shared by the two reward models trained with a transformers Trainer, the token discriminator
-(`trainer.discriminator`) and the sequence reward model (`trainer.reward_model`): running on CPU when the
+(`tlcr.trainer.discriminator`) and the sequence reward model (`tlcr.trainer.reward_model`): running on CPU when the
 machine has no accelerator, the held-out split by id, training then freeing memory before the saved
 checkpoint is reloaded for evaluation, and writing the metrics as valid JSON."""
 
@@ -17,7 +17,7 @@ from typing import Any, Protocol, TypeVar
 import torch
 from transformers import TrainingArguments
 
-from core.data.jsonl import DataError
+from tlcr.core.data.jsonl import DataError
 
 
 class HasId(Protocol):

@@ -1,9 +1,9 @@
 """Rollouts for PPO: sampling responses, policy / reference / value forwards, and fetching rewards.
 
 A `Rollout` holds left-padded queries and right-padded responses. Forward passes return tensors over
-response positions in the convention of `trainer.ppo_math` (index t = the action that produced y_t).
+response positions in the convention of `tlcr.trainer.ppo_math` (index t = the action that produced y_t).
 
-Rewards come from a `RewardBackend`: `service.client.TokenRewardClient` in production; anything with
+Rewards come from a `RewardBackend`: `tlcr.service.client.TokenRewardClient` in production; anything with
 the same two methods (a function, an in-process model) for tests and offline experiments.
 """
 
@@ -18,11 +18,11 @@ import torch
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
 from trl.trainer.utils import entropy_from_logits, selective_log_softmax
 
-from core.reward_modes import PolicyRewardMode
-from core.scoring import pad_sequences, position_ids_from_attention_mask
-from core.tokenization import decode_with_offsets
-from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
-from trainer.ppo_math import mask_from_lengths, response_lengths
+from tlcr.core.reward_modes import PolicyRewardMode
+from tlcr.core.scoring import pad_sequences, position_ids_from_attention_mask
+from tlcr.core.tokenization import decode_with_offsets
+from tlcr.service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
+from tlcr.trainer.ppo_math import mask_from_lengths, response_lengths
 
 TokenInput = Literal["ids", "text"]
 
@@ -32,7 +32,7 @@ class RewardContractError(RuntimeError):
 
 
 class RewardBackend(Protocol):
-    """What PPO needs from a reward source; `service.client.TokenRewardClient` is one."""
+    """What PPO needs from a reward source; `tlcr.service.client.TokenRewardClient` is one."""
 
     def token_rewards(self, items: Sequence[TokenRewardItem], mode: str = "continuous",
                       threshold: float = 0.6) -> list[TokenRewardResult]: ...

@@ -20,8 +20,8 @@ from typing import Any
 
 from transformers import PreTrainedTokenizerBase
 
-from core.data.pairs import PreferencePair
-from trainer.policy_options import SFTOptions
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.trainer.policy_options import SFTOptions
 
 SFT_INFO = "tlcr_sft.json"
 
@@ -38,7 +38,7 @@ def sft_examples(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizer
 
     The target is the chosen response, or the rejected one for indices in `noisy`.
     """
-    from core.models import encode_prompt_response
+    from tlcr.core.models import encode_prompt_response
 
     eos = tokenizer.eos_token_id
     if eos is None:
@@ -54,8 +54,8 @@ def sft_examples(pairs: Sequence[PreferencePair], tokenizer: PreTrainedTokenizer
 
 
 def load_split(source: str, *, limit: int | None, seed: int, part: str) -> list[PreferencePair]:
-    from core.data.sources import load_preference_pairs
-    from core.data.splits import select_part
+    from tlcr.core.data.sources import load_preference_pairs
+    from tlcr.core.data.splits import select_part
 
     return select_part(load_preference_pairs(source, limit=limit, seed=seed), part, seed=seed)
 
@@ -64,7 +64,7 @@ def mixed_precision_flags(dtype: str) -> dict[str, bool]:
     """bf16 / fp16 training flags for TRL configs: only on CUDA, following `resolve_dtype`."""
     import torch
 
-    from core.models import resolve_device, resolve_dtype
+    from tlcr.core.models import resolve_device, resolve_dtype
 
     device = resolve_device(None)
     resolved = resolve_dtype(dtype, device)
@@ -77,7 +77,7 @@ def train_sft(options: SFTOptions) -> Path:
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from core.models import load_causal_lm, load_tokenizer, resolve_device
+    from tlcr.core.models import load_causal_lm, load_tokenizer, resolve_device
 
     pairs = load_split(options.source, limit=options.data_limit, seed=options.data_seed, part=options.split_part)
     if not pairs:

@@ -1,6 +1,6 @@
 """What every trainer command's options share: the model to start from, the data, the output directory, and
 the batch (sequences per optimizer step per device, split into gradient accumulation steps), with its checks.
-Subclasses (`trainer.policy_options`, `trainer.reward_options`) redeclare a field only to change its help
+Subclasses (`tlcr.trainer.policy_options`, `tlcr.trainer.reward_options`) redeclare a field only to change its help
 or default."""
 
 from __future__ import annotations

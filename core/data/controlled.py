@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Literal
 
-from core.data.pairs import PreferencePair
+from tlcr.core.data.pairs import PreferencePair
 
 INSERTION_FAULTS = ("rude", "hedge", "repetition")
 OMISSION_FAULTS = ("missing_fact", "missing_detail")

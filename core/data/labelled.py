@@ -5,7 +5,7 @@ with `load_labelled_records` / `parse_labelled_record`, which validate every fie
 file, line, record and field of the first problem.
 
 A status-"ok" record carries the token ids of the rejected and the revised response (the joint
-prompt + response encoding of `core.tokenization`) and one label per token: 0 = deleted or replaced
+prompt + response encoding of `tlcr.core.tokenization`) and one label per token: 0 = deleted or replaced
 (negative), 1 = inserted or replacing (positive), 0.5 = kept. "failed" and "filtered" records keep the
 texts and the reason, with empty token fields when nothing was tokenized.
 """
@@ -18,11 +18,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from core.data.jsonl import DataError, OnError, SkipReport, iter_jsonl
+from tlcr.core.data.jsonl import DataError, OnError, SkipReport, iter_jsonl
 
 Status = Literal["ok", "failed", "filtered"]
 STATUSES: tuple[str, ...] = ("ok", "failed", "filtered")
 _STRING_FIELDS = ("id", "prompt", "chosen", "rejected", "status")
+# The three label values (the TLCR rule; tlcr.labeling.token_labels assigns them).
+NEGATIVE = 0.0  # a rejected token the revision deleted or replaced
+NEUTRAL = 0.5  # a token the revision kept
+POSITIVE = 1.0  # a revised token the revision inserted or that replaces one
+
 _SEQUENCE_FIELDS = (("rejected_token_ids", "rejected_labels"), ("revised_token_ids", "revised_labels"))
 
 

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from core.data.jsonl import SkipReport
-from core.data.pairs import PreferencePair
-from core.data.sources import load_preference_pairs
-from core.data.splits import PartChoice, select_part
+from tlcr.core.data.jsonl import SkipReport
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.data.sources import load_preference_pairs
+from tlcr.core.data.splits import PartChoice, select_part
 
 
 @dataclass(kw_only=True)

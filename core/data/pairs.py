@@ -1,5 +1,5 @@
 """A preference pair (prompt, chosen, rejected) and how one is read from an HH-RLHF or {prompt, chosen, rejected}
-record. Where pairs come from: `core.data.sources`; the paper's split: `core.data.splits`."""
+record. Where pairs come from: `tlcr.core.data.sources`; the paper's split: `tlcr.core.data.splits`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import hashlib
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from core.data.jsonl import DataError
+from tlcr.core.data.jsonl import DataError
 
 ASSISTANT_MARKER = "\n\nAssistant:"
 

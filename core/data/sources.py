@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from core.data.controlled import ControlledTask
-from core.data.jsonl import DataError, OnError, SkipReport, iter_jsonl
-from core.data.pairs import PreferencePair, pair_from_record
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.data.jsonl import DataError, OnError, SkipReport, iter_jsonl
+from tlcr.core.data.pairs import PreferencePair, pair_from_record
 
 HUB_DATASET = "Anthropic/hh-rlhf"
 CONTROLLED = "controlled"

@@ -6,7 +6,7 @@ import random
 from collections.abc import Sequence
 from typing import Literal, get_args
 
-from core.data.pairs import PreferencePair
+from tlcr.core.data.pairs import PreferencePair
 
 SplitPart = Literal["sft", "rm", "ppo"]
 PartChoice = Literal["all", "sft", "rm", "ppo"]  # a command's choice: one part, or every pair unsplit

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service import serving
-from service.dependencies import ReadyState, State
-from service.schemas import InfoResponse
+from tlcr.service import serving
+from tlcr.service.dependencies import ReadyState, State
+from tlcr.service.schemas import InfoResponse
 
 router = APIRouter(tags=["operations"])
 _NOT_READY: dict[int | str, dict[str, str]] = {503: {"description": "Loading, failed to load, or shutting down"}}

@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
 
-from service import serving
-from service.dependencies import ReadyState, body_parsed
-from service.disconnect import cancel_on_disconnect
-from service.json_route import PausedGCJSONRoute
-from service.schemas import (
+from tlcr.service import serving
+from tlcr.service.dependencies import ReadyState, body_parsed
+from tlcr.service.disconnect import cancel_on_disconnect
+from tlcr.service.json_route import PausedGCJSONRoute
+from tlcr.service.schemas import (
     ErrorResponse,
     GetRewardRequest,
     GetRewardResponse,

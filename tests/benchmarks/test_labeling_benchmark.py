@@ -11,7 +11,7 @@ from types import ModuleType
 import pytest
 from rapidfuzz.distance import Levenshtein
 
-from labeling.token_labels import label_tokens
+from tlcr.labeling.token_labels import label_tokens
 
 
 @pytest.fixture(scope="module")

@@ -20,7 +20,7 @@ import pytest
 import torch
 from playwright.sync_api import Page
 
-from service.launcher import ServiceProcess, start_service
+from tlcr.service.launcher import ServiceProcess, start_service
 
 API_KEY = "browser-test-key"
 PROMPT = "\n\nHuman: What is the capital of Nesolland?\n\nAssistant:"
@@ -49,7 +49,7 @@ def sharpen_head(scorer: Any, prompt: str, response: str) -> torch.nn.Linear:
 
 @pytest.fixture(scope="module")
 def contrasting_discriminator_dir(tiny_token_classifier_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from service.scorer import TokenScorer
+    from tlcr.service.scorer import TokenScorer
 
     scorer = TokenScorer.load(str(tiny_token_classifier_dir), device="cpu", dtype="float32")
     sharpen_head(scorer, PROMPT, RESPONSE)

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from playwright.sync_api import Page
 
-from evaluation.report import HeatmapSample, Report, fig6_plot, write_report
+from tlcr.evaluation.report import HeatmapSample, Report, fig6_plot, write_report
 
 POSITIVE_RGB = (22, 163, 74)  # evaluation.report.reward_color
 NEGATIVE_RGB = (220, 38, 38)

@@ -14,7 +14,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from core.config_cli import ConfigError, build_config, config_command, load_config_file
+from tlcr.core.config_cli import ConfigError, build_config, config_command, load_config_file
 
 runner = CliRunner()
 

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from core.data.controlled import (
+from tlcr.core.data.controlled import (
     FAULT_KINDS,
     HEDGE_SENTENCES,
     INSERTION_FAULTS,
@@ -11,7 +11,7 @@ from core.data.controlled import (
     ControlledTask,
     length_balance,
 )
-from core.data.sources import load_preference_pairs
+from tlcr.core.data.sources import load_preference_pairs
 
 
 def test_task_is_deterministic_by_seed() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from core.exit_codes import ExitCode
+from tlcr.core.exit_codes import ExitCode
 
 
 def test_readme_table_lists_every_exit_code() -> None:

@@ -2,7 +2,7 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
 
-from core.models import is_discriminator_config
+from tlcr.core.models import is_discriminator_config
 
 
 def test_tiny_model_loads_by_path_with_auto_classes(tiny_model_dir: Path) -> None:

@@ -9,12 +9,12 @@ from typing import Any
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from core.data.controlled import ControlledTask
-from core.data.jsonl import DataError
-from core.data.labelled import LabelledRecord, load_labelled_records, parse_labelled_record
-from core.models import load_tokenizer
-from labeling.records import build_labelled_record
-from labeling.worker import failed_record
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.data.jsonl import DataError
+from tlcr.core.data.labelled import LabelledRecord, load_labelled_records, parse_labelled_record
+from tlcr.core.models import load_tokenizer
+from tlcr.labeling.records import build_labelled_record
+from tlcr.labeling.worker import failed_record
 
 NAMES = {"reviser": "chosen", "instruction_version": "none", "tokenizer_name": "tiny"}
 

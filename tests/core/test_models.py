@@ -4,7 +4,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.models import (
+from tlcr.core.models import (
     ModelLoadError,
     build_tiny_model,
     encode_prompt_response,

@@ -4,10 +4,10 @@ from pathlib import Path
 
 import pytest
 
-from core.data.jsonl import DataError, SkipReport
-from core.data.pairs import PreferencePair, split_transcript
-from core.data.sources import load_preference_pairs
-from core.data.splits import paper_split
+from tlcr.core.data.jsonl import DataError, SkipReport
+from tlcr.core.data.pairs import PreferencePair, split_transcript
+from tlcr.core.data.sources import load_preference_pairs
+from tlcr.core.data.splits import paper_split
 
 
 def test_split_transcript_keeps_last_assistant_marker_in_prompt() -> None:
@@ -112,7 +112,7 @@ def test_hub_code_path_on_a_local_dataset_repo(tmp_path: Path, hh_harmless_test:
 
 
 def test_select_part_is_one_part_of_the_paper_split_or_every_pair_and_refuses_other_names():
-    from core.data.splits import PART_CHOICES, check_part, select_part
+    from tlcr.core.data.splits import PART_CHOICES, check_part, select_part
 
     pairs = [PreferencePair(prompt=f"p{i}", chosen="c", rejected="r") for i in range(10)]
     assert PART_CHOICES == ("all", "sft", "rm", "ppo")

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from core.retry import RetryPolicy, log_retry, retry_after_seconds
+from tlcr.core.retry import RetryPolicy, log_retry, retry_after_seconds
 
 
 def test_backoff_grows_exponentially_with_equal_jitter_and_a_cap() -> None:

@@ -1,6 +1,6 @@
 import pytest
 
-from core.reward_modes import PolicyRewardMode, RewardMode
+from tlcr.core.reward_modes import PolicyRewardMode, RewardMode
 
 
 def test_every_token_mode_of_a_policy_is_a_service_mode_and_seq_asks_for_sequence_scores():

@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from core.data.pairs import PreferencePair
-from core.models import ModelLoadError, build_tiny_model, load_tokenizer
-from core.tokenization import (
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.models import ModelLoadError, build_tiny_model, load_tokenizer
+from tlcr.core.tokenization import (
     TokenizationError,
     decode_with_offsets,
     encode_prompt_response,
@@ -22,7 +22,7 @@ from core.tokenization import (
     encode_prompt_response_spans,
     require_special_tokens,
 )
-from service.alignment import realign_sum
+from tlcr.service.alignment import realign_sum
 
 PROMPT = "\n\nHuman: Say something in several scripts.\n\nAssistant:"
 # Emoji (a ZWJ sequence with a variation selector), CJK, Vietnamese, combining marks (NFD), mixed.
@@ -199,7 +199,7 @@ def test_missing_special_tokens_are_named(tmp_path: Path, real_tokenizer_dir: Ca
 def test_incremental_offsets_equal_decoding_every_prefix_on_random_tokens(
         named_tokenizer: tuple[str, PreTrainedTokenizerBase]) -> None:
     """Random sequences heavy in single-byte tokens and EOS, as a tiny random policy samples them."""
-    from core import tokenization
+    from tlcr.core import tokenization
 
     name, tok = named_tokenizer
     rng = np.random.default_rng(0)
@@ -221,8 +221,8 @@ def test_incremental_offsets_equal_decoding_every_prefix_on_random_tokens(
 
 def test_fingerprint_tells_tokenizers_apart_without_a_path(tiny_model_dir: Path, tiny_gpt2_dir: Path,
                                                            tmp_path: Path) -> None:
-    from core.models import load_tokenizer
-    from core.tokenization import tokenizer_fingerprint
+    from tlcr.core.models import load_tokenizer
+    from tlcr.core.tokenization import tokenizer_fingerprint
 
     load_tokenizer(tiny_model_dir).save_pretrained(tmp_path / "copy")  # same tokenizer, another folder
     assert tokenizer_fingerprint(load_tokenizer(tmp_path / "copy")) == tokenizer_fingerprint(

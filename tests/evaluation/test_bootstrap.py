@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from evaluation.bootstrap import paired_bootstrap
+from tlcr.evaluation.bootstrap import paired_bootstrap
 
 
 def test_constant_difference_has_a_point_interval() -> None:

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from core.data.controlled import ControlledTask
-from evaluation.evaluate import EvalConfig, evaluate_policies, heatmap_samples, score_with_service
-from service.client import TokenRewardClient
-from service.launcher import ServiceProcess, start_service
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.evaluation.evaluate import EvalConfig, evaluate_policies, heatmap_samples, score_with_service
+from tlcr.service.client import TokenRewardClient
+from tlcr.service.launcher import ServiceProcess, start_service
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +85,8 @@ def test_eval_command_rejects_bad_options(tiny_model_dir: Path, tmp_path: Path) 
 def test_eval_command_exits_2_naming_a_policy_that_cannot_load(service: ServiceProcess, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from core.exit_codes import ExitCode
     from tlcr.cli import app
+    from tlcr.core.exit_codes import ExitCode
 
     result = CliRunner().invoke(app, ["eval", "--policy", f"a={tmp_path / 'missing'}", "--reward-url", service.url,
                                       "--output-dir", str(tmp_path / "report"), "--data-limit", "2"])
@@ -96,9 +96,9 @@ def test_eval_command_exits_2_naming_a_policy_that_cannot_load(service: ServiceP
 def test_eval_command_exits_3_when_the_service_is_unreachable(tiny_model_dir: Path, tmp_path: Path) -> None:
     from typer.testing import CliRunner
 
-    from core.exit_codes import ExitCode
     from tests.support.ports import unused_port
     from tlcr.cli import app
+    from tlcr.core.exit_codes import ExitCode
 
     port = unused_port()
     result = CliRunner().invoke(app, ["eval", "--policy", f"a={tiny_model_dir}", "--reward-url",

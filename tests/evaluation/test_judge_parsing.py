@@ -2,9 +2,9 @@ from pathlib import Path
 
 import pytest
 
-from core.data.jsonl import DataError
-from evaluation.judge import JudgeParseError, parse_pairwise_verdict, parse_rating, win_rate
-from evaluation.mt_bench import conversation_prompt, load_mt_bench
+from tlcr.core.data.jsonl import DataError
+from tlcr.evaluation.judge import JudgeParseError, parse_pairwise_verdict, parse_rating, win_rate
+from tlcr.evaluation.mt_bench import conversation_prompt, load_mt_bench
 
 MT_BENCH_QUESTIONS = Path(__file__).resolve().parents[4] / "shared" / "data" / "mt_bench" / "question.jsonl"
 

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from evaluation.report import HeatmapSample, Report, fig6_plot, heatmap_html, reward_color, write_report
+from tlcr.evaluation.report import HeatmapSample, Report, fig6_plot, heatmap_html, reward_color, write_report
 
 
 def test_reward_color_sign_and_intensity() -> None:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from core.data.controlled import ControlledTask
-from core.models import load_tokenizer
-from evaluation.reward_sanity import reward_sanity, sanity_rows
-from service.client import TokenRewardClient
-from service.launcher import ServiceProcess, start_service
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.models import load_tokenizer
+from tlcr.evaluation.reward_sanity import reward_sanity, sanity_rows
+from tlcr.service.client import TokenRewardClient
+from tlcr.service.launcher import ServiceProcess, start_service
 
 
 @pytest.fixture(scope="module")

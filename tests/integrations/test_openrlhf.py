@@ -11,12 +11,12 @@ from types import SimpleNamespace
 import httpx
 import pytest
 
-import integrations.openrlhf as openrlhf_reward
-from core.tokens import SUMMARY_KEYS
-from service.client import TokenRewardClient
-from service.launcher import ServiceProcess, start_service
-from service.schemas import TokenRewardItem
+import tlcr.integrations.openrlhf as openrlhf_reward
 from tests.integrations.conftest import engine
+from tlcr.core.tokens import SUMMARY_KEYS
+from tlcr.service.client import TokenRewardClient
+from tlcr.service.launcher import ServiceProcess, start_service
+from tlcr.service.schemas import TokenRewardItem
 
 PROMPT = "\n\nHuman: Where does Bob live?\n\nAssistant:"
 RESPONSE = " Bob lives in Paris."
@@ -27,7 +27,7 @@ SUFFIX = "<|im_end|>\n<|endoftext|>"  # how a chat policy's decoded sample ends 
 def qwen2(tiny_gpt2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A policy tokenizer (the tiny GPT-2's, another vocabulary than the discriminator's) with Qwen2's
     chat-template end marker and EOS as special tokens."""
-    from core.models import load_tokenizer
+    from tlcr.core.models import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_gpt2_dir)
     tokenizer.add_special_tokens({"eos_token": "<|endoftext|>", "additional_special_tokens": ["<|im_end|>"]})
@@ -152,7 +152,7 @@ def test_a_missing_policy_tokenizer_directory_is_refused_at_startup(tiny_token_c
                                                                     tmp_path: Path) -> None:
     from pydantic import ValidationError
 
-    from service.settings import ServiceSettings
+    from tlcr.service.settings import ServiceSettings
 
     with pytest.raises(ValidationError, match="get_reward_policy_tokenizer"):
         ServiceSettings(model=str(tiny_token_classifier_dir), get_reward_policy_tokenizer=str(tmp_path / "nope"))

@@ -11,12 +11,12 @@ import torch
 from datasets import Dataset
 from trl import GRPOConfig, GRPOTrainer
 
-from core.data.controlled import ControlledTask
-from core.models import load_causal_lm, load_tokenizer
-from integrations.trl import TLCRGRPOTrainer, TLCRRewardFunction, hh_transcript, rewards_to_go
-from service.client import TokenRewardClient
-from service.launcher import ServiceProcess
-from service.schemas import SequenceRewardItem, TokenRewardItem
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.models import load_causal_lm, load_tokenizer
+from tlcr.integrations.trl import TLCRGRPOTrainer, TLCRRewardFunction, hh_transcript, rewards_to_go
+from tlcr.service.client import TokenRewardClient
+from tlcr.service.launcher import ServiceProcess
+from tlcr.service.schemas import SequenceRewardItem, TokenRewardItem
 
 PROMPT = "\n\nHuman: Where does Bob live?\n\nAssistant:"
 RESPONSES = [" Bob lives in Paris.", " I do not know", ""]

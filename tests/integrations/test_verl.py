@@ -11,13 +11,13 @@ from typing import Any
 import pytest
 import torch
 
-from core.models import load_tokenizer
-from core.tokenization import decode_with_offsets
-from service.client import TokenRewardClient
-from service.launcher import ServiceProcess
-from service.schemas import TokenRewardItem
 from tests.integrations.conftest import engine
-from trainer.ppo_math import gae_advantages, kl_per_token, masked_whiten, shape_rewards
+from tlcr.core.models import load_tokenizer
+from tlcr.core.tokenization import decode_with_offsets
+from tlcr.service.client import TokenRewardClient
+from tlcr.service.launcher import ServiceProcess
+from tlcr.service.schemas import TokenRewardItem
+from tlcr.trainer.ppo_math import gae_advantages, kl_per_token, masked_whiten, shape_rewards
 
 AGENT_LOOP_YAML = Path(__file__).resolve().parents[2] / "configs" / "integrations" / "verl_agent_loop.yaml"
 CHAT_TEMPLATE = ("{% for m in messages %}\n\n{{ 'Human' if m['role'] == 'user' else 'Assistant' }}: "
@@ -130,7 +130,7 @@ def test_verl_kl_penalty_gae_and_reinforce_pp_on_dense_rm_scores_equal_tlcr_math
     # REINFORCE++: whitened γ-discounted reward-to-go, as TLCRGRPOTrainer's dense term (integrations.trl).
     from types import SimpleNamespace
 
-    from integrations.trl import rewards_to_go
+    from tlcr.integrations.trl import rewards_to_go
 
     rpp_advantages, rpp_returns = compute_reinforce_plus_plus_outcome_advantage(
         verl_rewards, mask, config=SimpleNamespace(gamma=gamma))

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from core.data.controlled import ControlledTask
-from core.data.pairs import PreferencePair
-from core.models import load_tokenizer
 from tests.support.fake_openai_server import FakeOpenAIServer
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.models import load_tokenizer
 
 
 @pytest.fixture

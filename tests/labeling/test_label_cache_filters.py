@@ -7,11 +7,11 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from core.data.pairs import PreferencePair
-from labeling.cache import CachedAnswer, RevisionCache, cache_key
-from labeling.filters import FilterConfig, LabelSummary, apply_filters, looks_like_refusal
-from labeling.records import build_labelled_record
-from labeling.worker import failed_record
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.labeling.cache import CachedAnswer, RevisionCache, cache_key
+from tlcr.labeling.filters import FilterConfig, LabelSummary, apply_filters, looks_like_refusal
+from tlcr.labeling.records import build_labelled_record
+from tlcr.labeling.worker import failed_record
 
 
 def test_cache_persists_across_reopen_and_keys_on_every_field(tmp_path: Path) -> None:
@@ -106,8 +106,8 @@ def test_insert_heavy_and_deletion_heavy_minimal_edits_are_kept(label_tokenizer:
 def test_hh_chosen_answers_mostly_fail_as_rewrites_of_the_rejected(hh_harmless_test: Path) -> None:
     """Real HH-RLHF pairs, Llama 2 tokenizer: the chosen reply is usually a different answer, not an edit of
     the rejected one, so most fail the kept-share rule while most passed the old edit-ratio rule."""
-    from core.data.sources import load_preference_pairs
-    from core.models import load_tokenizer
+    from tlcr.core.data.sources import load_preference_pairs
+    from tlcr.core.models import load_tokenizer
 
     llama2 = hh_harmless_test.parents[3] / "tokenizers" / "llama2"
     if not llama2.exists():

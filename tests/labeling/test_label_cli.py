@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.exit_codes import ExitCode
 from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
 from tlcr.cli import app
+from tlcr.core.exit_codes import ExitCode
 
 runner = CliRunner()
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from core.data.jsonl import DataError, SkipReport
-from labeling.given_input import load_given_input
-from labeling.revisers import GivenReviser
+from tlcr.core.data.jsonl import DataError, SkipReport
+from tlcr.labeling.given_input import load_given_input
+from tlcr.labeling.revisers import GivenReviser
 
 PROMPT = "\n\nHuman: Capital of Kalo?\n\nAssistant:"
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from core.data.pairs import PreferencePair
-from labeling.instruction import (
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.labeling.instruction import (
     EMPTY_OUTPUT,
     EMPTY_REVISION,
     INSTRUCTION_VERSION,

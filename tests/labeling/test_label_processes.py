@@ -14,12 +14,14 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from core.data.pairs import PreferencePair
-from core.retry import RetryPolicy
-from labeling.cache import RevisionCache
-from labeling.options import LabelOptions
-from labeling.revisers import OpenAIReviser, ReviserError
-from labeling.revision_processes import (
+from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
+from tests.support.processes import wait_until_gone
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.retry import RetryPolicy
+from tlcr.labeling.cache import RevisionCache
+from tlcr.labeling.options import LabelOptions
+from tlcr.labeling.revisers import OpenAIReviser, ReviserError
+from tlcr.labeling.revision_processes import (
     CALLS_PER_WORKER,
     START_METHODS,
     StartMethod,
@@ -27,10 +29,8 @@ from labeling.revision_processes import (
     default_start_method,
     default_workers,
 )
-from labeling.usage import UsageLedger
-from labeling.worker import RunResult, WorkerConfig, label_pairs
-from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
-from tests.support.processes import wait_until_gone
+from tlcr.labeling.usage import UsageLedger
+from tlcr.labeling.worker import RunResult, WorkerConfig, label_pairs
 
 
 def _reviser(server: FakeOpenAIServer, cache: Path, max_retries: int = 0) -> OpenAIReviser:

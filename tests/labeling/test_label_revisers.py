@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from core.data.pairs import PreferencePair
-from core.retry import RetryPolicy
-from labeling.cache import CachedAnswer, RevisionCache
-from labeling.revisers import (
+from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.retry import RetryPolicy
+from tlcr.labeling.cache import CachedAnswer, RevisionCache
+from tlcr.labeling.revisers import (
     MAX_CONCURRENCY,
     ChosenReviser,
     OpenAIReviser,
@@ -18,8 +19,7 @@ from labeling.revisers import (
     TransientReviserError,
     answer_from_completion,
 )
-from labeling.usage import LedgerFile, UsageLedger
-from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
+from tlcr.labeling.usage import LedgerFile, UsageLedger
 
 PAIR = PreferencePair(prompt="\n\nHuman: What is the capital of Kalo?\n\nAssistant:",
                       chosen=" The capital of Kalo is Tri.", rejected=" Ugh. The capital of Kalo is Ven.", id="p1")

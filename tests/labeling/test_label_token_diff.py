@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from labeling.token_labels import label_tokens
+from tlcr.labeling.token_labels import label_tokens
 
 
 @pytest.mark.parametrize(

@@ -8,15 +8,16 @@ from pathlib import Path
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from core.data.controlled import INSERTION_FAULTS, OMISSION_FAULTS
-from core.data.jsonl import DataError
-from core.data.pairs import PreferencePair
-from core.retry import RetryPolicy
-from labeling.cache import RevisionCache
-from labeling.filters import FilterConfig
-from labeling.revisers import ChosenReviser, OpenAIReviser, Revision
-from labeling.usage import UsageLedger
-from labeling.worker import (
+from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
+from tlcr.core.data.controlled import INSERTION_FAULTS, OMISSION_FAULTS
+from tlcr.core.data.jsonl import DataError
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.retry import RetryPolicy
+from tlcr.labeling.cache import RevisionCache
+from tlcr.labeling.filters import FilterConfig
+from tlcr.labeling.revisers import ChosenReviser, OpenAIReviser, Revision
+from tlcr.labeling.usage import UsageLedger
+from tlcr.labeling.worker import (
     WorkerConfig,
     cut_partial_last_line,
     dedupe_pairs,
@@ -26,7 +27,6 @@ from labeling.worker import (
     parse_shard,
     select_shard,
 )
-from tests.support.fake_openai_server import FakeOpenAIServer, Rule, Script
 
 SCHEMA_KEYS = {"id", "prompt", "chosen", "rejected", "revision", "status", "reason", "reviser",
                "instruction_version", "tokenizer", "rejected_token_ids", "rejected_labels", "revised_token_ids",

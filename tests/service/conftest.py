@@ -15,7 +15,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI, Request, Response
 
-from service.launcher import ServiceProcess, start_service
+from tlcr.service.launcher import ServiceProcess, start_service
 
 # The shared service's limits, small enough for the bad-input tests to reach them cheaply.
 SHARED_MAX_ITEMS = 16
@@ -91,8 +91,8 @@ def wait_ready(url: str, timeout: float = 30.0) -> None:
 def in_process_service(serve_app: Callable[..., ThreadedServer],
                        tiny_token_classifier_dir: Path) -> Callable[..., ThreadedServer]:
     """in_process_service(port=0, **settings) → the real service app under uvicorn in a thread, ready."""
-    from service.app import create_app
-    from service.settings import ServiceSettings
+    from tlcr.service.app import create_app
+    from tlcr.service.settings import ServiceSettings
 
     def start(port: int = 0, **overrides: Any) -> ThreadedServer:
         settings = ServiceSettings(model=str(tiny_token_classifier_dir), **overrides)

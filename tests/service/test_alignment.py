@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from core.models import load_tokenizer
-from service.alignment import SpanAlignment, realign_mean, realign_sum
-from service.items import response_offsets
+from tlcr.core.models import load_tokenizer
+from tlcr.service.alignment import SpanAlignment, realign_mean, realign_sum
+from tlcr.service.items import response_offsets
 
 
 def test_split_by_overlap_hand_computed() -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.launcher import ServiceProcess
+from tlcr.service.launcher import ServiceProcess
 
 GOOD = {"prompt": "\n\nHuman: Hi\n\nAssistant:", "response": " Hello."}
 JSON = {"Content-Type": "application/json"}

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from service.batcher import (
+from tlcr.service.batcher import (
     BatcherClosed,
     DynamicBatcher,
     QueueFull,
@@ -18,7 +18,7 @@ from service.batcher import (
     select_batch,
     should_dispatch,
 )
-from service.scorer import Encoded, TokenScorer
+from tlcr.service.scorer import Encoded, TokenScorer
 
 # --- select_batch (pure) ------------------------------------------------------------------------
 

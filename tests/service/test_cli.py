@@ -1,4 +1,4 @@
-"""`tlcr serve` / `python -m service`: options derived from ServiceSettings, TLCR_* environment, --config."""
+"""`tlcr serve` / `python -m tlcr.service`: options derived from ServiceSettings, TLCR_* environment, --config."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from core.config_cli import config_command
-from core.exit_codes import ExitCode
-from service.settings import ServiceSettings
 from tlcr.cli import app
+from tlcr.core.config_cli import config_command
+from tlcr.core.exit_codes import ExitCode
+from tlcr.service.settings import ServiceSettings
 
 
 def settings_from_args(args: list[str]) -> ServiceSettings:
@@ -105,9 +105,9 @@ def test_a_config_file_under_environment_and_flags(tmp_path: Path, monkeypatch: 
 
 
 def test_python_m_service_has_the_same_options(tmp_path: Path) -> None:
-    help_text = subprocess.run([sys.executable, "-m", "service", "--help"], capture_output=True, text=True,
+    help_text = subprocess.run([sys.executable, "-m", "tlcr.service", "--help"], capture_output=True, text=True,
                                check=True, env={**os.environ, "COLUMNS": "200"}).stdout
-    assert "python -m service" in help_text and "--max-items-per-request" in help_text
-    missing = subprocess.run([sys.executable, "-m", "service", "--model", str(tmp_path / "missing")],
+    assert "python -m tlcr.service" in help_text and "--max-items-per-request" in help_text
+    missing = subprocess.run([sys.executable, "-m", "tlcr.service", "--model", str(tmp_path / "missing")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr

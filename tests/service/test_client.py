@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from service.client import (
+from tlcr.service.client import (
     AsyncTokenRewardClient,
     RewardServiceError,
     RewardServiceUnavailable,
@@ -19,8 +19,8 @@ from service.client import (
     _Endpoints,
     parse_urls,
 )
-from service.launcher import ServiceProcess
-from service.schemas import TokenRewardItem
+from tlcr.service.launcher import ServiceProcess
+from tlcr.service.schemas import TokenRewardItem
 
 ITEMS: list[dict[str, Any]] = [
     {"prompt": "\n\nHuman: What is the capital of Nesolland?\n\nAssistant:",
@@ -111,9 +111,9 @@ def test_retries_5xx_then_succeeds(shared_service: ServiceProcess, proxy: Callab
 def test_each_retry_is_logged_with_status_attempt_and_wait(shared_service: ServiceProcess, proxy: Callable[..., Any],
                                                            caplog: pytest.LogCaptureFixture) -> None:
     server, _ = proxy(shared_service.url, failures=2, status=503)
-    with caplog.at_level("WARNING", logger="service.client"), TokenRewardClient(server.url, **FAST) as client:
+    with caplog.at_level("WARNING", logger="tlcr.service.client"), TokenRewardClient(server.url, **FAST) as client:
         client.token_rewards(ITEMS[:1])
-    retries = [r.getMessage() for r in caplog.records if r.name == "service.client"]
+    retries = [r.getMessage() for r in caplog.records if r.name == "tlcr.service.client"]
     assert len(retries) == 2 and all(r.levelname == "WARNING" for r in caplog.records)
     assert "HTTP 503" in retries[0] and "retry 1 of 8" in retries[0] and re.search(r"in 0\.0\d s$", retries[0])
     assert server.url in retries[0] and "retry 2 of" in retries[1]

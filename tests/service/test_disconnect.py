@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.scorer import Encoded, TokenScorer
+from tlcr.service.scorer import Encoded, TokenScorer
 
 PROMPT = "\n\nHuman: Which word comes next?\n\nAssistant:"
 

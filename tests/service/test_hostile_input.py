@@ -16,10 +16,10 @@ import httpx
 import pytest
 from fastapi import FastAPI, Request
 
-from core.models import load_tokenizer
-from service.guards import BigBodySlotMiddleware, InternalErrorMiddleware, release_parse_slot
-from service.items import longest_token_chars
-from service.launcher import ServiceProcess
+from tlcr.core.models import load_tokenizer
+from tlcr.service.guards import BigBodySlotMiddleware, InternalErrorMiddleware, release_parse_slot
+from tlcr.service.items import longest_token_chars
+from tlcr.service.launcher import ServiceProcess
 
 JSON = {"Content-Type": "application/json"}
 PROMPT = "\n\nHuman: Hi\n\nAssistant:"
@@ -212,7 +212,7 @@ def test_big_bodies_are_parsed_one_at_a_time_after_being_read(serve_app: Callabl
 def test_json_is_parsed_with_the_collector_paused_and_restored() -> None:
     import gc
 
-    from service.json_route import parse_json
+    from tlcr.service.json_route import parse_json
 
     body = b'{"items": [{"response_offsets": [[0, 1], [1, 2]]}]}'
     assert parse_json(body) == json.loads(body) and gc.isenabled()

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from service.launcher import ServiceProcess, ServiceStartError, start_service
 from tests.support.processes import wait_until_gone
+from tlcr.service.launcher import ServiceProcess, ServiceStartError, start_service
 
 
 def test_shared_service_is_reachable_on_its_port(shared_service: ServiceProcess) -> None:

@@ -81,8 +81,8 @@ def test_opt_in_truncation_drops_the_prompt_start(in_process_service: Callable[.
 
 
 def test_unloadable_model_is_alive_but_never_ready(serve_app: Callable[..., Any], tmp_path: Path) -> None:
-    from service.app import create_app
-    from service.settings import ServiceSettings
+    from tlcr.service.app import create_app
+    from tlcr.service.settings import ServiceSettings
 
     failures: list[BaseException] = []
     (tmp_path / "empty").mkdir()

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from core.reward_modes import RewardMode
-from service.rewards import reduce_rewards, rewards_from_probabilities
+from tlcr.core.reward_modes import RewardMode
+from tlcr.service.rewards import reduce_rewards, rewards_from_probabilities
 
 P = [0.0, 0.25, 0.4, 0.5, 0.6, 0.75, 1.0]
 

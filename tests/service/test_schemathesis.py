@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from service.launcher import ServiceProcess
+from tlcr.service.launcher import ServiceProcess
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
 

@@ -10,11 +10,11 @@ import httpx
 import numpy as np
 import pytest
 
-from core.models import encode_prompt_response, load_tokenizer
-from core.reward_modes import RewardMode
-from service.items import response_offsets
-from service.launcher import ServiceProcess
-from service.rewards import rewards_from_probabilities
+from tlcr.core.models import encode_prompt_response, load_tokenizer
+from tlcr.core.reward_modes import RewardMode
+from tlcr.service.items import response_offsets
+from tlcr.service.launcher import ServiceProcess
+from tlcr.service.rewards import rewards_from_probabilities
 
 PROMPT = "\n\nHuman: What are the capital and the national animal of Pioumpioland?\n\nAssistant:"
 RESPONSE = " The capital of Pioumpioland is Firtal. The national animal of Pioumpioland is the eagle."
@@ -97,7 +97,7 @@ def test_results_do_not_depend_on_concurrent_batch_companions(shared_service: Se
 
 
 def test_sequence_rewards_match_the_sequence_model(shared_service: ServiceProcess, sequence_rm_dir: Path) -> None:
-    from service.scorer import SequenceScorer
+    from tlcr.service.scorer import SequenceScorer
 
     items = [{"prompt": PROMPT, "response": RESPONSE}, {"prompt": "Q", "response": " A"}]
     response = post(shared_service, "/sequence_rewards", {"items": items})

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from core.models import load_tokenizer
-from service.token_strings import token_strings
+from tlcr.core.models import load_tokenizer
+from tlcr.service.token_strings import token_strings
 
 
 @pytest.mark.parametrize("text", [" The capital is Ünïcode ✓ 日本語 ok.", " plain text.", "✓", " a\n\nb"])
@@ -21,7 +21,7 @@ def test_token_strings_concatenate_to_the_text_one_per_token(tiny_model_dir: Pat
 def test_windowed_decoding_matches_decoding_every_prefix(tiny_model_dir: Path, tiny_gpt2_dir: Path,
                                                          text: str) -> None:
     """Tokens are decoded from 4 tokens back (linear time); that gives what decoding each whole prefix does."""
-    from service.token_strings import _prefix_token_strings
+    from tlcr.service.token_strings import _prefix_token_strings
 
     for directory in (tiny_model_dir, tiny_gpt2_dir):
         tokenizer = load_tokenizer(directory)

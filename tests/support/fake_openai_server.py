@@ -40,7 +40,7 @@ from typing import Any, Literal
 
 import uvicorn
 
-from labeling.instruction import (
+from tlcr.labeling.instruction import (
     PREFERRED_END,
     PREFERRED_START,
     REASONING_END,

@@ -33,7 +33,7 @@ def test_tiny_model_command(tmp_path: Path) -> None:
 
 
 def test_tiny_model_command_on_a_real_tokenizer(tmp_path: Path, real_tokenizer_dir: Callable[[str], Path]) -> None:
-    from core.models import load_causal_lm, load_tokenizer
+    from tlcr.core.models import load_causal_lm, load_tokenizer
 
     llama2 = real_tokenizer_dir("llama2")
     result = runner.invoke(app, ["tiny-model", "--output-dir", str(tmp_path / "m"), "--tokenizer", str(llama2),

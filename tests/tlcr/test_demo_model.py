@@ -12,11 +12,11 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from core.models import demo_note, load_tokenizer
 from tlcr import pipeline
 from tlcr.cli import app
+from tlcr.core.models import demo_note, load_tokenizer
 from tlcr.demo_model import DEMO_NOTE, DemoModelConfig, bootstrap_demo_model, is_complete
-from trainer.ppo_config import PPOConfig
+from tlcr.trainer.ppo_config import PPOConfig
 
 
 def tiny_config() -> DemoModelConfig:
@@ -50,7 +50,7 @@ def test_ppo_yaml_is_a_valid_short_job_on_the_folder(demo_dir: Path) -> None:
 
 
 def test_service_says_it_serves_the_demo_model(demo_dir: Path, tmp_path: Path) -> None:
-    from service.launcher import start_service
+    from tlcr.service.launcher import start_service
 
     log = tmp_path / "service.log"
     with start_service(demo_dir / "discriminator", log_path=log, extra_args=["--torch-threads", "1"]) as service:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.data.controlled import ControlledTask
-from core.models import load_causal_lm, load_tokenizer
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.models import load_causal_lm, load_tokenizer
 from tlcr.demo import DemoConfig
 from tlcr.pipeline import PipelineConfig, policy_kl
 
@@ -49,7 +49,7 @@ def test_demo_config_is_a_pipeline_config_with_the_smoke_overrides() -> None:
 
 def test_no_evaluation_prompt_occurs_in_any_training_part(tmp_path: Path) -> None:
     """The demo's and the comparison's SFT / reward-model / PPO files hold no validation or test question."""
-    from core.data.jsonl import iter_jsonl
+    from tlcr.core.data.jsonl import iter_jsonl
     from tlcr.pipeline import held_out_prompts, prepare_data
 
     config = DemoConfig.smoke(pairs=600, vocab_size=300, hidden_size=16)

@@ -16,7 +16,7 @@ from tlcr.cli import app
 
 @pytest.mark.slow
 def test_demo_runs_on_the_llama2_tokenizer(tmp_path: Path, real_tokenizer_dir: Callable[[str], Path]) -> None:
-    from core.models import load_tokenizer
+    from tlcr.core.models import load_tokenizer
 
     llama2 = real_tokenizer_dir("llama2")
     result = CliRunner().invoke(app, ["demo", "--preset", "smoke", "--out-root", str(tmp_path), "--run-name", "llama2",

@@ -11,15 +11,15 @@ import pytest
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from core.data.labelled import parse_labelled_record
-from core.data.pairs import PreferencePair
-from core.scoring import pad_sequences
-from labeling.records import build_labelled_record
-from service.items import Limits, prepare_token_item
-from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
-from trainer.discriminator import build_training_examples, check_tokenization
-from trainer.ppo_math import mask_from_lengths
-from trainer.rollout import Rollout, fetch_rewards
+from tlcr.core.data.labelled import parse_labelled_record
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.scoring import pad_sequences
+from tlcr.labeling.records import build_labelled_record
+from tlcr.service.items import Limits, prepare_token_item
+from tlcr.service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
+from tlcr.trainer.discriminator import build_training_examples, check_tokenization
+from tlcr.trainer.ppo_math import mask_from_lengths
+from tlcr.trainer.rollout import Rollout, fetch_rewards
 
 
 class RequestRecorder:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-import trainer.discriminator as discriminator
+import tlcr.trainer.discriminator as discriminator
 
 
 def dump_module(model: Any, rank: int, out: Path) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 from deepspeed_discriminator_run import dump_module
 from test_ppo_loop import ParityRewards, tiny_config
 
-from trainer.ppo import PPOTrainer
+from tlcr.trainer.ppo import PPOTrainer
 
 
 def main(policy: str, out: str) -> None:

@@ -14,10 +14,10 @@ import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
 
-from core.data.controlled import ControlledTask
-from core.data.jsonl import write_jsonl
-from core.models import is_discriminator_config, load_tokenizer
-from labeling.records import build_labelled_record
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.data.jsonl import write_jsonl
+from tlcr.core.models import is_discriminator_config, load_tokenizer
+from tlcr.labeling.records import build_labelled_record
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs" / "accelerate"

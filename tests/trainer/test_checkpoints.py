@@ -11,7 +11,7 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from trainer.checkpoints import (
+from tlcr.trainer.checkpoints import (
     TRAINER_STATE,
     CheckpointError,
     capture_rng_state,

@@ -9,13 +9,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from core.config_cli import load_config_file
-from core.presets import load_preset, preset_names, presets_dir
 from tlcr.cli import app
-from trainer.discriminator import DiscriminatorConfig
-from trainer.ppo_config import PPOConfig
-from trainer.reward_model import RewardModelConfig
-from trainer.reward_options import DiscriminatorOptions, RewardModelOptions
+from tlcr.core.config_cli import load_config_file
+from tlcr.core.presets import load_preset, preset_names, presets_dir
+from tlcr.trainer.discriminator import DiscriminatorConfig
+from tlcr.trainer.ppo_config import PPOConfig
+from tlcr.trainer.reward_model import RewardModelConfig
+from tlcr.trainer.reward_options import DiscriminatorOptions, RewardModelOptions
 
 runner = CliRunner()
 

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.data.controlled import ControlledTask
-from core.data.jsonl import write_jsonl
-from core.models import load_tokenizer
-from labeling.records import build_labelled_record
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.data.jsonl import write_jsonl
+from tlcr.core.models import load_tokenizer
+from tlcr.labeling.records import build_labelled_record
 
 pytest.importorskip("deepspeed")
 
@@ -78,7 +78,7 @@ def test_zero_on_two_cpu_processes_synchronises_gradients(setup: tuple[Path, Pat
     for name in rank0:
         assert torch.equal(rank0[name], rank1[name]), name  # the processes agree exactly
         assert torch.allclose(rank0[name], single[name], atol=1e-5, rtol=1e-4), name
-    from core.models import load_token_classifier
+    from tlcr.core.models import load_token_classifier
 
     base_model = load_token_classifier(base, num_labels=1, device="cpu", dtype="float32")
     moved = max((rank0[n] - p.detach()).abs().max().item() for n, p in base_model.named_parameters()
@@ -101,7 +101,7 @@ def test_ppo_under_zero_on_two_cpu_processes(setup: tuple[Path, Path, Path], tin
     """PPO (trainer.ppo.PPOTrainer, policy + value as one DeepSpeed engine) for two steps. The processes
     sample different prompts with different seeds, so only agreement between them is checked here; the
     equivalence with one process is the discriminator test's."""
-    from core.models import load_causal_lm
+    from tlcr.core.models import load_causal_lm
 
     out = setup[2].parent / f"ppo-zero{stage}"
     _run([sys.executable, "-m", "accelerate.commands.launch", "--config_file",

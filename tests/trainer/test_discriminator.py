@@ -12,12 +12,12 @@ import torch
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, Trainer
 from typer.testing import CliRunner
 
-from core.data.controlled import ControlledTask
-from core.data.jsonl import DataError, SkipReport, write_jsonl
-from core.models import ModelLoadError, is_discriminator_config, load_token_classifier, load_tokenizer
-from labeling.records import build_labelled_record
 from tlcr.cli import app
-from trainer.discriminator import (
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.data.jsonl import DataError, SkipReport, write_jsonl
+from tlcr.core.models import ModelLoadError, is_discriminator_config, load_token_classifier, load_tokenizer
+from tlcr.labeling.records import build_labelled_record
+from tlcr.trainer.discriminator import (
     IGNORE_INDEX,
     METRICS_FILE,
     DataCollatorForTokenDiscriminator,

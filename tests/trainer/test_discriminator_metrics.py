@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from trainer.discriminator_metrics import (
+from tlcr.trainer.discriminator_metrics import (
     discriminator_metrics,
     edited_token_accuracy,
     expected_calibration_error,

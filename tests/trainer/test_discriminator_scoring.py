@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.models import load_token_classifier, load_tokenizer
-from core.scoring import (
+from tlcr.core.models import load_token_classifier, load_tokenizer
+from tlcr.core.scoring import (
     fit_prompt_response,
     pad_sequences,
     position_ids_from_attention_mask,

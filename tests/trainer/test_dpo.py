@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core.models import encode_prompt_response, load_causal_lm, load_tokenizer
 from tlcr.cli import app
-from trainer.dpo import SplitTokenizationDPOTrainer, dpo_example, train_dpo
-from trainer.policy_options import DPOOptions
-from trainer.sft import load_split
+from tlcr.core.models import encode_prompt_response, load_causal_lm, load_tokenizer
+from tlcr.trainer.dpo import SplitTokenizationDPOTrainer, dpo_example, train_dpo
+from tlcr.trainer.policy_options import DPOOptions
+from tlcr.trainer.sft import load_split
 
 
 def test_dpo_example_uses_the_shared_split_and_eos(tiny_model_dir: Path) -> None:

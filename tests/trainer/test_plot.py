@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from core.data.jsonl import DataError
 from tlcr.cli import app
-from trainer.metrics_log import JSONLTracker
-from trainer.plot import ema, plot_runs, run_label
+from tlcr.core.data.jsonl import DataError
+from tlcr.trainer.metrics_log import JSONLTracker
+from tlcr.trainer.plot import ema, plot_runs, run_label
 
 
 def make_run(directory: Path, mode: str, steps: int = 5) -> Path:

@@ -15,12 +15,12 @@ from typing import Any
 
 import pytest
 
-from service.client import TokenRewardClient
-from service.launcher import ServiceProcess, start_service
-from service.schemas import TokenRewardItem, TokenRewardResult
-from trainer.ppo import PPOTrainer
-from trainer.ppo_config import PPOConfig
-from trainer.rollout import FetchedRewards
+from tlcr.service.client import TokenRewardClient
+from tlcr.service.launcher import ServiceProcess, start_service
+from tlcr.service.schemas import TokenRewardItem, TokenRewardResult
+from tlcr.trainer.ppo import PPOTrainer
+from tlcr.trainer.ppo_config import PPOConfig
+from tlcr.trainer.rollout import FetchedRewards
 
 
 @pytest.fixture(scope="module")
@@ -118,11 +118,11 @@ def test_eos_is_explicit_one_reward_per_generated_token(llama2_service: ServiceP
                                                         real_tokenizer_dir: Callable[[str], Path]) -> None:
     """Qwen2 policy tokens (emoji, CJK, combining marks) ending with and without EOS, scored over HTTP."""
 
-    from core.models import load_tokenizer
-    from core.scoring import pad_sequences
-    from core.tokenization import encode_prompt_response
-    from trainer.ppo_math import mask_from_lengths, response_lengths
-    from trainer.rollout import Rollout, fetch_rewards
+    from tlcr.core.models import load_tokenizer
+    from tlcr.core.scoring import pad_sequences
+    from tlcr.core.tokenization import encode_prompt_response
+    from tlcr.trainer.ppo_math import mask_from_lengths, response_lengths
+    from tlcr.trainer.rollout import Rollout, fetch_rewards
 
     tok = load_tokenizer(real_tokenizer_dir("qwen2"), padding_side="left")
     prompt = "\n\nHuman: Greet me in three scripts.\n\nAssistant:"

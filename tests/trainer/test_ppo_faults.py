@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from service.client import TokenRewardClient
-from service.launcher import ServiceProcess, start_service
 from tests.support.ports import unused_port
-from trainer.ppo import TrainingStopped, train_ppo
-from trainer.ppo_config import PPOConfig
+from tlcr.service.client import TokenRewardClient
+from tlcr.service.launcher import ServiceProcess, start_service
+from tlcr.trainer.ppo import TrainingStopped, train_ppo
+from tlcr.trainer.ppo_config import PPOConfig
 
 pytestmark = pytest.mark.slow
 
@@ -103,7 +103,7 @@ def test_service_restart_mid_run_then_outage_past_deadline(tiny_model_dir: Path,
     try:
         # 1. The service restarts while the run is going: the client retries and training goes on.
         run = tmp_path / "run"
-        caplog.set_level(logging.WARNING, logger="service.client")
+        caplog.set_level(logging.WARNING, logger="tlcr.service.client")
         gate = FetchGate(monkeypatch, hold_call=3)
         trainer = TrainingThread(config(tiny_model_dir, run, first.url, reward_deadline=180.0))
         trainer.start()

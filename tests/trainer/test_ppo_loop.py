@@ -11,14 +11,14 @@ from typing import Any
 import pytest
 import torch
 
-from core.models import load_causal_lm
-from service.client import RewardServiceUnavailable
-from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
-from trainer import ppo_math
-from trainer.checkpoints import CheckpointError
-from trainer.ppo import PPOTrainer, TrainingStopped, train_ppo
-from trainer.ppo_config import PPOConfig, PPOConfigError
-from trainer.rollout import forward_rollout
+from tlcr.core.models import load_causal_lm
+from tlcr.service.client import RewardServiceUnavailable
+from tlcr.service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
+from tlcr.trainer import ppo_math
+from tlcr.trainer.checkpoints import CheckpointError
+from tlcr.trainer.ppo import PPOTrainer, TrainingStopped, train_ppo
+from tlcr.trainer.ppo_config import PPOConfig, PPOConfigError
+from tlcr.trainer.rollout import forward_rollout
 
 
 class ParityRewards:
@@ -80,8 +80,8 @@ def test_ppo_run_writes_metrics_checkpoints_and_hf_models(tiny_model_dir: Path, 
 
 
 def test_oracle_metric_scores_the_controlled_task(tiny_model_dir: Path, tmp_path: Path) -> None:
-    from core.data.sources import load_preference_pairs
-    from core.data.splits import paper_split
+    from tlcr.core.data.sources import load_preference_pairs
+    from tlcr.core.data.splits import paper_split
 
     trainer = PPOTrainer(tiny_config(tiny_model_dir, tmp_path / "run"), ParityRewards())
     try:

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from trainer.ppo_math import (
+from tlcr.trainer.ppo_math import (
     clipped_policy_loss,
     clipped_value_loss,
     explained_variance,

@@ -9,8 +9,8 @@ import pytest
 from accelerate import Accelerator
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from core.data.jsonl import DataError
-from trainer.metrics_log import (
+from tlcr.core.data.jsonl import DataError
+from tlcr.trainer.metrics_log import (
     TENSORBOARD_DIR,
     TRACKING_PROJECT,
     JSONLTracker,
@@ -20,7 +20,7 @@ from trainer.metrics_log import (
     tracker_names,
     tracking_project,
 )
-from trainer.ppo_config import PPOConfig, PPOConfigError
+from tlcr.trainer.ppo_config import PPOConfig, PPOConfigError
 
 
 def log_run(run_dir: Path, rows: dict[int, dict[str, float]], *, resume_step: int | None = None,

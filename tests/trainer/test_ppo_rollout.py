@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from core.models import encode_prompt_response, load_causal_lm, load_token_classifier, load_tokenizer
-from core.tokenization import decode_with_offsets
-from service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
-from trainer.ppo import PolicyAndValue, batch_indices
-from trainer.ppo_math import mask_from_lengths
-from trainer.rollout import (
+from tlcr.core.models import encode_prompt_response, load_causal_lm, load_token_classifier, load_tokenizer
+from tlcr.core.tokenization import decode_with_offsets
+from tlcr.service.schemas import SequenceRewardItem, TokenRewardItem, TokenRewardResult
+from tlcr.trainer.ppo import PolicyAndValue, batch_indices
+from tlcr.trainer.ppo_math import mask_from_lengths
+from tlcr.trainer.rollout import (
     RewardContractError,
     Rollout,
     fetch_rewards,
@@ -29,7 +29,7 @@ PROMPTS = ["\n\nHuman: What is the capital of Kalo?\n\nAssistant:",
 
 def make_rollout(prompt_ids: list[list[int]], responses: list[list[int]], lengths: list[int], ended: list[bool],
                  pad: int) -> Rollout:
-    from core.scoring import pad_sequences
+    from tlcr.core.scoring import pad_sequences
 
     query_ids, query_mask = pad_sequences(prompt_ids, pad, padding_side="left")
     response_ids, _ = pad_sequences(responses, pad, padding_side="right")

@@ -10,12 +10,12 @@ from typing import Any
 import pytest
 from typer.testing import CliRunner
 
-from core.exit_codes import ExitCode
-from service.launcher import ServiceProcess, start_service
 from tests.support.ports import unused_port
 from tlcr.cli import app
-from trainer.ppo import PPOTrainer, train_ppo
-from trainer.ppo_config import PPOConfig, PPOConfigError
+from tlcr.core.exit_codes import ExitCode
+from tlcr.service.launcher import ServiceProcess, start_service
+from tlcr.trainer.ppo import PPOTrainer, train_ppo
+from tlcr.trainer.ppo_config import PPOConfig, PPOConfigError
 
 
 @pytest.fixture

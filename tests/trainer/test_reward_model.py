@@ -9,13 +9,13 @@ import pytest
 from transformers import AutoConfig, AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
-from core.data.controlled import ControlledTask
-from core.data.jsonl import DataError, write_jsonl
-from core.data.pairs import PreferencePair
-from core.models import SEQUENCE_RM_KIND, load_tokenizer
-from core.presets import load_preset
 from tlcr.cli import app
-from trainer.reward_model import (
+from tlcr.core.data.controlled import ControlledTask
+from tlcr.core.data.jsonl import DataError, write_jsonl
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.models import SEQUENCE_RM_KIND, load_tokenizer
+from tlcr.core.presets import load_preset
+from tlcr.trainer.reward_model import (
     METRICS_FILE,
     RewardModelConfig,
     load_pairs,
@@ -23,7 +23,7 @@ from trainer.reward_model import (
     tokenize_pairs,
     train_reward_model,
 )
-from trainer.reward_options import RewardModelOptions
+from tlcr.trainer.reward_options import RewardModelOptions
 
 runner = CliRunner()
 

@@ -9,11 +9,11 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from core.data.pairs import PreferencePair
-from core.models import encode_prompt_response, load_causal_lm, load_tokenizer
 from tlcr.cli import app
-from trainer.policy_options import SFTOptions
-from trainer.sft import load_split, noisy_indices, sft_examples, train_sft
+from tlcr.core.data.pairs import PreferencePair
+from tlcr.core.models import encode_prompt_response, load_causal_lm, load_tokenizer
+from tlcr.trainer.policy_options import SFTOptions
+from tlcr.trainer.sft import load_split, noisy_indices, sft_examples, train_sft
 
 
 def test_examples_label_only_the_response_and_its_eos(tiny_model_dir: Path) -> None:
