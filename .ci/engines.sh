@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds the separate virtual environments in which the real RL engines run, and runs their tests
 # (tests/integrations/test_<engine>.py; docs/integrations.md). The core .venv stays engine-free.
+# An engine's environment gets what a user installs beside the engine: the base tlcr (the HTTP client) plus
+# the adapter's extra, not tlcr[all]; the tests' own needs come from the `test` extra (pytest; torch and
+# transformers to build the tiny test models). The reward service the tests score against runs from the
+# core .venv (TLCR_SERVICE_PYTHON), as a trainer calls a service running elsewhere: run ./setup.sh first.
 #   .ci/engines.sh                  -> both engines: build, then test
-#   .ci/engines.sh verl             -> .venv-verl      = tlcr[dev,verl]: verl 0.9.1, ray, tensordict...
-#   .ci/engines.sh openrlhf         -> .venv-openrlhf  = tlcr[dev,openrlhf] + `pip install --no-deps openrlhf`
+#   .ci/engines.sh verl             -> .venv-verl      = tlcr[test,verl]: verl 0.9.1, ray, tensordict...
+#   .ci/engines.sh openrlhf         -> .venv-openrlhf  = tlcr[test,openrlhf] + `pip install --no-deps openrlhf`
 #   TLCR_ENGINES_BUILD_ONLY=1 ...   -> build without testing
 # torch is pinned first (as in setup.sh) so no engine pulls a CUDA build on a CPU machine. A missing engine
 # fails its tests here (TLCR_REQUIRE_ENGINES=1) instead of skipping them.
@@ -17,13 +21,19 @@ build() {  # build ENGINE VENV
   [ -x "$2/bin/python" ] || "$PYTHON" -m venv "$2"
   "$2/bin/python" -m pip install -q --upgrade pip
   "$2/bin/python" -m pip install -q "$TORCH_SPEC"
-  "$2/bin/python" -m pip install -q -e ".[dev,$1]"
+  "$2/bin/python" -m pip install -q -e ".[test,$1]"
   if [ "$1" = openrlhf ]; then
     # OpenRLHF's requirements pin flash-attn (CUDA only), ray, deepspeed and transformers; its reward
     # path needs none of them, so the package goes in without its dependencies.
     "$2/bin/python" -m pip install -q --no-deps "openrlhf==0.11.2"
   fi
 }
+
+SERVICE_PYTHON="$PWD/.venv/bin/python"
+if [ "${TLCR_ENGINES_BUILD_ONLY:-0}" != 1 ] && ! "$SERVICE_PYTHON" -c "import tlcr.service.app" 2>/dev/null; then
+  echo "engines: the tests' reward service runs from .venv (tlcr[service]); run ./setup.sh first" >&2
+  exit 2
+fi
 
 rc=0
 for engine in "$@"; do
@@ -37,7 +47,7 @@ for engine in "$@"; do
   built=$(date +%s)
   echo "engines: $venv built in $(( built - start )) s"
   [ "${TLCR_ENGINES_BUILD_ONLY:-0}" = 1 ] && continue
-  TLCR_REQUIRE_ENGINES=1 OMP_NUM_THREADS=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider \
+  TLCR_REQUIRE_ENGINES=1 TLCR_SERVICE_PYTHON="$SERVICE_PYTHON" OMP_NUM_THREADS=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider \
     "tests/integrations/test_$engine.py" || rc=$?
   echo "engines: $engine tests ran in $(( $(date +%s) - built )) s (exit $rc)"
 done

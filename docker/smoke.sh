@@ -438,6 +438,33 @@ print("ppo reward/sequence per step:", [round(r["reward/sequence"], 4) for r in 
 '
 step image-config check_image_config
 
+# Each image carries its own stage's extra only (docs/docker.md "Images"): the service image has no training,
+# labeling or plotting packages.
+check_stage_packages() {
+  local target absent size
+  for target in service labeling trainer; do
+    case "$target" in
+      service) absent="trl datasets pyarrow matplotlib openai accelerate" ;;
+      labeling) absent="trl datasets pyarrow matplotlib fastapi accelerate" ;;
+      trainer) absent="matplotlib fastapi" ;;
+    esac
+    size=$(docker image inspect --format '{{.Size}}' "$project-$target:cpu")
+    echo "$target image: $(( size / 1000000 )) MB"
+    docker run --rm --entrypoint python "$project-$target:cpu" -c '
+import sys
+from importlib.metadata import PackageNotFoundError, version
+present = []
+for name in sys.argv[1:]:
+    try:
+        present.append(f"{name} {version(name)}")
+    except PackageNotFoundError:
+        pass
+print("  none of:", " ".join(sys.argv[1:]) if not present else "")
+assert not present, f"packages this stage never imports: {present}"' $absent || return 1
+  done
+}
+step stage-packages check_stage_packages
+
 # ---------------------------------------------------------------------------- the labeling profile
 # The labeling service's default command must still parse (click rejects an unknown option before --help).
 check_default_labeling_command() {

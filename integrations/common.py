@@ -63,3 +63,14 @@ def dense_rewards(results: Sequence[TokenRewardResult], sent: Sequence[int], bat
         values = result.rewards[:width]
         rewards[row, :len(values)] = torch.tensor(values, dtype=torch.float32)
     return rewards
+
+
+def rewards_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
+    """G_t = Σ_{s≥t} γ^(s−t)·r_s over each row's masked-in tokens; 0 outside the mask."""
+    maskf = mask.to(rewards.dtype)
+    returns = torch.zeros_like(rewards)
+    running = torch.zeros_like(rewards[:, 0])
+    for t in reversed(range(rewards.shape[1])):
+        running = (rewards[:, t] + gamma * running) * maskf[:, t]
+        returns[:, t] = running
+    return returns

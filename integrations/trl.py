@@ -16,7 +16,7 @@ from trl import GRPOTrainer
 
 from tlcr.core.data.pairs import ASSISTANT_MARKER
 from tlcr.core.reward_modes import RewardMode
-from tlcr.integrations.common import check_token_input, dense_rewards, token_reward_items
+from tlcr.integrations.common import check_token_input, dense_rewards, rewards_to_go, token_reward_items
 from tlcr.service.client import AsyncTokenRewardClient, TokenRewardClient
 from tlcr.service.schemas import SequenceRewardItem, TokenRewardItem
 
@@ -94,17 +94,6 @@ class TLCRRewardFunction:
         for i, score in zip(sent, scores, strict=True):
             rewards[i] = float(score)
         return rewards
-
-
-def rewards_to_go(rewards: torch.Tensor, mask: torch.Tensor, gamma: float) -> torch.Tensor:
-    """G_t = Σ_{s≥t} γ^(s−t)·r_s over each row's masked-in tokens; 0 outside the mask."""
-    maskf = mask.to(rewards.dtype)
-    returns = torch.zeros_like(rewards)
-    running = torch.zeros_like(rewards[:, 0])
-    for t in reversed(range(rewards.shape[1])):
-        running = (rewards[:, t] + gamma * running) * maskf[:, t]
-        returns[:, t] = running
-    return returns
 
 
 class TLCRGRPOTrainer(GRPOTrainer):

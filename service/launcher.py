@@ -101,6 +101,9 @@ class ServiceProcess:
         return f"ServiceProcess({self.url}, pid={self.pid}, {state}, log={self.log_path})"
 
 
+SERVICE_PYTHON_ENV = "TLCR_SERVICE_PYTHON"
+
+
 def _listening_socket(host: str, port: int) -> socket.socket:
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
@@ -118,19 +121,23 @@ def _listening_socket(host: str, port: int) -> socket.socket:
 def start_service(model: str | Path, *, sequence_model: str | Path | None = None, port: int | None = None,
                   host: str = "127.0.0.1", api_key: str | None = None, extra_args: Sequence[str] = (),
                   env: Mapping[str, str] | None = None, ready_timeout: float = 120.0,
-                  log_path: Path | None = None) -> ServiceProcess:
+                  log_path: Path | None = None, python: str | Path | None = None) -> ServiceProcess:
     """Run `python -m tlcr.service --model MODEL ...` and wait until GET /readyz answers 200.
 
     `port=None` picks a free port. The API key travels in the child's environment (TLCR_API_KEY), not on
-    its command line. `extra_args` are more `tlcr serve` flags. Raises ServiceStartError, with the tail of
-    the service's log, if it exits or is not ready within `ready_timeout` seconds.
+    its command line. `extra_args` are more `tlcr serve` flags. `python`: the interpreter that runs the
+    service (default: $TLCR_SERVICE_PYTHON, else this one), so a trainer's environment with only the base
+    install (the client) can start a service from another environment that has `tlcr[service]`. Raises
+    ServiceStartError, with the tail of the service's log, if it exits or is not ready within `ready_timeout`
+    seconds.
     """
     child_env = dict(os.environ)
     child_env.update(env or {})
     if api_key is not None:
         child_env["TLCR_API_KEY"] = api_key
     child_env["TLCR_PARENT_PID"] = str(os.getpid())  # the service stops when this process is gone
-    args = [sys.executable, "-m", "tlcr.service", "--model", str(model), "--host", host]
+    interpreter = str(python or os.environ.get(SERVICE_PYTHON_ENV) or sys.executable)
+    args = [interpreter, "-m", "tlcr.service", "--model", str(model), "--host", host]
     if sequence_model is not None:
         args += ["--sequence-model", str(sequence_model)]
 

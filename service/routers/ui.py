@@ -13,7 +13,7 @@ router = APIRouter(tags=["ui"])
 
 @cache
 def heatmap_html() -> str:
-    return resources.files("service").joinpath("static/heatmap.html").read_text(encoding="utf-8")
+    return resources.files("tlcr.service").joinpath("static/heatmap.html").read_text(encoding="utf-8")
 
 
 @router.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
+from tests.support.package_layout import package_dirs
 from tlcr.cli import app
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,12 +83,14 @@ def test_jobs_reach_the_service_by_its_compose_name_once_healthy() -> None:
 
 
 @pytest.mark.parametrize("files", [["docker-compose.yml"], ["docker-compose.yml", "docker-compose.cpu.yml"]])
-def test_bootstrap_runs_once_before_the_service_on_the_same_image(files: list[str]) -> None:
+def test_bootstrap_runs_once_before_the_service_in_the_trainer_image(files: list[str]) -> None:
     services: dict[str, Any] = {}
     for name in files:
         services = merge(services, load_compose(name)["services"])
-    bootstrap, reward = services["bootstrap"], services["reward"]
-    assert bootstrap["image"] == reward["image"] and bootstrap["build"] == reward["build"]
+    bootstrap, reward, trainer = services["bootstrap"], services["reward"], services["trainer"]
+    # Training the demo model needs tlcr[train]; the service image carries tlcr[service] only.
+    assert bootstrap["image"] == trainer["image"] and bootstrap["build"] == trainer["build"]
+    assert bootstrap["build"]["target"] == "trainer" and reward["build"]["target"] == "service"
     assert bootstrap["command"] == ["bootstrap"]  # docker/entrypoint.sh's one-shot step
     assert bootstrap["restart"] == "no" and "profiles" not in bootstrap and "deploy" not in bootstrap
     assert bootstrap["healthcheck"] == {"disable": True}  # the image's HEALTHCHECK probes the service
@@ -171,10 +174,7 @@ def test_dockerfile_targets_user_healthcheck_and_volumes() -> None:
 
 
 def test_build_context_allows_every_package_and_the_build_folders() -> None:
-    pyproject = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
-    include = re.search(r"^\[tool\.setuptools\.packages\.find\]\ninclude = \[([^]]*)\]", pyproject, re.MULTILINE)
-    assert include, "pyproject.toml: [tool.setuptools.packages.find] include not found"
-    packages = [pattern.rstrip("*") for pattern in re.findall(r'"([^"]+)"', include.group(1))]
+    packages = sorted(set(package_dirs().values()))  # the folders mapped into the tlcr namespace
     assert packages
     allowed = {line.strip() for line in (ROOT / ".dockerignore").read_text(encoding="utf-8").splitlines()}
     assert "*" in allowed  # an allow-list: everything else (models/, data/, .venv) stays out

@@ -146,13 +146,3 @@ def test_openrlhf_executor_over_http(tiny_reward_service: ServiceProcess, stripp
     assert out["reward"] == pytest.approx([reward], abs=1e-5)
     assert out["scores"] == pytest.approx([score], abs=1e-5)
     assert out["extra_logs"]["tlcr/response_tokens"][0] > 0
-
-
-def test_a_missing_policy_tokenizer_directory_is_refused_at_startup(tiny_token_classifier_dir: Path,
-                                                                    tmp_path: Path) -> None:
-    from pydantic import ValidationError
-
-    from tlcr.service.settings import ServiceSettings
-
-    with pytest.raises(ValidationError, match="get_reward_policy_tokenizer"):
-        ServiceSettings(model=str(tiny_token_classifier_dir), get_reward_policy_tokenizer=str(tmp_path / "nope"))

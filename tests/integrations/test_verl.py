@@ -130,7 +130,7 @@ def test_verl_kl_penalty_gae_and_reinforce_pp_on_dense_rm_scores_equal_tlcr_math
     # REINFORCE++: whitened γ-discounted reward-to-go, as TLCRGRPOTrainer's dense term (integrations.trl).
     from types import SimpleNamespace
 
-    from tlcr.integrations.trl import rewards_to_go
+    from tlcr.integrations.common import rewards_to_go
 
     rpp_advantages, rpp_returns = compute_reinforce_plus_plus_outcome_advantage(
         verl_rewards, mask, config=SimpleNamespace(gamma=gamma))

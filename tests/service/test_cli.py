@@ -111,3 +111,11 @@ def test_python_m_service_has_the_same_options(tmp_path: Path) -> None:
     missing = subprocess.run([sys.executable, "-m", "tlcr.service", "--model", str(tmp_path / "missing")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
+
+
+def test_a_missing_policy_tokenizer_directory_is_refused_at_startup(tiny_token_classifier_dir: Path,
+                                                                    tmp_path: Path) -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="get_reward_policy_tokenizer"):
+        ServiceSettings(model=str(tiny_token_classifier_dir), get_reward_policy_tokenizer=str(tmp_path / "nope"))

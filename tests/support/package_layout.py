@@ -8,9 +8,8 @@ copies the folders into the layout a wheel installs, `DEST/tlcr/service/...`, re
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
-
 import tomllib
+from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
