@@ -8,8 +8,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
+import Levenshtein
 import pytest
-from rapidfuzz.distance import Levenshtein
 
 from tlcr.labeling.token_labels import label_tokens
 
