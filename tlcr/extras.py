@@ -32,7 +32,7 @@ COMMAND_EXTRAS: dict[str, tuple[str, ...]] = {
     "dpo": ("train",),
     "plot": ("eval",),
     "eval": ("eval",),
-    "bootstrap-model": ALL,
+    "bootstrap-model": ("train", "label"),  # SFT, labels from the chosen reviser, the discriminator
     "demo": ALL,
 }
 
