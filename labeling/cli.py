@@ -62,6 +62,7 @@ def label_command(config: LabelOptions) -> None:
 
     ledger_file: LedgerFile | None = None
     rev: Reviser
+    openai_rev: OpenAIReviser | None = None
     if config.reviser == "chosen":
         from tlcr.labeling.revisers import ChosenReviser
 
@@ -71,7 +72,8 @@ def label_command(config: LabelOptions) -> None:
 
         rev = GivenReviser(given_revisions)
     else:
-        rev, ledger_file = _openai_reviser(config)
+        openai_rev, ledger_file = _openai_reviser(config)
+        rev = openai_rev
 
     worker_config = WorkerConfig(out=out, tokenizer_name=config.tokenizer, concurrency=config.concurrency,
                                  filters=config.filters(), progress=config.progress,
@@ -79,8 +81,8 @@ def label_command(config: LabelOptions) -> None:
 
     async def run() -> RunResult:
         try:
-            if config.reviser == "openai":
-                await rev.find_budget(config.reviser_context_length, config.reviser_tokenizer)  # type: ignore[attr-defined]
+            if openai_rev is not None:  # the context length, before any pair is sent
+                await openai_rev.find_budget(config.reviser_context_length, config.reviser_tokenizer)
             return await label_pairs(pairs, rev, tok, worker_config, ledger_file)
         finally:
             await rev.aclose()
