@@ -21,12 +21,14 @@ import httpx
 import pytest
 from typer.testing import CliRunner
 
-from tests.support.vllm_server import VLLMServer, tiny_vllm_model, vllm_python
+from tests.support.vllm_server import CHAT_TEMPLATE, VLLMServer, tiny_vllm_model, vllm_python
 from tlcr.cli import app
 from tlcr.core.data.controlled import ControlledTask
 from tlcr.core.exit_codes import ExitCode
+from tlcr.core.models import load_tokenizer
 from tlcr.labeling.cache import RevisionCache
 from tlcr.labeling.instruction import INSTRUCTION_VERSION, build_messages
+from tlcr.labeling.reviser_context import PromptBudget
 from tlcr.labeling.revisers import cache_key
 
 pytestmark = pytest.mark.slow
@@ -92,6 +94,13 @@ def test_requests_usage_cache_and_resume(vllm: VLLMServer, tmp_path: Path) -> No
     counted = [httpx.post(vllm.base_url.removesuffix("/v1") + "/tokenize", timeout=30,
                           json={"model": MODEL, "messages": build_messages(p)}).json()["count"] for p in pairs]
     assert usage["prompt_tokens"] == sum(counted)
+    # the context check counts what vLLM counts when the tokenizer has the server's chat template, and no
+    # more without it (the messages' tokens alone)
+    tok = load_tokenizer(vllm.model_dir)
+    without_template = [PromptBudget(2048, None, tok, "tiny").prompt_tokens(p) for p in pairs]
+    tok.chat_template = CHAT_TEMPLATE
+    assert [PromptBudget(2048, None, tok, "tiny").prompt_tokens(p) for p in pairs] == counted
+    assert all(0 < n < c for n, c in zip(without_template, counted, strict=True))
     assert 0 < usage["completion_tokens"] <= PAIRS * MAX_TOKENS
     # the cache: another output with this cache pays for nothing and writes the same bytes
     cache = str(out.with_name("labels.jsonl.cache.sqlite"))
