@@ -16,6 +16,7 @@ and the endpoint refuses is recorded with the endpoint's 400 and its message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import sys
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 TOO_LONG_FOR_REVISER = "too_long_for_reviser"
 ESTIMATE_BYTES_PER_TOKEN = 8
+MODELS_TIMEOUT_S = 30.0  # a server that does not answer its model list must not hold the run up for long
 
 
 @dataclass(frozen=True)
@@ -77,8 +79,8 @@ async def reported_model(client: openai.AsyncOpenAI, model: str) -> dict[str, ob
     import openai
 
     try:
-        listing = await client.get("/models", cast_to=object)
-    except (openai.APIError, ValueError) as exc:
+        listing = await asyncio.wait_for(client.get("/models", cast_to=object), MODELS_TIMEOUT_S)
+    except (openai.APIError, ValueError, asyncio.TimeoutError) as exc:
         log.info("the endpoint's model list is unavailable (%s): the reviser's context length is unknown",
                  exc.__class__.__name__)
         return None
