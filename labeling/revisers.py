@@ -44,7 +44,7 @@ class Revision:
     revision: str | None
     failure: str | None = None
     reasons: str | None = None
-    detail: str | None = None  # the endpoint's error message, or why a pair was not sent (record's reason_detail)
+    detail: str | None = None  # the record's reason_detail: the endpoint's error message, or an unusable answer's start
 
 
 class Reviser(Protocol):

@@ -47,7 +47,7 @@ class LabelledRecord:
     revised_labels: list[float]
     status: Status = "ok"
     reason: str | None = None
-    reason_detail: str | None = None  # failed: the endpoint's error message, or why the pair was not sent
+    reason_detail: str | None = None  # failed: the endpoint's message, why it was not sent, or the answer's start
     reviser: str = ""
     instruction_version: str = ""
     ops: dict[str, int] = field(default_factory=lambda: {"insert": 0, "delete": 0, "replace": 0})
