@@ -162,3 +162,17 @@ def test_an_unusable_answer_is_shown_in_the_record(fake_llm: FakeOpenAIServer, t
         assert record["status"] == "failed" and record["reason_detail"].startswith("the answer began: ")
     expected = "The preferred reply is better" if behaviour == "no_marker" else "I'm sorry, but I can't help"
     assert expected in _lines(out)[0]["reason_detail"]
+
+
+def test_worker_processes_keep_the_message_and_count_it(fake_llm: FakeOpenAIServer, tiny_model_dir: Path,
+                                                        tmp_path: Path) -> None:
+    pairs = ControlledTask(seed=0).pairs(6, seed=42)
+    fake_llm.set_script(Script(rules=[Rule("400", match=p.rejected.strip()) for p in pairs[:4]]))
+    out = tmp_path / "labels.jsonl"
+    code, output = _label(*_args(fake_llm, tiny_model_dir, out), "--workers", "2", "--worker-start", "fork")
+    assert code == ExitCode.BAD_INPUT, output  # 4 of 6 failed > 0.5
+    failed = [r for r in _lines(out) if r["status"] == "failed"]
+    assert len(failed) == 4 and all(r["reason_detail"].startswith(CONTEXT_MESSAGE) for r in failed)
+    usage = json.loads(out.with_name("labels.jsonl.usage.json").read_text())["totals"]["fake-reviser"]
+    assert usage["errors"] == {"http_400": 4} and sum(usage["error_messages"].values()) == 4
+    assert "4 x api_error_400" in output and "4 of 6 records" in output
