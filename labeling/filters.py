@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from tlcr.core.data.labelled import NEGATIVE, NEUTRAL, POSITIVE
+from tlcr.labeling.usage import message_class
 
 UNCHANGED = "unchanged"
 REFUSAL = "refusal"
@@ -118,13 +119,23 @@ class LabelSummary:
 
     by_status: Counter[str] = field(default_factory=Counter)
     by_reason: Counter[str] = field(default_factory=Counter)
+    by_failed_reason: Counter[str] = field(default_factory=Counter)  # the reasons of "failed" records only
     label_counts: Counter[str] = field(default_factory=Counter)  # negative / neutral / positive tokens
     edit_ratio_sum: float = 0.0
+    # failed records' messages (reason_detail), counted by (reason, message class); the first one seen of each
+    by_message: Counter[tuple[str, str]] = field(default_factory=Counter)
+    message_example: dict[tuple[str, str], str] = field(default_factory=dict)
 
     def add(self, record: dict[str, Any]) -> None:
         self.by_status[record["status"]] += 1
         if record["reason"]:
             self.by_reason[record["reason"]] += 1
+            if record["status"] == "failed":
+                self.by_failed_reason[record["reason"]] += 1
+        if record.get("reason_detail"):
+            key = (record["reason"] or "", message_class(record["reason_detail"]))
+            self.by_message[key] += 1
+            self.message_example.setdefault(key, record["reason_detail"])
         if record["status"] != "ok":
             return
         self.edit_ratio_sum += record["edit_ratio"]
@@ -147,7 +158,13 @@ class LabelSummary:
             "label_fractions": {k: (self.label_counts[k] / tokens if tokens else 0.0)
                                 for k in ("negative", "neutral", "positive")},
             "mean_edit_ratio_ok": self.edit_ratio_sum / ok if ok else None,
+            "failure_messages": [{"reason": reason, "count": count, "message": self.message_example[(reason, kind)]}
+                                 for (reason, kind), count in self.top_messages()],
         }
+
+    def top_messages(self, n: int = 5) -> list[tuple[tuple[str, str], int]]:
+        """The `n` most frequent (reason, message class) of failed records, most frequent first."""
+        return sorted(self.by_message.items(), key=lambda item: (-item[1], item[0]))[:n]
 
     def format(self) -> str:
         d = self.to_dict()
@@ -160,4 +177,7 @@ class LabelSummary:
                 f"token labels of ok records: negative {d['label_counts']['negative']} ({fr['negative']:.1%}), "
                 f"neutral {d['label_counts']['neutral']} ({fr['neutral']:.1%}), "
                 f"positive {d['label_counts']['positive']} ({fr['positive']:.1%})"
-                + (f"; mean edit ratio {mean:.3f}" if mean is not None else ""))
+                + (f"; mean edit ratio {mean:.3f}" if mean is not None else "")
+                + ("\nmost frequent failure messages (count x reason: the first message of its kind):"
+                   if d["failure_messages"] else "")
+                + "".join(f"\n  {m['count']} x {m['reason']}: {m['message']}" for m in d["failure_messages"]))

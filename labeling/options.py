@@ -42,6 +42,13 @@ class LabelOptions(PairsOptions):
     temperature: float = field(default=0.0, metadata={"help": "openai: sampling temperature."})
     max_tokens: int | None = field(default=None, metadata={
         "help": "openai: completion token limit (default: the endpoint's)."})
+    reviser_context_length: int | None = field(default=None, metadata={
+        "help": "openai: the reviser's context length in tokens (default: what the endpoint's /v1/models reports, "
+                "as vLLM does); pairs whose request cannot fit are not sent but recorded failed, "
+                "too_long_for_reviser."})
+    reviser_tokenizer: str | None = field(default=None, metadata={
+        "help": "openai: the reviser's tokenizer, to count prompt tokens (default: the served model's folder "
+                "when /v1/models names a local one; otherwise an estimate that errs short)."})
     cache: Path | None = field(default=None, metadata={
         "help": "openai: answer cache (default: <output file>.cache.sqlite)."})
     no_cache: bool = field(default=False, metadata={"help": "openai: do not read or write the answer cache."})
@@ -56,6 +63,9 @@ class LabelOptions(PairsOptions):
         "help": "Skip (filter as too_long) pairs whose prompt, chosen, rejected or revised text is longer."})
     max_response_tokens: int = field(default=4_096, metadata={
         "help": "Skip (filter as too_long) pairs whose rejected or revised response has more tokens."})
+    max_failure_share: float = field(default=0.5, metadata={
+        "help": "Exit 2 when more than this share of the output's records failed (the reviser gave no usable "
+                "answer: an endpoint error, an unparsable answer, too long for the reviser); 1 = never."})
     progress: bool = field(default=True, metadata={"help": "Show a progress bar."})
 
     def __post_init__(self) -> None:
@@ -77,6 +87,12 @@ class LabelOptions(PairsOptions):
             if self.workers > self.concurrency:
                 raise ValueError(f"--workers ({self.workers}) must be <= --concurrency ({self.concurrency}): each "
                                  "worker needs a call in flight")
+        if not 0.0 <= self.max_failure_share <= 1.0:
+            raise ValueError(f"--max-failure-share must be in [0, 1], not {self.max_failure_share}")
+        if self.reviser_context_length is not None and self.reviser_context_length < 1:
+            raise ValueError(f"--reviser-context-length must be >= 1, not {self.reviser_context_length}")
+        if self.max_tokens is not None and self.max_tokens < 1:
+            raise ValueError(f"--max-tokens must be >= 1, not {self.max_tokens}")
         self.filters()  # raises naming a bad filter setting
         self.shard_index_count()
 

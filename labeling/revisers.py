@@ -21,7 +21,8 @@ from tlcr.core.data.pairs import PreferencePair
 from tlcr.core.retry import RetryPolicy, log_retry, retry_after_seconds
 from tlcr.labeling.cache import CachedAnswer, RevisionCache, cache_key
 from tlcr.labeling.instruction import EMPTY_REVISION, INSTRUCTION_VERSION, build_messages, parse_revision
-from tlcr.labeling.usage import UsageLedger
+from tlcr.labeling.reviser_context import PromptBudget, prompt_budget
+from tlcr.labeling.usage import UsageLedger, cut_message
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +44,7 @@ class Revision:
     revision: str | None
     failure: str | None = None
     reasons: str | None = None
+    detail: str | None = None  # the record's reason_detail: the endpoint's error message, or an unusable answer's start
 
 
 class Reviser(Protocol):
@@ -129,9 +131,15 @@ def answer_from_completion(data: object, model: str) -> CachedAnswer | None:
                         completion_tokens=completion_tokens, model=str(answered_by))
 
 
+ANSWER_DETAIL_CHARS = 200  # how much of an unusable answer a failed record keeps in reason_detail
+
+
 def revision_from_answer(answer: CachedAnswer, pair: PreferencePair) -> Revision:
     parsed = parse_revision(answer.output, pair.rejected, finish_reason=answer.finish_reason)
-    return Revision(parsed.revision, parsed.failure, parsed.reasons)
+    detail = None
+    if parsed.revision is None and parsed.failure != EMPTY_REVISION and answer.output and answer.output.strip():
+        detail = "the answer began: " + cut_message(answer.output, ANSWER_DETAIL_CHARS)  # what the model said
+    return Revision(parsed.revision, parsed.failure, parsed.reasons, detail)
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,7 @@ class OpenAIReviser:
         self.max_tokens = max_tokens
         self.cache = cache
         self.ledger = ledger or UsageLedger()
+        self.budget: PromptBudget | None = None  # set by find_budget: pairs that cannot fit are not sent
         if not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ValueError(f"concurrency must be between 1 and {MAX_CONCURRENCY}, got {concurrency}")
         # openai's aiohttp transport, not its default httpx one. Why: in benchmarks/labeling.py the httpx
@@ -187,6 +196,12 @@ class OpenAIReviser:
         # What another process needs to make the same calls (labeling.revision_processes): no cache, no ledger.
         self.settings = OpenAISettings(model=model, api_key=api_key, base_url=base_url, timeout_s=timeout_s,
                                        retry=self.retry, temperature=temperature, max_tokens=max_tokens)
+
+    async def find_budget(self, context_length: int | None = None, tokenizer: str | None = None) -> None:
+        """Learn the context length (the option, else `/v1/models`) and how to count prompts; see
+        `tlcr.labeling.reviser_context`."""
+        self.budget = await prompt_budget(self.client, self.model, max_tokens=self.max_tokens,
+                                          context_length=context_length, tokenizer=tokenizer)
 
     def key(self, pair: PreferencePair) -> str:
         return cache_key(self.model, self.instruction_version, pair.prompt, pair.chosen, pair.rejected)
@@ -221,6 +236,7 @@ class OpenAIReviser:
                 usage.retries += 1
             usage.requests += 1
             retry_after: float | None = None
+            last_message: str | None = None  # the endpoint's error message, if it sent one
             try:
                 # The client's generic POST: the same auth, errors and retries as `chat.completions.create`,
                 # without its recursive transform of the request and pydantic `construct` of the answer
@@ -233,14 +249,15 @@ class OpenAIReviser:
                 last_error = f"connection ({exc.__class__.__name__})"
             except openai.APIStatusError as exc:
                 status = exc.status_code
+                message = endpoint_message(exc)
                 if status in FATAL_STATUS:
-                    self.ledger.error(self.model, f"http_{status}")
-                    raise ReviserError(f"{self.name}: HTTP {status} from the endpoint ({_short(exc)}); "
+                    self.ledger.error(self.model, f"http_{status}", message)
+                    raise ReviserError(f"{self.name}: HTTP {status} from the endpoint ({message}); "
                                        "check the API key, base URL and model name") from exc
                 if status not in RETRIABLE_STATUS and status < 500:
-                    self.ledger.error(self.model, f"http_{status}")
-                    return Revision(None, f"api_error_{status}")
-                last_error = f"http_{status}"
+                    self.ledger.error(self.model, f"http_{status}", message)
+                    return Revision(None, f"api_error_{status}", detail=message)
+                last_error, last_message = f"http_{status}", message
                 retry_after = retry_after_seconds(exc.response.headers.get("retry-after"))
             except (openai.APIResponseValidationError, ValueError):
                 # a 200 whose body is not JSON (proxy glitch, overloaded server): retry
@@ -254,19 +271,34 @@ class OpenAIReviser:
                     usage.prompt_tokens += answer.prompt_tokens
                     usage.completion_tokens += answer.completion_tokens
                     return answer
-            self.ledger.error(self.model, last_error.split(" ")[0])
+            self.ledger.error(self.model, last_error.split(" ")[0], last_message)
             if attempt < self.retry.max_retries:
                 delay = self.retry.delay(attempt, retry_after)
                 log_retry(log, f"reviser {self.name}, pair {pair.id}", last_error, attempt + 1,
                           self.retry.max_retries, delay)
                 await asyncio.sleep(delay)
+        said = f": {last_message}" if last_message else ""
         raise TransientReviserError(f"pair {pair.id}: gave up after {self.retry.max_retries + 1} attempts "
-                                    f"(last error: {last_error})")
+                                    f"(last error: {last_error}{said})")
 
     async def aclose(self) -> None:
         await self.client.close()
 
 
-def _short(exc: openai.APIStatusError) -> str:
-    text = str(exc.message if hasattr(exc, "message") else exc)
-    return text if len(text) <= 200 else text[:200] + "..."
+def endpoint_message(exc: openai.APIStatusError) -> str:
+    """The error message in an endpoint's error body, whitespace collapsed and cut to REASON_DETAIL_MAX.
+
+    OpenAI and vLLM send `{"error": {"message": ...}}` (older vLLM `{"message": ...}`), FastAPI servers
+    `{"detail": ...}`; any other body is taken as text.
+    """
+    body = exc.body
+    text: object = None
+    if isinstance(body, dict):
+        error = body.get("error")
+        text = (error.get("message") if isinstance(error, dict) else error) or body.get("message") \
+            or body.get("detail")
+    elif isinstance(body, str):
+        text = body
+    if text is None or text == "":
+        text = exc.message
+    return cut_message(text if isinstance(text, str) else repr(text))

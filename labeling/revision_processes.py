@@ -429,6 +429,8 @@ class RevisionProcesses:
             for name in COUNTS:
                 setattr(ledger, name, getattr(ledger, name) + getattr(new, name) - getattr(old, name))
             ledger.errors = dict(Counter(ledger.errors) + (Counter(new.errors) - Counter(old.errors)))
+            ledger.error_messages = dict(Counter(ledger.error_messages)
+                                         + (Counter(new.error_messages) - Counter(old.error_messages)))
             worker.merged = new
 
     async def aclose(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -16,6 +17,22 @@ from pathlib import Path
 from typing import Any
 
 COUNTS = ("requests", "answers", "cache_hits", "retries", "prompt_tokens", "completion_tokens")  # ModelUsage's
+MESSAGE_MAX_CHARS = 500  # an endpoint's error message as kept in a record's reason_detail
+_CLASS_MAX_CHARS = 160
+_NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
+_SPACE = re.compile(r"\s+")
+
+
+def cut_message(text: str, limit: int = MESSAGE_MAX_CHARS) -> str:
+    """`text` on one line (whitespace collapsed), cut to `limit` characters with an ellipsis."""
+    text = _SPACE.sub(" ", text).strip()
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def message_class(text: str) -> str:
+    """A message with its numbers replaced by N, so that "context length is 512 tokens, your prompt has 513"
+    and "... has 700" count as one kind of error."""
+    return cut_message(_NUMBER.sub("N", text), _CLASS_MAX_CHARS)
 
 
 @dataclass
@@ -26,12 +43,15 @@ class ModelUsage:
     retries: int = 0
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    errors: dict[str, int] = field(default_factory=dict)  # error kind -> count
+    errors: dict[str, int] = field(default_factory=dict)  # error kind (http_<status>, timeout...) -> count
+    # "<kind>: <message class>" -> count, for errors whose endpoint sent a message
+    error_messages: dict[str, int] = field(default_factory=dict)
 
     def add(self, other: ModelUsage) -> None:
         for name in COUNTS:
             setattr(self, name, getattr(self, name) + getattr(other, name))
         self.errors = dict(Counter(self.errors) + Counter(other.errors))
+        self.error_messages = dict(Counter(self.error_messages) + Counter(other.error_messages))
 
     @property
     def total_tokens(self) -> int:
@@ -45,9 +65,12 @@ class UsageLedger:
     def model(self, name: str) -> ModelUsage:
         return self.by_model.setdefault(name, ModelUsage())
 
-    def error(self, name: str, kind: str) -> None:
+    def error(self, name: str, kind: str, message: str | None = None) -> None:
         usage = self.model(name)
         usage.errors[kind] = usage.errors.get(kind, 0) + 1
+        if message:
+            key = f"{kind}: {message_class(message)}"
+            usage.error_messages[key] = usage.error_messages.get(key, 0) + 1
 
     def to_dict(self) -> dict[str, Any]:
         return {name: {**asdict(u), "total_tokens": u.total_tokens} for name, u in sorted(self.by_model.items())}
@@ -61,6 +84,8 @@ class UsageLedger:
             lines.append(f"{name}: {u.answers} answers, {u.cache_hits} cache hits, {u.requests} requests, "
                          f"{u.retries} retries, tokens {u.prompt_tokens} prompt + {u.completion_tokens} "
                          f"completion, errors: {errors}")
+            top = sorted(u.error_messages.items(), key=lambda item: (-item[1], item[0]))[:5]
+            lines.extend(f"  {count} x {key}" for key, count in top)
         return "\n".join(lines)
 
 

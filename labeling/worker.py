@@ -37,6 +37,7 @@ from tlcr.core.data.pairs import PreferencePair
 from tlcr.labeling.filters import TOO_LONG, FilterConfig, LabelSummary, apply_filters, too_long_texts
 from tlcr.labeling.instruction import EMPTY_REVISION
 from tlcr.labeling.records import build_labelled_record
+from tlcr.labeling.reviser_context import TOO_LONG_FOR_REVISER
 from tlcr.labeling.revisers import OpenAIReviser, Reviser, Revision, TransientReviserError
 from tlcr.labeling.revision_processes import RevisionProcesses, StartMethod
 from tlcr.labeling.usage import LedgerFile
@@ -82,14 +83,14 @@ def dedupe_pairs(pairs: Sequence[PreferencePair]) -> tuple[list[PreferencePair],
 
 
 # ----------------------------------------------------------------------------- records
-def failed_record(pair: PreferencePair, reason: str, *, reviser: str, instruction_version: str,
-                  tokenizer_name: str) -> dict[str, Any]:
+def failed_record(pair: PreferencePair, reason: str, detail: str | None = None, *, reviser: str,
+                  instruction_version: str, tokenizer_name: str) -> dict[str, Any]:
     """A status-"failed" record: no revision, so empty token fields and zero counts."""
     return LabelledRecord(
         id=pair.id, prompt=pair.prompt, chosen=pair.chosen, rejected=pair.rejected, revision=None,
         tokenizer=tokenizer_name, rejected_token_ids=[], rejected_labels=[], revised_token_ids=[], revised_labels=[],
-        status="failed", reason=reason, reviser=reviser, instruction_version=instruction_version,
-        meta=dict(pair.meta)).to_dict()
+        status="failed", reason=reason, reason_detail=detail, reviser=reviser,
+        instruction_version=instruction_version, meta=dict(pair.meta)).to_dict()
 
 
 def too_long_record(pair: PreferencePair, why: str, revision: str | None = None, *, reviser: str,
@@ -108,7 +109,7 @@ def make_record(pair: PreferencePair, revision: Revision, tokenizer: PreTrainedT
     text = "" if revision.revision is None and revision.failure == EMPTY_REVISION else revision.revision
     names = {"reviser": reviser, "instruction_version": instruction_version, "tokenizer_name": tokenizer_name}
     if text is None:
-        record = failed_record(pair, revision.failure or "unknown", **names)
+        record = failed_record(pair, revision.failure or "unknown", revision.detail, **names)
     elif (why := too_long_texts({"revision": text}, filters.max_chars)) is not None:
         record = too_long_record(pair, why, text, **names)  # checked before tokenizing it
     else:
@@ -266,6 +267,7 @@ class RunResult:
     already_done: int = 0        # pairs skipped because the output had them
     duplicates_dropped: int = 0  # exact repeats in the input
     unfinished: list[str] = field(default_factory=list)  # ids left unlabelled (retries exhausted)
+    not_sent: int = 0            # pairs recorded failed as too long for the reviser's context, not sent
     cut_partial_line: bool = False
 
     @property
@@ -290,6 +292,7 @@ async def label_pairs(pairs: Sequence[PreferencePair], reviser: Reviser, tokeniz
         result = RunResult(summary=LabelSummary(), already_done=len(unique) - len(todo),
                            duplicates_dropped=duplicates, cut_partial_line=existing.cut_partial_line)
         pending = iter(todo)
+        budget = reviser.budget if isinstance(reviser, OpenAIReviser) else None
         with open(out, "a", encoding="utf-8") as handle, \
                 tqdm(total=len(todo), disable=not config.progress, desc="labeling", unit="pair") as bar:
 
@@ -310,6 +313,15 @@ async def label_pairs(pairs: Sequence[PreferencePair], reviser: Reviser, tokeniz
                                                         instruction_version=reviser.instruction_version,
                                                         tokenizer_name=config.tokenizer_name))
                         result.written += 1
+                        bar.update(1)
+                        continue
+                    if budget is not None and (detail := budget.too_long(pair)) is not None:
+                        # not sent: the endpoint would refuse it (a 400) after queueing it
+                        appender.append(failed_record(pair, TOO_LONG_FOR_REVISER, detail, reviser=reviser.name,
+                                                      instruction_version=reviser.instruction_version,
+                                                      tokenizer_name=config.tokenizer_name))
+                        result.written += 1
+                        result.not_sent += 1
                         bar.update(1)
                         continue
                     try:

@@ -47,6 +47,7 @@ class LabelledRecord:
     revised_labels: list[float]
     status: Status = "ok"
     reason: str | None = None
+    reason_detail: str | None = None  # failed: the endpoint's message, why it was not sent, or the answer's start
     reviser: str = ""
     instruction_version: str = ""
     ops: dict[str, int] = field(default_factory=lambda: {"insert": 0, "delete": 0, "replace": 0})
@@ -59,7 +60,8 @@ class LabelledRecord:
         """The JSON object written to the output file (this key order, which resumed runs reproduce)."""
         return {
             "id": self.id, "prompt": self.prompt, "chosen": self.chosen, "rejected": self.rejected,
-            "revision": self.revision, "status": self.status, "reason": self.reason, "reviser": self.reviser,
+            "revision": self.revision, "status": self.status, "reason": self.reason,
+            "reason_detail": self.reason_detail, "reviser": self.reviser,
             "instruction_version": self.instruction_version, "tokenizer": self.tokenizer,
             "rejected_token_ids": self.rejected_token_ids, "rejected_labels": self.rejected_labels,
             "revised_token_ids": self.revised_token_ids, "revised_labels": self.revised_labels,
@@ -78,7 +80,7 @@ class LabelledRecord:
             _check_sequence(obj, record_where, ids_key, labels_key, vocab_size)
         if obj["status"] == "ok" and not obj["rejected_token_ids"]:
             raise DataError(f"{record_where}: rejected_token_ids is empty: no response token to train on")
-        for key in ("revision", "reason"):
+        for key in ("revision", "reason", "reason_detail"):
             if obj.get(key) is not None and not isinstance(obj[key], str):
                 raise DataError(f"{record_where}: field {key!r} must be a string or null")
         for key, kind in (("ops", dict), ("meta", dict)):
@@ -91,7 +93,8 @@ class LabelledRecord:
             rejected_labels=[float(x) for x in obj["rejected_labels"]],
             revised_token_ids=list(obj["revised_token_ids"]),
             revised_labels=[float(x) for x in obj["revised_labels"]],
-            status=obj["status"], reason=obj.get("reason"), reviser=str(obj.get("reviser", "")),
+            status=obj["status"], reason=obj.get("reason"), reason_detail=obj.get("reason_detail"),
+            reviser=str(obj.get("reviser", "")),
             instruction_version=str(obj.get("instruction_version", "")),
             ops=dict(obj.get("ops") or {"insert": 0, "delete": 0, "replace": 0}),
             edit_distance=int(obj.get("edit_distance", 0)), edit_ratio=float(obj.get("edit_ratio", 0.0)),

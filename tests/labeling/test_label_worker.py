@@ -28,7 +28,7 @@ from tlcr.labeling.worker import (
     select_shard,
 )
 
-SCHEMA_KEYS = {"id", "prompt", "chosen", "rejected", "revision", "status", "reason", "reviser",
+SCHEMA_KEYS = {"id", "prompt", "chosen", "rejected", "revision", "status", "reason", "reason_detail", "reviser",
                "instruction_version", "tokenizer", "rejected_token_ids", "rejected_labels", "revised_token_ids",
                "revised_labels", "ops", "edit_distance", "edit_ratio", "meta"}
 

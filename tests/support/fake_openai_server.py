@@ -6,6 +6,7 @@ reviser: brief reasons, then the *preferred* response (read back from the instru
 revision marker. A script of rules makes chosen requests misbehave:
 
     revise      the default answer                      401 / 429 / 500   that HTTP error
+    400         vLLM's "maximum context length" refusal (the token count in it differs per request)
     slow        answer after `delay_s` extra seconds     no_marker   an answer without the marker
     empty       a marker with nothing after it          refusal     a refusal of the task, no marker
     truncated   cut before the end marker, finish_reason "length"
@@ -13,7 +14,8 @@ revision marker. A script of rules makes chosen requests misbehave:
 
 A rule applies to requests whose user message contains `match` ("" = all), for its first `times`
 matches (None = always). Every answer waits `latency_s` first. GET /stats reports what happened,
-POST /script replaces the script.
+POST /script replaces the script. GET /v1/models lists the script's `models`, with `max_model_len` as
+vLLM reports it when one is given.
 
 The app is a bare ASGI callable on uvicorn's C parser (httptools) and uvloop, not a FastAPI app: the
 benchmark runs it next to the client on the same cores, and FastAPI's routing and response classes
@@ -51,9 +53,9 @@ from tlcr.labeling.instruction import (
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
-Behaviour = Literal["revise", "401", "429", "500", "slow", "no_marker", "empty", "refusal", "truncated",
+Behaviour = Literal["revise", "400", "401", "429", "500", "slow", "no_marker", "empty", "refusal", "truncated",
                     "garbage"]
-BEHAVIOURS: tuple[str, ...] = ("revise", "401", "429", "500", "slow", "no_marker", "empty", "refusal",
+BEHAVIOURS: tuple[str, ...] = ("revise", "400", "401", "429", "500", "slow", "no_marker", "empty", "refusal",
                                "truncated", "garbage")
 
 
@@ -74,13 +76,15 @@ class Rule:
 class Script:
     latency_s: float = 0.0
     rules: list[Rule] = field(default_factory=list)
+    models: dict[str, int | None] = field(default_factory=dict)  # GET /v1/models: id -> max_model_len
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Script:
-        return cls(latency_s=float(data.get("latency_s", 0.0)), rules=[Rule(**r) for r in data.get("rules", [])])
+        return cls(latency_s=float(data.get("latency_s", 0.0)), rules=[Rule(**r) for r in data.get("rules", [])],
+                   models=dict(data.get("models", {})))
 
     def to_dict(self) -> dict[str, Any]:
-        return {"latency_s": self.latency_s, "rules": [asdict(r) for r in self.rules]}
+        return {"latency_s": self.latency_s, "rules": [asdict(r) for r in self.rules], "models": self.models}
 
 
 def message_digest(text: str) -> str:
@@ -190,6 +194,11 @@ class FakeOpenAIApp:
         route = (scope["method"], scope["path"])
         if route == ("POST", "/v1/chat/completions"):
             await self.chat_completions(receive, send)
+        elif route == ("GET", "/v1/models"):
+            data = [{"id": name, "object": "model", "owned_by": "fake",
+                     **({"max_model_len": length} if length is not None else {})}
+                    for name, length in self.state.script.models.items()]
+            await _respond(send, 200, json.dumps({"object": "list", "data": data}).encode("utf-8"))
         elif route == ("GET", "/stats"):
             await _respond(send, 200, json.dumps(self.state.stats()).encode("utf-8"))
         elif route == ("POST", "/script"):
@@ -218,6 +227,11 @@ class FakeOpenAIApp:
             status, error = ERRORS[behaviour]
             headers = [(b"retry-after", rule.retry_after.encode())] if rule and rule.retry_after is not None else []
             await _respond(send, status, error, headers)
+            return
+        if behaviour == "400":
+            message = (f"This model's maximum context length is 512 tokens. However, your prompt contains at least "
+                       f"{512 + n} input tokens. Please reduce the length of the input prompt.")
+            await _respond(send, 400, error_body(message, "BadRequestError"))
             return
         content, finish = answer_content(behaviour, user)
         await _respond(send, 200, completion_body(str(body.get("model", "fake")), content, finish, user, n))
