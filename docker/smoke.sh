@@ -463,7 +463,6 @@ print("  none of:", " ".join(sys.argv[1:]) if not present else "")
 assert not present, f"packages this stage never imports: {present}"' $absent || return 1
   done
 }
-step stage-packages check_stage_packages
 
 # ---------------------------------------------------------------------------- the labeling profile
 # The labeling service's default command must still parse (click rejects an unknown option before --help).
@@ -504,6 +503,7 @@ check_configured_model_missing() {
   case "$restarts" in "0 running" | "0 created" | "0 exited") ;; *) return 1 ;; esac
 }
 step configured-model-missing check_configured_model_missing
+step stage-packages check_stage_packages  # after the labeling profile has built its image
 
 # -------------------------------------------------------------------------------------------- down
 if [ "$keep_running" = 1 ]; then
