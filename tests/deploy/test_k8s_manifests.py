@@ -6,24 +6,19 @@ except under TLCR_REQUIRE_ENGINES=1."""
 from __future__ import annotations
 
 import copy
-import os
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 
+from tests.integrations.conftest import engine
+
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 # The oldest Kubernetes still commonly run (autoscaling/v2 is GA since 1.23) and the validator's newest.
 VERSIONS = ("1.30.0", "1.37.0")
 
-try:
-    import kubernetes_validate
-except ImportError as exc:
-    if os.environ.get("TLCR_REQUIRE_ENGINES") == "1":
-        raise
-    pytest.skip(f"kubernetes-validate is not installed here ({exc}); .ci/engines.sh ray installs it",
-                allow_module_level=True)
+kubernetes_validate: Any = engine("kubernetes_validate")
 
 
 def manifests() -> dict[str, dict[str, Any]]:

@@ -7,26 +7,20 @@ module (tests.support.ray_serve), and only one runs at a time.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from tests.integrations.conftest import engine
 from tests.service.conftest import SHARED_MAX_BODY, SHARED_MAX_ITEMS
 from tests.support.ray_serve import RayServe, start_ray_serve
 
 
 def require_ray() -> None:
     """Skip the calling test module where Ray Serve is not installed (fail under TLCR_REQUIRE_ENGINES=1)."""
-    try:
-        import ray.serve  # noqa: F401
-    except ImportError as exc:
-        if os.environ.get("TLCR_REQUIRE_ENGINES") == "1":
-            raise
-        pytest.skip(f"Ray Serve is not installed here ({exc}); .ci/engines.sh ray builds its environment",
-                    allow_module_level=True)
+    engine("ray.serve")
 
 
 def settings_args(**overrides: Any) -> list[str]:
