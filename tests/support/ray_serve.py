@@ -20,7 +20,6 @@ from tests.support.ports import unused_port
 from tests.support.processes import wait_until_gone
 
 REPLICA_TITLE = b"ray::ServeReplica:tlcr:RewardReplica"
-READY_LINE = "ready: "
 
 
 def session_pids(sid: int) -> set[int]:
@@ -34,6 +33,14 @@ def session_pids(sid: int) -> set[int]:
             except OSError:
                 pass
     return pids
+
+
+def reporting(metrics: str) -> float:
+    """tlcr_replicas_reporting in a /metrics text (0 if absent)."""
+    for line in metrics.splitlines():
+        if line.startswith("tlcr_replicas_reporting "):
+            return float(line.split()[-1])
+    return 0.0
 
 
 class RayServe:
@@ -60,16 +67,17 @@ class RayServe:
         return sorted(pids)
 
     def wait_ready(self, replicas: int, timeout_s: float) -> None:
+        """Until /readyz answers 200 and every replica reports its metrics (each is loaded)."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"tlcr serve-ray exited ({self.process.returncode}):\n{self.log_tail()}")
-            if READY_LINE in self.log_path.read_text(errors="replace") and len(self.replica_pids()) >= replicas:
-                try:
-                    if httpx.get(self.url + "/readyz", timeout=5).status_code == 200:
-                        return
-                except httpx.TransportError:
-                    pass
+            try:
+                if (httpx.get(self.url + "/readyz", timeout=5).status_code == 200
+                        and reporting(httpx.get(self.url + "/metrics", timeout=5).text) >= replicas):
+                    return
+            except httpx.TransportError:
+                pass
             time.sleep(0.2)
         raise RuntimeError(f"tlcr serve-ray not ready within {timeout_s} s:\n{self.log_tail()}")
 
