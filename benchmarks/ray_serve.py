@@ -40,11 +40,12 @@ from benchmarks.service import (  # noqa: E402
     Connection,
     build_discriminator,
     load_test,
+    process_cpu_seconds,
     request_bodies,
     summarize,
     workload,
 )
-from tests.support.ray_serve import RayServe, start_ray_serve  # noqa: E402
+from tests.support.ray_serve import RayServe, session_pids, start_ray_serve  # noqa: E402
 from tlcr.service.client import AsyncTokenRewardClient  # noqa: E402
 from tlcr.service.launcher import start_service  # noqa: E402
 from tlcr.service.ray_app import REPLICA_HEADER  # noqa: E402
@@ -145,8 +146,17 @@ async def kill_mid_stream(service: RayServe, items: list[dict[str, list[int]]], 
             "replacement_process_s": timing.get("process"), "replacement_answers_s": timing.get("replaced")}
 
 
-def measure(url: str, bodies: list[tuple[bytes, int]], clients: int, seconds: float) -> Any:
-    return asyncio.run(load_test(url, bodies, clients, seconds, 200_000))
+def cpu_seconds(pids: set[int]) -> float:
+    return sum(process_cpu_seconds(pid) or 0.0 for pid in pids)
+
+
+def measure(url: str, bodies: list[tuple[bytes, int]], clients: int, seconds: float, pids: set[int]) -> Any:
+    """A closed-loop load test, plus the CPU time all of `pids` used during it (the whole system measured:
+    for Ray Serve every process of its session: proxy, replica, controller, GCS, raylet...)."""
+    before = cpu_seconds(pids)
+    sample = asyncio.run(load_test(url, bodies, clients, seconds, 200_000))
+    sample.cpu_seconds = cpu_seconds(pids) - before  # includes the 1 s warm-up: the same for every system
+    return sample
 
 
 def main() -> None:
@@ -173,10 +183,11 @@ def main() -> None:
     try:
         with start_ray_serve(model, work / "ray1.log", args=common, replicas=1) as ray1:
             for r in range(args.rounds):
-                systems = [("direct", direct.url), ("ray x1", ray1.url)]
-                for name, url in systems if r % 2 == 0 else systems[::-1]:
-                    samples.setdefault(f"{name} @16", []).append(measure(url, bodies, 16, args.duration))
-                samples.setdefault("ray x1 @32", []).append(measure(ray1.url, bodies, 32, args.duration))
+                ray_pids = session_pids(ray1.process.pid)
+                systems = [("direct", direct.url, {direct.pid}), ("ray x1", ray1.url, ray_pids)]
+                for name, url, pids in systems if r % 2 == 0 else systems[::-1]:
+                    samples.setdefault(f"{name} @16", []).append(measure(url, bodies, 16, args.duration, pids))
+                samples.setdefault("ray x1 @32", []).append(measure(ray1.url, bodies, 32, args.duration, ray_pids))
                 print(f"round {r + 1}: " + ", ".join(f"{k} {v[-1].tokens / v[-1].seconds:,.0f} tok/s"
                                                      for k, v in samples.items()), flush=True)
     finally:
@@ -184,7 +195,8 @@ def main() -> None:
     with start_ray_serve(model, work / "ray2.log", args=common, replicas=2) as ray2:
         for _ in range(args.rounds):
             for clients in (16, 32):
-                samples.setdefault(f"ray x2 @{clients}", []).append(measure(ray2.url, bodies, clients, args.duration))
+                samples.setdefault(f"ray x2 @{clients}", []).append(
+                    measure(ray2.url, bodies, clients, args.duration, session_pids(ray2.process.pid)))
         time.sleep(2.5)  # every replica has pushed its metrics since the last measurement
         before = served(ray2.url)
         counts = asyncio.run(soak(ray2.url, bodies, 32, args.soak))
@@ -193,17 +205,19 @@ def main() -> None:
         killed = asyncio.run(kill_mid_stream(ray2, items, 16, args.kill_seconds))
 
     results = {k: summarize(k, None, v) for k, v in samples.items()}
-    print("\n| system | clients | tokens/s (median of rounds) | p50 / p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|")
+    print("\n| system | clients | tokens/s (median of rounds) | p50 / p99 ms | errors | tokens per CPU-s |")
+    print("|---|---:|---:|---:|---:|---:|")
     for key, r in results.items():
         name, clients = key.split(" @")
-        print(f"| {name} | {clients} | {r.tokens_per_s:,.0f} | {r.p50_ms:.1f} / {r.p99_ms:.1f} | {r.errors} |")
+        print(f"| {name} | {clients} | {r.tokens_per_s:,.0f} | {r.p50_ms:.1f} / {r.p99_ms:.1f} | {r.errors} | "
+              f"{r.tokens_per_cpu_s:,.0f} |")
     d, one = results["direct @16"], results["ray x1 @16"]
     ratio = one.tokens_per_s / d.tokens_per_s
     print(f"\nproxy overhead at 1 replica, 16 clients: throughput Ray/direct {ratio:.2f} (goal >= {TARGET_PROXY}: "
           f"{'MET' if ratio >= TARGET_PROXY else 'NOT MET'}), p50 {one.p50_ms:.1f} ms vs {d.p50_ms:.1f} ms "
           f"(+{one.p50_ms - d.p50_ms:.1f} ms); per-round ratios "
-          f"{[round(a / b, 2) for a, b in zip(one.tokens_per_s_rounds, d.tokens_per_s_rounds, strict=True)]}")
+          f"{[round(a / b, 2) for a, b in zip(one.tokens_per_s_rounds, d.tokens_per_s_rounds, strict=True)]}; "
+          f"tokens per CPU-second Ray/direct {one.tokens_per_cpu_s / d.tokens_per_cpu_s:.2f}")
     for clients in (16, 32):
         two, single = results[f"ray x2 @{clients}"], results[f"ray x1 @{clients}"]
         print(f"2 replicas / 1 replica at {clients} clients: {two.tokens_per_s / single.tokens_per_s:.2f} "

@@ -137,6 +137,8 @@ class RewardReplica:
     async def _push_metrics(self) -> None:
         while True:
             await asyncio.sleep(METRICS_PUSH_S)
+            if self.state is None or not self.state.ready:  # counted once it can score
+                continue
             try:
                 await asyncio.wait_for(self.board.put.remote(self.replica, self._own_metrics()),
                                        METRICS_CALL_TIMEOUT_S)
@@ -144,7 +146,7 @@ class RewardReplica:
                 logger.warning("metrics push failed: %s: %s", type(exc).__name__, exc)
 
     async def metrics(self) -> Response:
-        """Prometheus text: the sum over the deployment's live replicas (tlcr_replicas_reporting of them)."""
+        """Prometheus text: the sum over the deployment's ready replicas (tlcr_replicas_reporting of them)."""
         own = self._own_metrics()
         try:
             text = await asyncio.wait_for(self.board.merged.remote(self.replica, own), METRICS_CALL_TIMEOUT_S)

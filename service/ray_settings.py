@@ -38,6 +38,9 @@ class RayServeSettings(ServiceSettings):
 
     @model_validator(mode="after")
     def _autoscaling_bounds(self) -> RayServeSettings:
+        for name in ("fd", "parent_pid"):  # process options of `tlcr serve`: Ray owns the replicas' processes
+            if getattr(self, name) is not None:
+                raise ValueError(f"--{name.replace('_', '-')} is an option of `tlcr serve` only")
         if (self.min_replicas is None) != (self.max_replicas is None):
             raise ValueError("autoscaling needs both --min-replicas and --max-replicas")
         if self.min_replicas is not None and self.max_replicas is not None:

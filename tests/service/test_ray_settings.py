@@ -30,6 +30,7 @@ def test_every_serve_option_is_a_serve_ray_option_and_reaches_the_replicas(tmp_p
     ({"min_replicas": 2, "max_replicas": 4, "replicas": 1}, r"replicas \(1\) must lie between"),
     ({"replicas": 0}, "replicas"),
     ({"gpus_per_replica": -1}, "gpus_per_replica"),
+    ({"fd": 3}, "--fd is an option of `tlcr serve` only"),
 ])
 def test_inconsistent_deployment_options_are_refused_naming_them(tmp_path: Path, options: dict[str, object],
                                                                  message: str) -> None:
