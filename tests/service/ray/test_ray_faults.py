@@ -24,7 +24,7 @@ from tlcr.service.schemas import TokenRewardItem
 
 require_ray()
 
-from tlcr.service.ray_app import REPLICA_HEADER  # noqa: E402
+from tlcr.service.ray_app import METRICS_STALE_S, REPLICA_HEADER  # noqa: E402
 
 PROMPT = "\n\nHuman: Where does Bob live?\n\nAssistant:"
 RESPONSE = " Bob lives in Paris."
@@ -106,7 +106,9 @@ def test_a_replica_killed_mid_stream_loses_no_request(two_replicas: RayServe, ti
             assert time.monotonic() - killed_at < REPLACED_WITHIN_S, two_replicas.log_tail()
             time.sleep(0.2)
         new_pid = (set(two_replicas.replica_pids()) - before).pop()
-        while metric(url, "tlcr_replicas_reporting") != 2.0 or not wait_until_gone({victim}, 0):
+        # Two replicas report again once the dead one's last snapshot has expired: the replacement is serving.
+        while (time.monotonic() - killed_at <= METRICS_STALE_S + 1
+               or metric(url, "tlcr_replicas_reporting") != 2.0):
             assert time.monotonic() - killed_at < REPLACED_WITHIN_S, two_replicas.log_tail()
             time.sleep(0.5)
         time.sleep(2)
