@@ -149,7 +149,8 @@ def tiny_model_corpus(source: str, seed: int = 0) -> list[str]:
 
 def _register_stages() -> None:
     # Each stage adds its commands here; a module is listed only once its commands work.
-    for module in ("tlcr.labeling.cli", "tlcr.service.cli", "tlcr.trainer.cli_rewards", "tlcr.trainer.cli_policy",
+    for module in ("tlcr.labeling.cli", "tlcr.service.cli", "tlcr.service.ray_cli",
+                   "tlcr.trainer.cli_rewards", "tlcr.trainer.cli_policy",
                    "tlcr.evaluation.cli"):
         __import__(module, fromlist=["register"]).register(app)
 

@@ -16,6 +16,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "label": ("openai", "Levenshtein", "transformers", "torch"),
     "train": ("torch", "transformers", "trl", "accelerate", "datasets"),
     "eval": ("torch", "transformers", "trl", "accelerate", "datasets", "matplotlib"),
+    "ray": ("ray",),  # Ray Serve (tlcr serve-ray); not part of `all`
 }
 ALL = ("service", "label", "train", "eval")
 
@@ -25,6 +26,7 @@ COMMAND_EXTRAS: dict[str, tuple[str, ...]] = {
     "tiny-model": ("train",),
     "label": ("label",),
     "serve": ("service",),
+    "serve-ray": ("service", "ray"),
     "train-discriminator": ("train",),
     "train-reward-model": ("train",),
     "sft": ("train",),

@@ -8,8 +8,8 @@ import pytest
 
 
 def engine(module: str) -> object:
-    """Import an engine module, or skip the test where it is not installed; with TLCR_REQUIRE_ENGINES=1
-    (CI's engine virtual environments) a missing engine fails instead."""
+    """Import an engine module, or skip the test (or, called at import, the whole module) where it is not
+    installed; with TLCR_REQUIRE_ENGINES=1 (CI's engine virtual environments) a missing engine fails instead."""
     import importlib
     import os
 
@@ -18,4 +18,5 @@ def engine(module: str) -> object:
     except ImportError as exc:
         if os.environ.get("TLCR_REQUIRE_ENGINES") == "1":
             raise
-        pytest.skip(f"{module} is not installed here ({exc}); .ci/engines.sh builds its environment")
+        pytest.skip(f"{module} is not installed here ({exc}); .ci/engines.sh builds its environment",
+                    allow_module_level=True)
