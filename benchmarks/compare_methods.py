@@ -439,17 +439,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
-def stop_on_sigterm() -> None:
-    """SIGTERM ends the run as Ctrl-C does: `finally` blocks run, so seed workers and services are stopped."""
-    def handler(signum: int, frame: Any) -> None:
-        raise SystemExit(128 + signum)
-
-    signal.signal(signal.SIGTERM, handler)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    stop_on_sigterm()
     console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets the whole table
     quiet_libraries(console)
     args.out.mkdir(parents=True, exist_ok=True)
