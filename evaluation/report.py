@@ -132,7 +132,8 @@ table{border-collapse:collapse;margin:1rem 0}td,th{border:1px solid #ccc;padding
 th:first-child,td:first-child{text-align:left}.heatmap{font-family:ui-monospace,monospace;white-space:pre-wrap;
 line-height:1.9;border:1px solid #ddd;padding:.5rem;margin:.3rem 0 1rem}.tok{border-radius:3px;padding:1px 0}
 .prompt{color:#555;white-space:pre-wrap;font-size:.9rem}img{max-width:100%}
-.pair{display:grid;grid-template-columns:1fr 1fr;gap:1rem}.pair h4{margin:.3rem 0}.counts{font-weight:normal;
+.pair{display:grid;grid-template-columns:minmax(0,1fr) minmax(0,1fr);gap:1rem}
+.pair .heatmap{overflow-wrap:anywhere}.pair h4{margin:.3rem 0}.counts{font-weight:normal;
 font-size:.9rem;color:#555}td.better{color:#15803d}td.worse{color:#b91c1c}
 """
 
