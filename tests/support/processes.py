@@ -26,8 +26,10 @@ def kill_group(process: subprocess.Popen[Any], grace_s: float = TERM_GRACE_S) ->
     A process in another session whose ancestors up to `process` have all exited is no longer found.
     """
     pgid = process.pid  # start_new_session=True made the child its group's leader
+    targets: set[int] = set()
     for sig, wait_s in ((signal.SIGTERM, grace_s), (signal.SIGKILL, 10.0)):
-        targets = process_tree(pgid)
+        # a rank whose launcher already exited is no longer in the tree: keep every pid found so far
+        targets = _living(targets) | process_tree(pgid)
         if not targets:
             break
         for pid in targets:
@@ -44,10 +46,23 @@ def kill_group(process: subprocess.Popen[Any], grace_s: float = TERM_GRACE_S) ->
                     pass
             else:
                 time.sleep(0.05)
-            if not (process_tree(pgid) & targets):
+            if not _living(targets):
                 break
     if process.poll() is None:
         process.wait(timeout=10)
+
+
+def _living(pids: set[int]) -> set[int]:
+    """Those of `pids` that are alive (not zombies)."""
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
 
 
 def process_tree(leader: int) -> set[int]:
@@ -97,7 +112,10 @@ def run(command: Sequence[str], *, timeout: float, input: str | None = None, che
             stdout, stderr = process.communicate(input, timeout=timeout)
         except subprocess.TimeoutExpired as expired:
             kill_group(process)
-            stdout, stderr = process.communicate()
+            try:  # a process no longer in the tree could still hold the pipes open: do not wait on it forever
+                stdout, stderr = process.communicate(timeout=30)
+            except subprocess.TimeoutExpired:
+                stdout, stderr = expired.output, expired.stderr
             raise subprocess.TimeoutExpired(process.args, timeout, output=stdout, stderr=stderr) from expired
     done = subprocess.CompletedProcess(process.args, process.returncode, stdout, stderr)
     if check:
@@ -108,14 +126,8 @@ def run(command: Sequence[str], *, timeout: float, input: str | None = None, che
 def wait_until_gone(pids: set[int], timeout_s: float = 20.0) -> set[int]:
     """The pids still alive (not zombies) after waiting up to `timeout_s`."""
     deadline = time.monotonic() + timeout_s
-    alive = set(pids)
+    alive = _living(pids)
     while alive and time.monotonic() < deadline:
-        for pid in list(alive):
-            try:
-                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            except OSError:
-                state = "gone"
-            if state in ("gone", "Z"):
-                alive.discard(pid)
         time.sleep(0.05)
+        alive = _living(alive)
     return alive

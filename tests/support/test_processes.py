@@ -32,3 +32,15 @@ def test_a_failure_inside_started_kills_the_launcher_and_its_worker() -> None:
         raise AssertionError("a failing check")
     assert launcher.returncode is not None
     assert not processes.wait_until_gone({worker}, timeout_s=5), "the worker outlived the failed test"
+
+
+def test_a_worker_that_ignores_sigterm_is_killed_after_its_launcher_exited() -> None:
+    """The launcher dies of SIGTERM at once; its worker, in another session, ignores SIGTERM and is no longer
+    the launcher's descendant when SIGKILL comes: it is still killed."""
+    stubborn = LAUNCHER.replace("'import time; time.sleep(300)'",
+                                "'import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+                                "time.sleep(300)'")
+    with pytest.raises(subprocess.TimeoutExpired) as expired:
+        processes.run([sys.executable, "-c", stubborn], timeout=3)
+    worker = int(str(expired.value.output).split()[0])
+    assert not processes.wait_until_gone({worker}, timeout_s=5), "the worker outlived the timed-out launcher"
