@@ -68,7 +68,10 @@ def _standard_error(values: Sequence[float]) -> float:
 
 def ordering_margin(sums: dict[str, float], errors: dict[str, float]) -> float:
     """How far the ordering ideal > 0 > rejected is from failing, in standard errors of the nearer mean
-    (negative: it fails). Below 2 the ordering is marginal: another seed or machine may flip it."""
+    (negative: it fails). Below 2 the ordering is marginal: another sample of pairs may flip it. The standard
+    error is over pairs for this one discriminator; it does not include the variation between trained
+    discriminators (seeds, machines), which can be larger: fixed mode's Σr(ideal) held here by 4.6 s.e. on one
+    run of seed 0 (128 pairs) and is −0.027 for seed 1 in docs/results.md."""
     return min(_in_errors(sums["ideal"], errors["ideal"]), _in_errors(-sums["rejected"], errors["rejected"]))
 
 
