@@ -115,10 +115,15 @@ def evaluate_policies(policies: Mapping[str, str | Path], prompts: Sequence[str]
                    ("sequence_reward", "fixed_token_reward_sum", "continuous_token_reward_sum")}
         metrics["response_tokens"] = _mean([float(r["policy_tokens"]) for r in rows])  # as the policy counts them
         if task is not None:
-            for row in rows:
-                row["oracle"] = task.oracle(row["prompt"], row["response"]).to_dict()
-            metrics["oracle_score"] = _mean([r["oracle"]["score"] for r in rows])
-            metrics["oracle_helpful"] = _mean([float(r["oracle"]["helpful"]) for r in rows])
+            scores = [task.oracle(r["prompt"], r["response"]) for r in rows]
+            for row, score in zip(rows, scores, strict=True):
+                row["oracle"] = score.to_dict()
+            metrics["oracle_score"] = _mean([o.score for o in scores])
+            metrics["oracle_helpful"] = _mean([float(o.helpful) for o in scores])
+            # the oracle's parts (docs/results.md): what a token reward can change, and what it cannot
+            metrics["oracle_style_faults"] = _mean([float(o.style_faults) for o in scores])
+            metrics["oracle_details"] = _mean([o.details_share for o in scores])
+            metrics["oracle_wrong_facts"] = _mean([float(o.wrong) for o in scores])
         results.append(PolicyEval(name, responses, metrics, rows))
     if config.judge is not None:
         asyncio.run(_judge(results, prompts, policies, config))

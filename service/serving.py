@@ -164,6 +164,16 @@ def _policy_specials(name: str) -> tuple[str, ...]:
     return special_token_strings(load_tokenizer(name))
 
 
+_OWN_SPECIALS: dict[int, tuple[str, ...]] = {}  # by id() of the loaded tokenizer, as _FINGERPRINTS
+
+
+def _own_specials(tokenizer: PreTrainedTokenizerBase) -> tuple[str, ...]:
+    key = id(tokenizer)
+    if key not in _OWN_SPECIALS:
+        _OWN_SPECIALS[key] = special_token_strings(tokenizer)
+    return _OWN_SPECIALS[key]
+
+
 async def get_reward(state: ServiceState, request: GetRewardRequest) -> GetRewardResponse:
     """OpenRLHF's remote reward: each full text split into prompt and response, one scalar per text."""
     scorer, batcher = state.token_scorer, state.token_batcher
@@ -172,13 +182,17 @@ async def get_reward(state: ServiceState, request: GetRewardRequest) -> GetRewar
     _check_item_count(state, len(request.query), "query")
     if request.prompts is not None and len(request.prompts) != len(request.query):
         raise ItemError("prompts", f"{len(request.prompts)} prompts for {len(request.query)} queries")
-    specials: tuple[str, ...] = ()
+    # A query's trailing special tokens (EOS, template end markers) end the sample; they are not response text.
+    # The discriminator's own always (a TLCR discriminator starts from the policy's SFT model, so they are
+    # usually the policy's too), the policy's when its tokenizer is named.
+    specials = _own_specials(scorer.tokenizer)
     if settings.get_reward_policy_tokenizer:
         try:
-            specials = await asyncio.to_thread(_policy_specials, settings.get_reward_policy_tokenizer)
+            policy = await asyncio.to_thread(_policy_specials, settings.get_reward_policy_tokenizer)
         except ModelLoadError as exc:
             raise HTTPException(status.HTTP_500_INTERNAL_SERVER_ERROR,
                                 f"get_reward_policy_tokenizer: {exc}") from exc
+        specials = tuple(sorted({*specials, *policy}, key=len, reverse=True))
     prompts: Sequence[str | None] = request.prompts or [None] * len(request.query)
     items = []
     for i, (query, prompt) in enumerate(zip(request.query, prompts, strict=True)):

@@ -98,7 +98,8 @@ class ServiceSettings(BaseSettings):
         description="How /get_reward turns token rewards into one scalar.")] = "sum"
     get_reward_policy_tokenizer: Annotated[str | None, Field(description=(
         "The policy's tokenizer (path or Hub id): its special tokens (EOS, chat-template end markers) are cut "
-        "off the end of each /get_reward query before scoring; OpenRLHF decodes queries with them."))] = None
+        "off the end of each /get_reward query before scoring, as the discriminator tokenizer's own always are; "
+        "OpenRLHF decodes queries with them."))] = None
     warmup: Annotated[bool, Field(description="Run a warm-up forward before reporting ready.")] = True
 
     @field_validator("model", "sequence_model", "get_reward_policy_tokenizer")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import processes
 from tests.support.package_layout import stage_package
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,8 +16,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def _lint_imports(cwd: Path) -> subprocess.CompletedProcess[str]:
     exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
     assert exe, "import-linter is a dev dependency (./setup.sh installs it)"
-    return subprocess.run([exe, "--no-cache"], cwd=cwd, capture_output=True, text=True, timeout=300,
-                          env={"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(cwd)})
+    return processes.run([exe, "--no-cache"], cwd=cwd, timeout=300,
+                         env={"PATH": str(Path(sys.executable).parent), "PYTHONPATH": str(cwd)})
 
 
 def test_every_import_linter_contract_is_kept(tmp_path: Path) -> None:

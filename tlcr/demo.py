@@ -165,17 +165,37 @@ def run_demo(config: DemoConfig, console: Console | None = None, verbosity: int 
                                                        seed=config.seed)
                 for label, value in sanity_rows(extra["reward_sanity"]):
                     console.print(f"reward sanity (validation questions) — {label}: {value}")
+                compare = ("SFT", _compared_policy(config))
                 summary_table = run_evaluation(
                     policies, eval_prompts, client, eval_config, run_dir, task=task,
                     ppo_runs=list(ppo_runs.values()), title=f"tlcr demo — {name}", notes=_notes(config),
-                    extra_metrics={"stages": extra, "timings": log.timings, "config": asdict(config)})
+                    extra_metrics={"stages": extra, "timings": log.timings, "config": asdict(config)},
+                    compare=compare, scope=_scope(config, compare[1], len(eval_prompts)))
     finally:
         service.stop()
     total = time.perf_counter() - log.started
     log.timings["total"] = round(total, 2)
     _rewrite_timings(run_dir, log.timings)
-    _print_summary(console, summary_table, run_dir, total)
+    _print_summary(console, summary_table, compare, run_dir, total)
     return run_dir
+
+
+def _compared_policy(config: DemoConfig) -> str:
+    """The policy set against SFT in the report: TLCR when it was trained, else the first mode's."""
+    labels = [PolicyRewardMode(m).label for m in config.modes]
+    return "TLCR" if "TLCR" in labels else labels[0]
+
+
+def _scope(config: DemoConfig, policy: str, n_responses: int) -> list[str]:
+    questions = n_responses // max(1, config.eval_samples_per_prompt)
+    return [f"What it can show: what {policy} did to this one SFT policy (seed {config.seed}) on {questions} test "
+            f"questions × {config.eval_samples_per_prompt} samples — which oracle parts moved, and, in the "
+            "examples, which tokens the discriminator rewarded or penalised.",
+            "What it cannot show: whether a change is larger than what another seed would give, or whether "
+            f"{policy} beats other methods (PPO with a sequence reward model, fixed token rewards, DPO). One "
+            "seed of one method has no confidence interval; a small change in the oracle can come from chance. "
+            "The comparison of every method over 3 seeds, tuned alike on validation questions, with bootstrap "
+            "intervals, is docs/results.md (python benchmarks/compare_methods.py)."]
 
 
 def _notes(config: DemoConfig) -> list[str]:
@@ -186,8 +206,10 @@ def _notes(config: DemoConfig) -> list[str]:
             f"training question; {config.eval_samples_per_prompt} sampled response(s) per question; "
             + ("responses are sampled as in PPO (temperature 1, top-p "
                f"{config.eval_top_p}, seed {config.seed})." if config.eval_do_sample else "responses are greedy."),
-            "oracle_score: (correct − wrong facts + ½·details)/(1.5·asked) − 0.5·rude "
-            "− 0.25·(repetitions + hedges); 1.0 is perfect."]
+            "oracle: (correct − wrong facts + ½·details)/(1.5·asked) − 0.5·rude "
+            "− 0.25·(repetitions + hedges); 1.0 is perfect. Its parts: helpful = every asked fact right and none "
+            "wrong; style faults = rude + repeated sentences + hedges per response; details = share of the asked "
+            "relations whose supporting detail is stated; wrong facts = fact statements with a wrong value."]
 
 
 def _short_metrics(metrics: dict[str, Any]) -> str:
@@ -202,15 +224,28 @@ def _rewrite_timings(run_dir: Path, timings: dict[str, float]) -> None:
     path.write_text(json.dumps(metrics, indent=2, default=str))
 
 
-def _print_summary(console: Console, summary: dict[str, dict[str, float]], run_dir: Path, total: float) -> None:
-    # short headers so the table fits an 80-column terminal; metrics.json keeps the full names
-    headers = {"oracle_score": "oracle", "oracle_helpful": "helpful", "continuous_token_reward_sum": "Σr cont.",
-               "fixed_token_reward_sum": "Σr fixed", "sequence_reward": "seq RM", "response_tokens": "tokens"}
-    columns = tuple(headers)
-    table = Table(title=f"tlcr demo — {total:.0f}s — {run_dir / 'report.html'}")
-    table.add_column("policy")
-    for col in columns:
-        table.add_column(headers[col], justify="right")
-    for policy, row in summary.items():
-        table.add_row(policy, *("nan" if math.isnan(row.get(c, math.nan)) else f"{row[c]:.3f}" for c in columns))
+def _print_summary(console: Console, summary: dict[str, dict[str, float]], compare: tuple[str, str],
+                   run_dir: Path, total: float) -> None:
+    from tlcr.evaluation.report import changes, metric_label, ordered_metrics
+
+    baseline, policy = compare
+    if baseline in summary and policy in summary:
+        parts = Table(title=f"What {policy} changed — the oracle's parts on test questions, {baseline} → {policy}")
+        for header in ("oracle part", baseline, policy, "change", ""):
+            parts.add_column(header, justify="left" if header == "oracle part" else "right")
+        for label, a, b, delta, verdict in changes(summary, baseline, policy):
+            colour = {"better": "green", "worse": "red"}.get(verdict, "dim")
+            parts.add_row(label, f"{a:.3f}", f"{b:.3f}", f"{delta:+.3f}", f"[{colour}]{verdict}[/{colour}]")
+        console.print(parts)
+    # one row per metric, one column per policy: readable names that fit an 80-column terminal
+    table = Table(title=f"tlcr demo — {total:.0f}s")
+    table.add_column("metric (test questions)")
+    for name in summary:
+        table.add_column(name, justify="right")
+    for key in ordered_metrics(summary):
+        table.add_row(metric_label(key), *("nan" if math.isnan(row.get(key, math.nan)) else f"{row[key]:.3f}"
+                                           for row in summary.values()))
     console.print(table)
+    console.print(f"report: {run_dir / 'report.html'}", soft_wrap=True)
+    console.print("One seed of one method: the report says what this can and cannot show; the comparison of "
+                  "all methods over 3 seeds with confidence intervals is docs/results.md.")

@@ -27,6 +27,7 @@ from tlcr.core.data.labelled import LabelledRecord, load_labelled_records
 from tlcr.core.models import check_max_length, load_token_classifier, load_tokenizer, mark_discriminator_config
 from tlcr.core.scoring import fit_prompt_response, pad_sequences, position_ids_from_attention_mask
 from tlcr.core.tokenization import encode_prompt_response_batch
+from tlcr.trainer.build_lock_watchdog import watch_build_locks
 from tlcr.trainer.discriminator_metrics import discriminator_metrics, reward_sum
 from tlcr.trainer.reward_training import apply_hardware_defaults, held_out_split, train_and_release, write_metrics
 
@@ -259,6 +260,7 @@ def train_discriminator(data: str | os.PathLike[str], base_model: str, config: D
     Returns the metrics (also written to `<output_dir>/discriminator_metrics.json` by the main process).
     Runs unchanged under `accelerate launch` / torchrun: the Trainer handles DDP and DeepSpeed.
     """
+    watch_build_locks()  # DeepSpeed may JIT-build an op here: a stale build lock is reported, not silent
     from datasets import Dataset
 
     prepared = prepare_discriminator_data(data, base_model, config, eval_data=eval_data, on_error=on_error)

@@ -14,6 +14,7 @@ from typing import Any
 
 from trl import DPOTrainer
 
+from tlcr.trainer.build_lock_watchdog import watch_build_locks
 from tlcr.trainer.policy_options import DPOOptions
 from tlcr.trainer.sft import load_split, mixed_precision_flags
 
@@ -45,6 +46,7 @@ class SplitTokenizationDPOTrainer(DPOTrainer):
 
 def train_dpo(options: DPOOptions) -> Path:
     """DPO from `options.model` (also the reference); saves the policy with tokenizer to output_dir."""
+    watch_build_locks()  # DeepSpeed may JIT-build an op here: a stale build lock is reported, not silent
     from datasets import Dataset
     from trl import DPOConfig
 

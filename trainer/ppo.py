@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from tlcr.trainer import ppo_math
+from tlcr.trainer.build_lock_watchdog import watch_build_locks
 from tlcr.trainer.checkpoints import (
     capture_rng_state,
     load_latest_checkpoint,
@@ -191,6 +192,7 @@ class PPOTrainer:
 
         from tlcr.core.models import load_tokenizer
 
+        watch_build_locks()  # DeepSpeed may JIT-build an op here: a stale build lock is reported, not silent
         self.config = config
         if not config.policy:
             raise PPOConfigError("policy is required (the SFT checkpoint to start from)")

@@ -29,6 +29,7 @@ from tlcr.core.models import (
     mark_sequence_reward_model_config,
 )
 from tlcr.core.scoring import fit_prompt_response, prompt_response_scores
+from tlcr.trainer.build_lock_watchdog import watch_build_locks
 from tlcr.trainer.discriminator_metrics import pairwise_preference_accuracy
 from tlcr.trainer.reward_training import apply_hardware_defaults, held_out_split, train_and_release, write_metrics
 
@@ -144,6 +145,7 @@ def train_reward_model(source: str | os.PathLike[str], base_model: str, config: 
     part of that split to train on (all, sft, rm, ppo). An eval source is used whole.
     Returns the metrics (also written to `<output_dir>/reward_model_metrics.json` by the main process).
     """
+    watch_build_locks()  # DeepSpeed may JIT-build an op here: a stale build lock is reported, not silent
     from datasets import Dataset
 
     max_length = int(config.max_length or 512)

@@ -21,6 +21,7 @@ from typing import Any
 from transformers import PreTrainedTokenizerBase
 
 from tlcr.core.data.pairs import PreferencePair
+from tlcr.trainer.build_lock_watchdog import watch_build_locks
 from tlcr.trainer.policy_options import SFTOptions
 
 SFT_INFO = "tlcr_sft.json"
@@ -74,6 +75,7 @@ def mixed_precision_flags(dtype: str) -> dict[str, bool]:
 
 def train_sft(options: SFTOptions) -> Path:
     """Fine-tune `options.model` and save it (with tokenizer) to `options.output_dir`; returns that path."""
+    watch_build_locks()  # DeepSpeed may JIT-build an op here: a stale build lock is reported, not silent
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 

@@ -90,6 +90,21 @@ class OracleScore:
     complete: bool  # helpful, and every asked relation's detail stated
     score: float
 
+    @property
+    def style_faults(self) -> int:
+        """Inserted faults a minimal revision deletes: rude sentences, repetitions and hedges."""
+        return self.rude + self.repetitions + self.hedges
+
+    @property
+    def details_share(self) -> float:
+        """Share of the asked relations whose supporting detail is stated (0 when nothing is asked)."""
+        return self.details / self.asked if self.asked else 0.0
+
+    @property
+    def omitted_facts(self) -> int:
+        """Asked facts not stated right that no wrong statement accounts for: left out."""
+        return max(0, self.missing - self.wrong)
+
     def to_dict(self) -> dict[str, float | int | bool]:
         return asdict(self)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -14,6 +13,8 @@ from types import ModuleType
 from typing import Any
 
 import pytest
+
+from tests.support import processes
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +104,7 @@ def test_smoke_budget_end_to_end_and_rerun_reuses_results(compare: ModuleType, t
     command = [sys.executable, compare.__file__, "--seeds", "0", "--methods", "dpo,tlcr", "--budget", "smoke",
                "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    first = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    first = processes.run(command, env=env, timeout=600)
     assert first.returncode == 0, first.stderr[-3000:]
     report = json.loads((out / "comparison.json").read_text())
     assert set(report["table"]) == {"sft", "dpo", "tlcr"}
@@ -118,7 +119,7 @@ def test_smoke_budget_end_to_end_and_rerun_reuses_results(compare: ModuleType, t
         assert (out / name).stat().st_size > 1000
     assert "| TLCR |" in (out / "comparison.md").read_text()
 
-    again = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    again = processes.run(command, env=env, timeout=120)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "reusing" in again.stdout
     assert json.loads((out / "comparison.json").read_text())["table"] == report["table"]

@@ -6,11 +6,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import processes
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "hostile.py"
 
@@ -20,8 +21,8 @@ def test_tiny_run_answers_every_attack_as_expected(tmp_path: Path) -> None:
     out = tmp_path / "hostile.json"
     command = [sys.executable, str(SCRIPT), "--max-length", "64", "--max-body-bytes", "300000", "--max-items", "4",
                "--max-offsets", "64", "--parallel", "2", "--rounds", "1", "--out", str(out)]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    done = processes.run(command, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode in (0, 1), done.stderr[-3000:]
     report = json.loads(out.read_text())
     assert report["unexpected"] == [] and report["ready_after"] is True, done.stdout

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support import processes
 
 SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "service.py"
 
@@ -20,7 +21,7 @@ def test_tiny_run_measures_every_system_without_errors(tmp_path: Path) -> None:
     command = [sys.executable, str(SCRIPT), "--hidden", "32", "--layers", "1", "--heads", "2", "--clients", "1,4",
                "--duration", "0.4", "--rounds", "1", "--items", "16", "--out", str(out)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240, env=env)
+    done = processes.run(command, timeout=240, env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     results = json.loads(out.read_text())
     systems = {(row["system"], row["clients"]) for row in results["results"]}

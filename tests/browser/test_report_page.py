@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from playwright.sync_api import Page
 
-from tlcr.evaluation.report import HeatmapSample, Report, fig6_plot, write_report
+from tlcr.evaluation.report import FaultExample, HeatmapSample, Report, fig6_plot, write_report
 
 POSITIVE_RGB = (22, 163, 74)  # evaluation.report.reward_color
 NEGATIVE_RGB = (220, 38, 38)
@@ -62,6 +62,22 @@ def assert_spans_painted_by_reward(spans: list[dict[str, Any]]) -> None:
             assert span["box"]["width"] > 0 and span["box"]["height"] > 0, f"span not laid out: {span}"
 
 
+PAIRS_JS = """Array.from(document.querySelectorAll('.pair')).map(pair =>
+    Array.from(pair.querySelectorAll('.side')).map(side => {
+        const r = side.getBoundingClientRect();
+        return {title: (side.querySelector('h4') || {}).textContent, x: r.left, y: r.top, width: r.width};
+    }))"""
+
+
+def assert_pairs_side_by_side(page: Page, policies: list[str]) -> None:
+    """Each fault example shows the two policies' responses next to each other: same row, baseline left."""
+    pairs = page.evaluate(PAIRS_JS)
+    for left, right in pairs:
+        assert left["title"].startswith(policies[0]) and right["title"].startswith(policies[1]), (left, right)
+        assert abs(left["y"] - right["y"]) < 1 and left["x"] + left["width"] <= right["x"], (left, right)
+        assert left["width"] > 200 and right["width"] > 200, (left, right)
+
+
 def span_pixels(page: Page, span: dict[str, Any], decode_png: Any) -> np.ndarray:
     """Median colour of a span's box in a screenshot (the glyphs cover less than half of it)."""
     box = span["box"]
@@ -84,6 +100,7 @@ def test_demo_report_renders_figures_and_coloured_token_spans(page: Page, demo_s
     assert all(width > 100 and height > 100 for _, width, height in figures), f"a figure did not decode: {figures}"
     rows = page.evaluate("Array.from(document.querySelectorAll('#summary tr')).map(tr => tr.cells[0].textContent)")
     assert rows == ["policy", "SFT", "TLCR"]
+    assert_pairs_side_by_side(page, ["SFT", "TLCR"])
 
     top = pixel_stats(decode_png(page.screenshot()))
     assert top["non_white"] > 0.05, f"blank screenshot: {top}"
@@ -117,3 +134,22 @@ def test_report_heatmap_shows_green_and_red_tokens(page: Page, tmp_path: Path, d
     neutral = next(s for s in spans if s["reward"] == 0.0)
     assert np.allclose(span_pixels(page, neutral, decode_png), 1.0, atol=0.03), \
         "a zero reward must leave the token unpainted"
+
+
+def test_a_fault_example_shows_both_responses_side_by_side_with_their_colours(page: Page, tmp_path: Path,
+                                                                              decode_png: Any,
+                                                                              pixel_stats: Any) -> None:
+    prompt = "\n\nHuman: What is the capital of Nesolland?\n\nAssistant:"
+    rude = HeatmapSample("SFT", prompt, [" Stop", " wasting", " my", " time", ".", " The", " capital"],
+                         [-0.9, -0.95, -0.9, -0.9, -0.5, 0.0, 0.1], 0.4)
+    fixed = HeatmapSample("TLCR", prompt, [" The", " capital", " of", " Nesolland", " is", " Qarvish", "."],
+                          [0.1, 0.0, 0.05, 0.0, 0.1, 0.9, 0.8], 1.0)
+    summary = {"SFT": {"oracle_style_faults": 0.2}, "TLCR": {"oracle_style_faults": 0.0}}
+    report = Report("examples", summary, comparison=("SFT", "TLCR"),
+                    examples=[FaultExample("rude sentence", 4, 1, 0, rude, fixed, 1, 0)])
+    spans = open_report(page, write_report(report, tmp_path / "report"))
+    assert_spans_painted_by_reward(spans)
+    assert_pairs_side_by_side(page, ["SFT", "TLCR"])
+    sides = page.locator(".pair .side .heatmap")
+    left, right = (pixel_stats(decode_png(sides.nth(i).screenshot())) for i in range(2))
+    assert left["red"] > 0.05 and right["green"] > 0.02, (left, right)  # the rude sentence red, the fix green

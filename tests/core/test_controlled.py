@@ -71,8 +71,10 @@ def test_oracle_counts_each_fault_kind(controlled_task: ControlledTask) -> None:
     assert (score.details, score.missing_details) == (1, 1)
     assert (score.rude, score.repetitions, score.hedges) == (1, 1, 1)
     assert score.score == pytest.approx((1 - 1 + 0.5 * 1) / 3 - 0.5 - 0.25 * 2)
+    assert (score.style_faults, score.details_share, score.omitted_facts) == (3, 0.5, 0)  # the wrong fact is stated
     empty = controlled_task.oracle(prompt, " I like trains.")
     assert empty.missing == 2 and empty.score == 0.0 and not empty.helpful
+    assert (empty.style_faults, empty.details_share, empty.omitted_facts) == (0, 0.0, 2)
     facts = f" The capital of {entity} is {capital}. The flag of {entity} is {color}."
     facts_only = controlled_task.oracle(prompt, facts)
     assert facts_only.helpful and not facts_only.complete and facts_only.score == pytest.approx(2 / 3)

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import processes
+
 ENTRYPOINT = Path(__file__).resolve().parents[2] / "docker" / "entrypoint.sh"
 
 
@@ -28,8 +30,7 @@ def bin_dir(tmp_path: Path) -> Path:
 
 def run_entrypoint(bin_dir: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     environment = {"PATH": f"{bin_dir}:/usr/bin:/bin", **env}
-    return subprocess.run(["sh", str(ENTRYPOINT), *args], env=environment, capture_output=True, text=True,
-                          timeout=30, check=False)
+    return processes.run(["sh", str(ENTRYPOINT), *args], env=environment, timeout=30)
 
 
 def test_subcommand_gets_tlcr_prefix(bin_dir: Path) -> None:
@@ -111,7 +112,7 @@ def test_hub_ids_are_not_checked(bin_dir: Path) -> None:
 
 def test_entrypoint_is_posix_sh() -> None:
     assert os.access(ENTRYPOINT, os.X_OK)
-    subprocess.run(["sh", "-n", str(ENTRYPOINT)], check=True)
+    processes.run(["sh", "-n", str(ENTRYPOINT)], check=True, timeout=30)
 
 
 @pytest.fixture()

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import processes
+
 HEALTHCHECK = Path(__file__).resolve().parents[2] / "docker" / "healthcheck.py"
 
 
@@ -51,8 +53,7 @@ def readyz() -> Iterator[ReadyzServer]:
 
 
 def run_healthcheck(port: int, **env: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(HEALTHCHECK)], env={"TLCR_PORT": str(port), **env},
-                          capture_output=True, text=True, timeout=30, check=False)
+    return processes.run([sys.executable, str(HEALTHCHECK)], env={"TLCR_PORT": str(port), **env}, timeout=30)
 
 
 def test_ready_service_is_healthy(readyz: ReadyzServer) -> None:

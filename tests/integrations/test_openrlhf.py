@@ -67,15 +67,38 @@ def test_get_reward_answers_rewards_scores_and_token_statistics(tiny_reward_serv
     assert logs["tlcr/reward_sum"] == pytest.approx([reward], abs=1e-5)
 
 
-def test_policy_special_tokens_are_stripped_only_when_configured(tiny_reward_service: ServiceProcess,
-                                                                 stripping_service: ServiceProcess) -> None:
+def test_the_discriminators_own_special_tokens_are_stripped_by_default(tiny_reward_service: ServiceProcess) -> None:
+    """The tiny discriminator's tokenizer has `<|endoftext|>` (EOS) and `<|pad|>`: a query ending with them is scored
+    as the bare response; `<|im_end|>`, a special token of no tokenizer the service knows here, stays text."""
+    reward, _ = expected(tiny_reward_service.url)
+    url = tiny_reward_service.url + "/get_reward"
+    for suffix in ("<|endoftext|>", "<|endoftext|>\n", "<|pad|><|endoftext|>"):
+        body = httpx.post(url, json={"query": [PROMPT + RESPONSE + suffix], "prompts": [PROMPT]}).json()
+        assert body["rewards"][0] == pytest.approx(reward, abs=1e-5), suffix
+    kept = httpx.post(url, json={"query": [PROMPT + RESPONSE + "<|im_end|>"], "prompts": [PROMPT]}).json()
+    assert kept["rewards"][0] == pytest.approx(expected(tiny_reward_service.url, RESPONSE + "<|im_end|>")[0],
+                                               abs=1e-5)
+    assert abs(kept["rewards"][0] - reward) > 1e-3  # what stripping removes, for a token it does not know
+    inside = httpx.post(url, json={"query": [PROMPT + " Bob<|endoftext|> lives in Paris."], "prompts": [PROMPT]})
+    assert inside.json()["rewards"][0] == pytest.approx(
+        expected(tiny_reward_service.url, " Bob<|endoftext|> lives in Paris.")[0], abs=1e-5)  # only the end is cut
+    only_eos = httpx.post(url, json={"query": [PROMPT + "<|endoftext|>"], "prompts": [PROMPT]})
+    assert only_eos.status_code == 422 and "empty response" in only_eos.text
+
+
+def test_the_policy_tokenizer_adds_its_special_tokens(tiny_reward_service: ServiceProcess,
+                                                      stripping_service: ServiceProcess) -> None:
     reward, _ = expected(tiny_reward_service.url)
     query = {"query": [PROMPT + RESPONSE + SUFFIX], "prompts": [PROMPT]}
     stripped = httpx.post(stripping_service.url + "/get_reward", json=query).json()["rewards"][0]
-    scored_as_text = httpx.post(tiny_reward_service.url + "/get_reward", json=query).json()["rewards"][0]
+    by_default = httpx.post(tiny_reward_service.url + "/get_reward", json=query).json()["rewards"][0]
     assert stripped == pytest.approx(reward, abs=1e-5)
-    assert scored_as_text == pytest.approx(expected(tiny_reward_service.url, RESPONSE + SUFFIX)[0], abs=1e-5)
-    assert abs(scored_as_text - reward) > 1e-3  # the effect the option removes
+    # Without the policy's tokenizer only the trailing <|endoftext|> (the discriminator's own EOS) goes.
+    assert by_default == pytest.approx(expected(tiny_reward_service.url, RESPONSE + "<|im_end|>\n")[0], abs=1e-5)
+    assert abs(by_default - reward) > 1e-3  # the effect the option removes
+    with_own_pad = httpx.post(stripping_service.url + "/get_reward",
+                              json={"query": [PROMPT + RESPONSE + "<|im_end|><|pad|>"], "prompts": [PROMPT]})
+    assert with_own_pad.json()["rewards"][0] == pytest.approx(reward, abs=1e-5)  # both sets, in any order
     only_specials = httpx.post(stripping_service.url + "/get_reward",
                                json={"query": [PROMPT + SUFFIX], "prompts": [PROMPT]})
     assert only_specials.status_code == 422 and "empty response" in only_specials.text

@@ -16,6 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tests.labeling.test_label_processes import worker_pids
+from tests.support import processes
 from tests.support.fake_openai_server import FakeOpenAIServer, Script
 from tests.support.processes import wait_until_gone
 from tlcr.cli import app
@@ -50,18 +51,19 @@ def test_sigkill_mid_run_then_resume_equals_uninterrupted(fake_llm: FakeOpenAISe
     fake_llm.set_script(Script(latency_s=0.05))  # resets the request counters
     out = tmp_path / "killed" / "labels.jsonl"
     args = _args(out, tiny_model_dir, fake_llm.base_url, workers, start)
-    worker = subprocess.Popen([sys.executable, "-m", "tlcr.cli", *args],
-                              env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while _count_lines(out) < 15:
-        assert worker.poll() is None, f"worker ended before the kill: {worker.stderr.read()!r}"  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, "worker made no progress"
-        time.sleep(0.005)
-    children = worker_pids(worker.pid)
-    assert len(children) == (workers if workers > 1 else 0)
-    os.kill(worker.pid, signal.SIGKILL)
-    assert worker.wait(timeout=30) == -signal.SIGKILL, worker.stderr.read()  # type: ignore[union-attr]
-    assert not wait_until_gone(children), "worker processes outlived the killed main process"
+    with processes.started([sys.executable, "-m", "tlcr.cli", *args],
+                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) as worker:
+        deadline = time.monotonic() + 120
+        while _count_lines(out) < 15:
+            assert worker.poll() is None, f"worker ended before the kill: {worker.stderr.read()!r}"  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "worker made no progress"
+            time.sleep(0.005)
+        children = worker_pids(worker.pid)
+        assert len(children) == (workers if workers > 1 else 0)
+        os.kill(worker.pid, signal.SIGKILL)
+        assert worker.wait(timeout=30) == -signal.SIGKILL, worker.stderr.read()  # type: ignore[union-attr]
+        # checked before the group is killed on leaving: the product, not this test, must stop them
+        assert not wait_until_gone(children), "worker processes outlived the killed main process"
     done_at_kill = _count_lines(out)
     assert 15 <= done_at_kill < N_PAIRS, f"the kill must land mid-run, not after {done_at_kill} records"
 

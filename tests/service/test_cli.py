@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from tests.support import processes
 from tlcr.cli import app
 from tlcr.core.config_cli import config_command
 from tlcr.core.exit_codes import ExitCode
@@ -81,8 +81,8 @@ def test_global_verbosity_wins_over_log_level(tmp_path: Path) -> None:
     # A fresh process: a uvicorn started earlier in this one (other tests) keeps the handlers it installed.
     not_a_checkpoint = tmp_path / "empty"
     not_a_checkpoint.mkdir()
-    result = subprocess.run([sys.executable, "-m", "tlcr.cli", "-v", "serve", "--model", str(not_a_checkpoint),
-                             "--port", "0", "--log-level", "warning"], capture_output=True, text=True)
+    result = processes.run([sys.executable, "-m", "tlcr.cli", "-v", "serve", "--model", str(not_a_checkpoint),
+                            "--port", "0", "--log-level", "warning"], timeout=120)
     assert result.returncode == ExitCode.BAD_INPUT
     assert "INFO uvicorn.error: Started server process" in result.stderr  # one format for uvicorn's lines too
 
@@ -105,11 +105,11 @@ def test_a_config_file_under_environment_and_flags(tmp_path: Path, monkeypatch: 
 
 
 def test_python_m_service_has_the_same_options(tmp_path: Path) -> None:
-    help_text = subprocess.run([sys.executable, "-m", "tlcr.service", "--help"], capture_output=True, text=True,
-                               check=True, env={**os.environ, "COLUMNS": "200"}).stdout
+    help_text = processes.run([sys.executable, "-m", "tlcr.service", "--help"], timeout=120,
+                              check=True, env={**os.environ, "COLUMNS": "200"}).stdout
     assert "python -m tlcr.service" in help_text and "--max-items-per-request" in help_text
-    missing = subprocess.run([sys.executable, "-m", "tlcr.service", "--model", str(tmp_path / "missing")],
-                             capture_output=True, text=True)
+    missing = processes.run([sys.executable, "-m", "tlcr.service", "--model", str(tmp_path / "missing")],
+                            timeout=120)
     assert missing.returncode == 2 and "does not exist" in missing.stderr
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import processes
 from tlcr.service.client import (
     AsyncTokenRewardClient,
     RewardServiceError,
@@ -221,9 +222,8 @@ async def test_async_client_rides_out_a_restart(in_process_service: Callable[...
 
 
 def test_client_and_launcher_import_without_torch() -> None:
-    import subprocess
     import sys
 
     code = ("import sys, service.client, service.launcher, service.schemas; "
             "assert 'torch' not in sys.modules and 'transformers' not in sys.modules, 'heavy import'")
-    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    processes.run([sys.executable, "-c", code], check=True, timeout=60)

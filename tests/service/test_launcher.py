@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.support import processes
 from tests.support.processes import wait_until_gone
 from tlcr.service.launcher import ServiceProcess, ServiceStartError, start_service
 
@@ -88,11 +89,14 @@ def test_services_are_stopped_when_their_starter_exits(tiny_token_classifier_dir
               f"service = start_service({str(tiny_token_classifier_dir)!r}, extra_args=['--torch-threads', '1'])\n"
               f"open({str(pid_file)!r}, 'w').write(str(service.pid))\n"
               f"raise SystemExit('the starter crashes')\n")
-    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
-    assert "the starter crashes" in done.stderr
-    pid = int(pid_file.read_text())
-    with pytest.raises(ProcessLookupError):
-        os.kill(pid, 0)  # gone (and reaped by its parent before that parent exited)
+    with processes.started([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           text=True) as starter:
+        _, stderr = starter.communicate(timeout=120)
+        assert "the starter crashes" in stderr
+        pid = int(pid_file.read_text())
+        # checked before the starter's process group is killed on leaving the block
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)  # gone (and reaped by its parent before that parent exited)
 
 
 @pytest.mark.parametrize("how", [signal.SIGTERM, signal.SIGKILL])
@@ -100,7 +104,6 @@ def test_a_service_stops_when_its_starter_is_killed(tiny_token_classifier_dir: P
                                                     how: signal.Signals) -> None:
     """A trainer killed by SIGTERM (a scheduler's preemption) or SIGKILL runs no atexit handler; its service
     notices it has lost its parent and stops itself."""
-    import subprocess
     import sys
 
     pid_file = tmp_path / "pid"
@@ -109,8 +112,7 @@ def test_a_service_stops_when_its_starter_is_killed(tiny_token_classifier_dir: P
               f"log_path=Path({str(tmp_path / 'service.log')!r}))\n"
               f"open({str(pid_file)!r}, 'w').write(str(service.pid))\n"
               f"time.sleep(600)\n")
-    starter = subprocess.Popen([sys.executable, "-c", script])
-    try:
+    with processes.started([sys.executable, "-c", script]) as starter:
         deadline = time.monotonic() + 120
         while not pid_file.exists() or not pid_file.read_text():
             assert starter.poll() is None and time.monotonic() < deadline, "the starter did not start its service"
@@ -121,6 +123,3 @@ def test_a_service_stops_when_its_starter_is_killed(tiny_token_classifier_dir: P
         assert starter.wait(timeout=30) == -how
         assert not wait_until_gone({service_pid}, timeout_s=30.0), "the service outlived its starter"
         assert "has exited: stopping" in (tmp_path / "service.log").read_text()
-    finally:
-        starter.kill()
-        starter.wait()

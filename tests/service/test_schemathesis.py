@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import processes
 from tlcr.service.launcher import ServiceProcess
 
 CONFIG = Path(__file__).with_name("schemathesis.toml")
@@ -23,7 +24,7 @@ def _schemathesis(url: str, workdir: Path, *extra: str) -> subprocess.CompletedP
     command = [sys.executable, "-c", "from schemathesis.cli import schemathesis; schemathesis()",
                "--config-file", str(CONFIG), "run", f"{url}/openapi.json", "--checks", "all",
                "--max-examples", "40", "--seed", "15", "--workers", "1", *extra]
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, check=False, cwd=workdir)
+    return processes.run(command, timeout=300, cwd=workdir)
 
 
 @pytest.mark.slow

@@ -308,7 +308,8 @@ class FakeOpenAIServerProcess:
         self._proc = subprocess.Popen(
             [sys.executable, "-m", "tests.support.fake_openai_server", "--script-json",
              json.dumps(self.script.to_dict())],
-            stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT)  # `-m` finds the `tests` package from there
+            stdout=subprocess.PIPE, text=True, cwd=REPO_ROOT,  # `-m` finds the `tests` package from there
+            start_new_session=True)  # its own process group, killed whole by stop()
         assert self._proc.stdout is not None
         line = self._proc.stdout.readline().strip()
         if not line.startswith("http://"):
@@ -324,9 +325,10 @@ class FakeOpenAIServerProcess:
         return self._proc.pid
 
     def stop(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            self._proc.wait(timeout=10)
+        from tests.support.processes import kill_group
+
+        if self._proc is not None:
+            kill_group(self._proc)
 
     def __enter__(self) -> FakeOpenAIServerProcess:
         return self.start()

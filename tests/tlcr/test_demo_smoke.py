@@ -22,7 +22,10 @@ REPORT_FILES = ("report.html", "metrics.json", "fig6.png", "fig7.png", "response
                 "service.log")
 POLICIES = ("SFT", "TLCR")  # the smoke config trains one PPO mode, "tlcr"
 SUMMARY_METRICS = ("sequence_reward", "fixed_token_reward_sum", "continuous_token_reward_sum", "response_tokens",
-                   "oracle_score", "oracle_helpful")
+                   "oracle_score", "oracle_helpful", "oracle_style_faults", "oracle_details", "oracle_wrong_facts")
+ORACLE_PARTS = ("oracle (1 = ideal)", "helpful (all asked facts right)", "style faults / response",
+                "details (share of asked)", "wrong facts / response")
+FAULT_KINDS = ("rude sentence", "hedge", "repeated sentence", "wrong fact", "left-out fact", "left-out detail")
 STAGE_COUNT = 8  # "1/8 tokenizer + tiny model" … "8/8 evaluation through the service"
 
 
@@ -140,3 +143,34 @@ def test_console_shows_every_stage_and_the_summary(demo_smoke_run: Any, run_dir:
         assert f"✓ {stage}" in text, f"stage {stage!r} not reported as done"
     assert str(run_dir / "report.html") in text.replace("\n", "")
     assert "Finished server process" in (run_dir / "service.log").read_text(encoding="utf-8")  # service stopped
+
+
+def test_the_report_sets_the_oracle_parts_and_one_example_per_fault_kind_side_by_side(
+        run_dir: Path, metrics: dict[str, Any]) -> None:
+    page = (run_dir / "report.html").read_text(encoding="utf-8")
+    summary_head = page.split("<table id='summary'>")[1].split("</tr>")[0]
+    assert "_" not in summary_head, summary_head  # headers a person reads, not metrics.json keys
+    assert list(metrics["changes"]) == list(ORACLE_PARTS)
+    sft, tlcr = metrics["summary"]["SFT"], metrics["summary"]["TLCR"]
+    assert metrics["changes"]["wrong facts / response"]["change"] == pytest.approx(
+        tlcr["oracle_wrong_facts"] - sft["oracle_wrong_facts"])
+    changes = page.split("<table id='changes'>")[1].split("</table>")[0]
+    assert all(f"<td>{part}</td>" in changes for part in ORACLE_PARTS)
+    examples = metrics["fault_examples"]
+    assert [e["kind"] for e in examples] == list(FAULT_KINDS)
+    responses = [json.loads(line) for line in (run_dir / "responses.jsonl").read_text(encoding="utf-8").splitlines()]
+    test_prompts = {r["prompt"] for r in responses}
+    shown = [e for e in examples if e["prompt"] is not None]
+    assert all(e["n_responses"] == 8 for e in examples) and all(e["prompt"] in test_prompts for e in shown)
+    assert all(e["baseline_count"] >= 1 and e["baseline_with_fault"] >= 1 for e in shown)
+    assert page.count("<div class='pair'") == len(shown)
+    assert page.count("No response had this fault.") == len(examples) - len(shown)
+    assert "What this run can and cannot show" in page and "docs/results.md" in page
+
+
+def test_console_sets_the_oracle_parts_side_by_side_with_readable_names(demo_smoke_run: Any) -> None:
+    text = demo_smoke_run.console_text
+    assert "What TLCR changed" in text
+    for label in (*ORACLE_PARTS, "Σ token reward, continuous", "length (tokens)"):
+        assert label in text, label
+    assert "continuous_token_reward_sum" not in text and "docs/results.md" in text

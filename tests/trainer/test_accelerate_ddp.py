@@ -14,6 +14,7 @@ import pytest
 from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DistributedType
 
+from tests.support import processes
 from tlcr.core.data.controlled import ControlledTask
 from tlcr.core.data.jsonl import write_jsonl
 from tlcr.core.models import is_discriminator_config, load_tokenizer
@@ -45,7 +46,7 @@ def _launch(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(CONFIGS / "cpu_ddp_2proc.yaml"),
                "--main_process_port", str(_free_port()), "-m", "tlcr.cli", *args]
-    return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+    return processes.run(command, cwd=cwd, env=env, timeout=300)
 
 
 @pytest.mark.slow

@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 
+from tests.support import processes
 from tests.support.ports import unused_port
 from tlcr.service.client import TokenRewardClient
 from tlcr.service.launcher import ServiceProcess, start_service
@@ -169,17 +170,15 @@ def test_killed_run_resumes_from_its_last_checkpoint(service: ServiceProcess, ti
                                                      tmp_path: Path) -> None:
     run = tmp_path / "run"
     args = [sys.executable, "-m", "tlcr.cli", *cli_args(tiny_model_dir, run, service.url, steps=8)]
-    process = subprocess.Popen(args, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
+    with processes.started(args, cwd=REPO, env=child_env(), stdout=subprocess.DEVNULL,
+                           stderr=subprocess.PIPE) as process:
         wait_for(lambda: (run / "checkpoint-2").exists() or process.poll() is not None, 180, "checkpoint-2")
         assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
         process.send_signal(signal.SIGKILL)
-    finally:
         process.wait(timeout=60)
     logged_before_kill = [r["step"] for r in read_rows(run)]
     assert logged_before_kill[:2] == [1, 2]
-    resumed = subprocess.run([*args, "--resume"], cwd=REPO, env=child_env(), capture_output=True, text=True,
-                             timeout=300)
+    resumed = processes.run([*args, "--resume"], cwd=REPO, env=child_env(), timeout=300)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resumed from" in resumed.stderr
     assert [r["step"] for r in read_rows(run)] == list(range(1, 9))  # steps re-run after the kill logged once
@@ -193,7 +192,7 @@ def test_accelerate_launch_two_cpu_processes(service: ServiceProcess, tiny_model
     run = tmp_path / "ddp"
     args = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(accelerate_config),
             "--main_process_port", str(port), "-m", "tlcr.cli", *cli_args(tiny_model_dir, run, service.url, steps=3)]
-    result = subprocess.run(args, cwd=REPO, env=child_env(), capture_output=True, text=True, timeout=400)
+    result = processes.run(args, cwd=REPO, env=child_env(), timeout=400)
     assert result.returncode == 0, result.stderr[-4000:]
     assert result.stdout.count("PPO done: 3 steps") == 1  # one summary, from the main process
     assert json.loads((run / "ppo_config.json").read_text())["num_processes"] == 2
