@@ -3,7 +3,7 @@
 OpenRLHF loads the file and calls `reward_func(queries, prompts, labels)` for each sample, `queries` being
 prompt + response decoded *with* special tokens. OpenRLHF puts the returned reward on the response's last
 token: it receives a sequence-level reward (the sum or mean of TLCR's token rewards), not dense ones.
-Print the path with `python -c "import integrations.openrlhf as m; print(m.__file__)"`.
+Print the path with `python -c "import tlcr.integrations.openrlhf as m; print(m.__file__)"`.
 
 Configured by environment variables (OpenRLHF passes no arguments), read at the first call:
   TLCR_REWARD_URL          service URL(s), comma-separated (required)

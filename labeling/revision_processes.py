@@ -69,7 +69,8 @@ RECORD, UNFINISHED, REFUSED, CRASHED = "record", "unfinished", "refused", "crash
 _HEADER = struct.Struct("<I")
 # The worker imports this very package from wherever it was imported here (a checkout, a wheel): it gets this
 # process's module search path, as multiprocessing's "spawn" does.
-_WORKER_CODE = "import sys; sys.path[:] = {path!r}; from labeling.revision_processes import worker_main; worker_main()"
+_WORKER_CODE = ("import sys; sys.path[:] = {path!r}; "
+                "from tlcr.labeling.revision_processes import worker_main; worker_main()")
 
 
 StartMethod = Literal["fork", "spawn"]

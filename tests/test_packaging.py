@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -154,6 +155,7 @@ def test_the_base_install_scores_and_the_service_extra_serves(
 
 
 OLD_TOP_LEVEL = {"core", "configs", "service", "trainer", "labeling", "evaluation", "integrations"}
+CODE_IN_STRING = re.compile(r"(?:^|[;\n]\s*)(?:from|import) ([a-z_]+\.[\w.]+)")
 
 
 def test_no_code_imports_a_stage_by_its_folder_name() -> None:
@@ -171,5 +173,7 @@ def test_no_code_imports_a_stage_by_its_folder_name() -> None:
             if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "files" and node.args \
                     and isinstance(node.args[0], ast.Constant):
                 names = [str(node.args[0].value)]  # importlib.resources.files("package")
+            if isinstance(node, ast.Constant) and isinstance(node.value, str):  # code run by `python -c "..."`
+                names = CODE_IN_STRING.findall(node.value)
             wrong += [f"{path.relative_to(ROOT)}:{node.lineno}: {n}" for n in names if n.split(".")[0] in OLD_TOP_LEVEL]
     assert not wrong, "import these as tlcr.<name>:\n" + "\n".join(wrong)

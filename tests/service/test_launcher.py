@@ -85,7 +85,7 @@ def test_services_are_stopped_when_their_starter_exits(tiny_token_classifier_dir
     import sys
 
     pid_file = tmp_path / "pid"
-    script = (f"from service.launcher import start_service\n"
+    script = (f"from tlcr.service.launcher import start_service\n"
               f"service = start_service({str(tiny_token_classifier_dir)!r}, extra_args=['--torch-threads', '1'])\n"
               f"open({str(pid_file)!r}, 'w').write(str(service.pid))\n"
               f"raise SystemExit('the starter crashes')\n")
@@ -107,7 +107,7 @@ def test_a_service_stops_when_its_starter_is_killed(tiny_token_classifier_dir: P
     import sys
 
     pid_file = tmp_path / "pid"
-    script = (f"import time\nfrom pathlib import Path\nfrom service.launcher import start_service\n"
+    script = (f"import time\nfrom pathlib import Path\nfrom tlcr.service.launcher import start_service\n"
               f"service = start_service({str(tiny_token_classifier_dir)!r}, extra_args=['--torch-threads', '1'], "
               f"log_path=Path({str(tmp_path / 'service.log')!r}))\n"
               f"open({str(pid_file)!r}, 'w').write(str(service.pid))\n"
