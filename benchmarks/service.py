@@ -92,19 +92,25 @@ def start_naive_server(args: argparse.Namespace, model: Path, log: Path) -> tupl
         process = subprocess.Popen(command, pass_fds=(sock.fileno(),), stdout=out, stderr=subprocess.STDOUT)
     sock.close()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    wait_until_ready(process, url + "/readyz", "naive server", log, 300)
+    return process, url
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], ready_url: str, what: str, log: Path, timeout: float) -> None:
+    """Until GET `ready_url` answers 200; RuntimeError naming `log` if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"naive server exited with {process.returncode}; see {log}")
+            raise RuntimeError(f"{what} exited with {process.returncode}; see {log}")
         try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return process, url
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"naive server not ready; see {log}")
-        time.sleep(0.1)
+            raise RuntimeError(f"{what} not ready after {timeout:g} s; see {log}")
+        time.sleep(0.2)
 
 
 # --- model and workload ------------------------------------------------------------------------------
@@ -291,7 +297,7 @@ class Connection:
 
 
 async def load_test(url: str, bodies: list[tuple[bytes, int]], clients: int, seconds: float,
-                    max_requests: int, server_pid: int | None = None) -> Sample:
+                    max_requests: int, server_pid: int | None = None, path: str = "/token_rewards") -> Sample:
     """`clients` closed loops (send, await the answer, send the next), each on its own keep-alive
     connection, for `seconds` after a 1 s warm-up, at most `max_requests` measured requests."""
     sample = Sample(0, 0.0)
@@ -306,7 +312,7 @@ async def load_test(url: str, bodies: list[tuple[bytes, int]], clients: int, sec
             position += clients
             sent = time.perf_counter()
             try:
-                status = await connection.post("/token_rewards", body)
+                status = await connection.post(path, body)
             except (OSError, asyncio.IncompleteReadError, ValueError):  # counted; reconnect
                 connection.close()
                 status = -1
