@@ -228,6 +228,22 @@ def vllm_agreement(url: str, scorer: Any, groups: list[Group]) -> float:
     return worst
 
 
+def group_cpu_seconds(pid: int) -> float | None:
+    """CPU seconds of `pid` plus every process in the process group it leads (vLLM's engine core and
+    workers run in child processes of its API server), from /proc."""
+    total = bench.process_cpu_seconds(pid)
+    if total is None:
+        return None
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pid and stat.parent.name != str(pid):  # fields[2]: process group
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
 # --- in-process ---------------------------------------------------------------------------------------
 
 def in_process(scorer: Any, groups: list[Group], clients: int, seconds: float) -> Any:
@@ -236,13 +252,13 @@ def in_process(scorer: Any, groups: list[Group], clients: int, seconds: float) -
 
     batches = [[Encoded(g.prompt, r) for g in groups[i:i + clients] for r in g.responses]
                for i in range(0, len(groups), clients)]
-    tokens, started, i = 0, time.perf_counter(), 0
+    tokens, started, cpu_started, i = 0, time.perf_counter(), time.process_time(), 0
     while time.perf_counter() - started < seconds:
         batch = batches[i % len(batches)]
         scorer.probabilities(batch)
         tokens += sum(len(e.response_ids) for e in batch)
         i += 1
-    return bench.Sample(tokens, time.perf_counter() - started)
+    return bench.Sample(tokens, time.perf_counter() - started, cpu_seconds=time.process_time() - cpu_started)
 
 
 # --- the run ------------------------------------------------------------------------------------------
@@ -266,6 +282,7 @@ class Row:
     p99_ms: float | None
     requests: int
     errors: int
+    response_tokens_per_cpu_s: float | None = None  # CPU time of the whole system (all its processes)
     mfu: float | None = None  # 2 × parameters FLOP per token computed, over --peak-tflops
 
 
@@ -351,7 +368,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             bodies = request_bodies(groups, args.split, "tlcr" if target == "vllm" else None)
                             path = "/pooling" if target == "vllm" else "/token_rewards"
                             sample = asyncio.run(bench.load_test(url, bodies, args.clients * (
-                                WORKLOADS[w][0] if args.split else 1), args.duration, 10**9, pid, path=path))
+                                WORKLOADS[w][0] if args.split else 1), args.duration, 10**9, pid, path=path,
+                                cpu_of=group_cpu_seconds))
                         samples.setdefault((w, target), []).append(sample)
                         print(f"  {model_name} {w} {target}: {sample.tokens / sample.seconds:,.0f} response tokens/s "
                               f"({len(sample.latencies)} requests, load {os.getloadavg()[0]:.1f})", flush=True)
@@ -369,23 +387,26 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 computed = summary.tokens_per_s * computed_per_response_token(workloads[w], target.endswith(" shared"))
                 mfu = 2 * params * computed / (args.peak_tflops * 1e12)
             rows.append(Row(model_name, w, target, summary.tokens_per_s, summary.tokens_per_s_rounds, summary.p50_ms,
-                            summary.p99_ms, summary.requests, summary.errors, mfu))
+                            summary.p99_ms, summary.requests, summary.errors, summary.tokens_per_cpu_s, mfu))
     shutil.rmtree(work, ignore_errors=True)  # kept when the run fails: the servers' logs are there
     return report(args, rows, notes, python is not None)
 
 
 def report(args: argparse.Namespace, rows: list[Row], notes: dict[str, Any], with_vllm: bool) -> dict[str, Any]:
-    print("\n| model | workload | target | response tokens/s | rounds | p50 / p99 ms | requests | errors | MFU |")
-    print("|---|---|---|---:|---|---:|---:|---:|---:|")
+    print("\n| model | workload | target | response tokens/s | rounds | p50 / p99 ms | requests | errors "
+          "| per CPU-s | MFU |")
+    print("|---|---|---|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         latency = "n/a" if r.p50_ms is None else f"{r.p50_ms:.0f} / {r.p99_ms:.0f}"
         mfu = "n/a" if r.mfu is None else f"{r.mfu:.2%}"
         print(f"| {r.model} | {r.workload} | {r.target} | {r.response_tokens_per_s:,.0f} | "
-              f"{', '.join(f'{x:,.0f}' for x in r.rounds)} | {latency} | {r.requests} | {r.errors} | {mfu} |")
+              f"{', '.join(f'{x:,.0f}' for x in r.rounds)} | {latency} | {r.requests} | {r.errors} | "
+              f"{bench.fmt(r.response_tokens_per_cpu_s)} | {mfu} |")
     if args.peak_tflops:
         print(f"MFU: 2 × parameters FLOP per token computed (a shared prompt once; vLLM computes every prompt), "
               f"over {args.peak_tflops:g} TFLOP/s")
     rate = {(r.model, r.workload, r.target): r.response_tokens_per_s for r in rows}
+    per_cpu = {(r.model, r.workload, r.target): r.response_tokens_per_cpu_s for r in rows}
     ratios: dict[str, float] = {}
     print()
     for model in args.models:
@@ -394,6 +415,9 @@ def report(args: argparse.Namespace, rows: list[Row], notes: dict[str, Any], wit
             for other in ("ours unshared", "vllm", "in-process unshared", "in-process shared"):
                 if shared is not None and rate.get((model, w, other)):
                     ratios[f"{model}/{w}: ours shared / {other}"] = shared / rate[(model, w, other)]
+                mine, theirs = per_cpu.get((model, w, "ours shared")), per_cpu.get((model, w, other))
+                if mine and theirs:
+                    ratios[f"{model}/{w}: ours shared / {other}, per CPU-s"] = mine / theirs
     for key, value in ratios.items():
         print(f"{key}: {value:.2f}")
     print("\ngoals (ratios measured side by side in this run):")

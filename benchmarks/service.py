@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -297,7 +298,8 @@ class Connection:
 
 
 async def load_test(url: str, bodies: list[tuple[bytes, int]], clients: int, seconds: float,
-                    max_requests: int, server_pid: int | None = None, path: str = "/token_rewards") -> Sample:
+                    max_requests: int, server_pid: int | None = None, path: str = "/token_rewards",
+                    cpu_of: Callable[[int], float | None] | None = None) -> Sample:
     """`clients` closed loops (send, await the answer, send the next), each on its own keep-alive
     connection, for `seconds` after a 1 s warm-up, at most `max_requests` measured requests."""
     sample = Sample(0, 0.0)
@@ -329,11 +331,12 @@ async def load_test(url: str, bodies: list[tuple[bytes, int]], clients: int, sec
     tasks = [asyncio.create_task(client(i)) for i in range(clients)]
     await asyncio.sleep(1.0)  # warm-up: connections open, batch shapes seen
     measuring, started = True, time.perf_counter()
-    cpu_started = process_cpu_seconds(server_pid) if server_pid else None
+    cpu_of = cpu_of or process_cpu_seconds
+    cpu_started = cpu_of(server_pid) if server_pid else None
     await asyncio.sleep(seconds)
     stop = True
     sample.seconds = time.perf_counter() - started
-    cpu_ended = process_cpu_seconds(server_pid) if server_pid else None
+    cpu_ended = cpu_of(server_pid) if server_pid else None
     if cpu_started is not None and cpu_ended is not None:
         sample.cpu_seconds = cpu_ended - cpu_started
     await asyncio.gather(*tasks)
