@@ -398,7 +398,7 @@ def report(args: argparse.Namespace, rows: list[Row], notes: dict[str, Any], wit
     print("|---|---|---|---:|---|---:|---:|---:|---:|---:|")
     for r in rows:
         latency = "n/a" if r.p50_ms is None else f"{r.p50_ms:.0f} / {r.p99_ms:.0f}"
-        mfu = "n/a" if r.mfu is None else f"{r.mfu:.2%}"
+        mfu = "n/a" if r.mfu is None else f"{100 * r.mfu:.3g} %"
         print(f"| {r.model} | {r.workload} | {r.target} | {r.response_tokens_per_s:,.0f} | "
               f"{', '.join(f'{x:,.0f}' for x in r.rounds)} | {latency} | {r.requests} | {r.errors} | "
               f"{bench.fmt(r.response_tokens_per_cpu_s)} | {mfu} |")
@@ -433,7 +433,7 @@ def report(args: argparse.Namespace, rows: list[Row], notes: dict[str, Any], wit
     for model in args.models:
         verdict(f"{model}/a: ours shared / ours unshared", GOAL_DISTINCT)
     if not with_vllm:
-        print("  (vLLM was not found: its comparison is missing)")
+        print("  (vLLM was not measured: its comparison is missing)")
     result = {"settings": vars(args), "results": [asdict(r) for r in rows], "ratios": ratios, "notes": notes}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
