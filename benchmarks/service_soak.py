@@ -24,6 +24,7 @@ import csv
 import json
 import os
 import runpy
+import shutil
 import statistics
 import sys
 import tempfile
@@ -123,6 +124,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     comparison.append(result)
                     print(f"side by side, round {r + 1}: forward ms / 1k tokens soaked {result['soaked']:.3f}, fresh "
                           f"{result['fresh']:.3f}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)  # kept when the run fails: the services' logs are there
     return report(args, intervals, comparison)
 
 
