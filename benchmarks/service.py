@@ -24,6 +24,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -92,19 +93,25 @@ def start_naive_server(args: argparse.Namespace, model: Path, log: Path) -> tupl
         process = subprocess.Popen(command, pass_fds=(sock.fileno(),), stdout=out, stderr=subprocess.STDOUT)
     sock.close()
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 300
+    wait_until_ready(process, url + "/readyz", "naive server", log, 300)
+    return process, url
+
+
+def wait_until_ready(process: subprocess.Popen[bytes], ready_url: str, what: str, log: Path, timeout: float) -> None:
+    """Until GET `ready_url` answers 200; RuntimeError naming `log` if the process exits or time runs out."""
+    deadline = time.monotonic() + timeout
     while True:
         if process.poll() is not None:
-            raise RuntimeError(f"naive server exited with {process.returncode}; see {log}")
+            raise RuntimeError(f"{what} exited with {process.returncode}; see {log}")
         try:
-            if httpx.get(url + "/readyz", timeout=1).status_code == 200:
-                return process, url
+            if httpx.get(ready_url, timeout=1).status_code == 200:
+                return
         except httpx.TransportError:
             pass
         if time.monotonic() > deadline:
             process.kill()
-            raise RuntimeError(f"naive server not ready; see {log}")
-        time.sleep(0.1)
+            raise RuntimeError(f"{what} not ready after {timeout:g} s; see {log}")
+        time.sleep(0.2)
 
 
 # --- model and workload ------------------------------------------------------------------------------
@@ -291,7 +298,8 @@ class Connection:
 
 
 async def load_test(url: str, bodies: list[tuple[bytes, int]], clients: int, seconds: float,
-                    max_requests: int, server_pid: int | None = None) -> Sample:
+                    max_requests: int, server_pid: int | None = None, path: str = "/token_rewards",
+                    cpu_of: Callable[[int], float | None] | None = None) -> Sample:
     """`clients` closed loops (send, await the answer, send the next), each on its own keep-alive
     connection, for `seconds` after a 1 s warm-up, at most `max_requests` measured requests."""
     sample = Sample(0, 0.0)
@@ -306,7 +314,7 @@ async def load_test(url: str, bodies: list[tuple[bytes, int]], clients: int, sec
             position += clients
             sent = time.perf_counter()
             try:
-                status = await connection.post("/token_rewards", body)
+                status = await connection.post(path, body)
             except (OSError, asyncio.IncompleteReadError, ValueError):  # counted; reconnect
                 connection.close()
                 status = -1
@@ -323,11 +331,12 @@ async def load_test(url: str, bodies: list[tuple[bytes, int]], clients: int, sec
     tasks = [asyncio.create_task(client(i)) for i in range(clients)]
     await asyncio.sleep(1.0)  # warm-up: connections open, batch shapes seen
     measuring, started = True, time.perf_counter()
-    cpu_started = process_cpu_seconds(server_pid) if server_pid else None
+    cpu_of = cpu_of or process_cpu_seconds
+    cpu_started = cpu_of(server_pid) if server_pid else None
     await asyncio.sleep(seconds)
     stop = True
     sample.seconds = time.perf_counter() - started
-    cpu_ended = process_cpu_seconds(server_pid) if server_pid else None
+    cpu_ended = cpu_of(server_pid) if server_pid else None
     if cpu_started is not None and cpu_ended is not None:
         sample.cpu_seconds = cpu_ended - cpu_started
     await asyncio.gather(*tasks)

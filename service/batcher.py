@@ -7,9 +7,13 @@ worth it in proportion to how long a forward takes: a few ms on a GPU, tens of m
 at all once as many sequences are queued as went into the last batch.
 
 Each batch is built around the oldest sequence (so none starves) from the queued sequences closest to it
-in length (so padding stays small). One forward runs at a time, in a worker thread, so the event loop
-keeps accepting and validating requests meanwhile. A full queue raises `QueueFull` at once (the route
-answers 503 + Retry-After): a request is never left hanging.
+in length (so padding stays small). With prefix sharing (`prompt_of` given), sequences that share a prompt
+join a batch together, and the token budget counts the tokens a forward computes: a prompt that several
+of the batch's sequences share counts once (see `computed_tokens`).
+
+One forward runs at a time, in a worker thread, so the event loop keeps accepting and validating requests
+meanwhile. A full queue raises `QueueFull` at once (the route answers 503 + Retry-After): a request is
+never left hanging.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Generic, Protocol, TypeVar
@@ -98,12 +102,83 @@ def select_batch(lengths: Sequence[int], anchor: int, token_budget: int, max_bat
             return sorted(order[lo: hi + 1])
 
 
+@dataclass(frozen=True)
+class Shape:
+    """What batch selection knows of a queued sequence: its length and, with sharing, its prompt."""
+
+    length: int
+    prompt_key: Hashable | None = None  # equal keys: token-for-token equal prompts; None: never shared
+    prompt_length: int = 0
+
+
+def computed_tokens(shapes: Sequence[Shape]) -> int:
+    """Tokens one forward of these sequences computes, padding included (pure: unit-tested).
+
+    A prompt that two or more of them share is forwarded once (the distinct prompts padded to the longest)
+    and their responses after it (padded to the longest response); every other sequence is forwarded
+    whole, padded to the longest of them. This is how `TokenScorer.probabilities` runs a batch.
+    """
+    counts: dict[Hashable, int] = {}
+    for s in shapes:
+        if s.prompt_key is not None:
+            counts[s.prompt_key] = counts.get(s.prompt_key, 0) + 1
+    prompts: dict[Hashable, int] = {}
+    longest_response = shared_rows = longest_single = singles = 0
+    for s in shapes:
+        if s.prompt_key is not None and counts[s.prompt_key] > 1:
+            prompts[s.prompt_key] = s.prompt_length
+            longest_response = max(longest_response, s.length - s.prompt_length)
+            shared_rows += 1
+        else:
+            longest_single = max(longest_single, s.length)
+            singles += 1
+    return max(prompts.values(), default=0) * len(prompts) + longest_response * shared_rows \
+        + longest_single * singles
+
+
+# With sharing, batch selection looks at this many candidate groups nearest in length at most (it runs on
+# the event loop; the nearest ones are those that would be taken anyway).
+SHARED_SELECTION_CANDIDATES = 256
+
+
+def select_shared_batch(shapes: Sequence[Shape], anchor: int, token_budget: int, max_batch_size: int) -> list[int]:
+    """Indices of one batch with prefix sharing: `anchor`'s prompt group, then whole groups (or as much of
+    a group as fits) nearest in length, within `token_budget` computed tokens (pure: unit-tested).
+
+    The anchor always runs, alone if even it exceeds the budget. Within a group, older sequences go first.
+    """
+    groups: dict[Hashable, list[int]] = {}
+    for i, s in enumerate(shapes):
+        groups.setdefault(("prompt", s.prompt_key) if s.prompt_key is not None else ("alone", i), []).append(i)
+    anchor_key = ("prompt", shapes[anchor].prompt_key) if shapes[anchor].prompt_key is not None \
+        else ("alone", anchor)
+    anchor_len = shapes[anchor].length
+    others = sorted((key for key in groups if key != anchor_key),
+                    key=lambda k: (abs(sum(shapes[i].length for i in groups[k]) / len(groups[k]) - anchor_len),
+                                   groups[k][0]))
+    chosen = [anchor]
+    for key in [anchor_key, *others[:SHARED_SELECTION_CANDIDATES]]:
+        for i in groups[key]:
+            if len(chosen) >= max_batch_size:
+                return sorted(chosen)
+            if i == anchor:
+                continue
+            if computed_tokens([shapes[j] for j in [*chosen, i]]) > token_budget:
+                break  # the rest of this group is no cheaper; try the next group
+            chosen.append(i)
+    return sorted(chosen)
+
+
 @dataclass
 class _Entry(Generic[Payload, Result]):
     payload: Payload
-    length: int
+    shape: Shape
     future: asyncio.Future[Result]
     enqueued_at: float = field(default_factory=time.monotonic)
+
+    @property
+    def length(self) -> int:
+        return self.shape.length
 
 
 class DynamicBatcher(Generic[Payload, Result]):
@@ -112,9 +187,13 @@ class DynamicBatcher(Generic[Payload, Result]):
     def __init__(self, forward: Callable[[list[Payload]], list[Result]], length: Callable[[Payload], int], *,
                  token_budget: int, max_batch_size: int, max_wait_s: float, max_queue: int,
                  adaptive_wait: bool = False, observer: BatchObserver | None = None,
-                 name: str = "batcher") -> None:
+                 name: str = "batcher",
+                 prompt_of: Callable[[Payload], tuple[Hashable, int] | None] | None = None) -> None:
+        """`prompt_of(payload)`: (prompt key, prompt length) for prefix sharing, None for a payload whose
+        prompt is never shared; without it, every sequence's whole padded length counts."""
         self._forward = forward
         self._length = length
+        self._prompt_of = prompt_of
         self.token_budget = token_budget
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -162,7 +241,7 @@ class DynamicBatcher(Generic[Payload, Result]):
             raise QueueFull(f"{len(self._pending)} sequences are queued; {len(payloads)} more would exceed "
                             f"the queue limit of {self.max_queue}")
         loop = asyncio.get_running_loop()
-        entries = [_Entry(p, self._length(p), loop.create_future()) for p in payloads]
+        entries = [_Entry(p, self._shape(p), loop.create_future()) for p in payloads]
         self._pending.extend(entries)
         self._report_depth()
         self._wakeup.set()
@@ -190,13 +269,26 @@ class DynamicBatcher(Generic[Payload, Result]):
             if self._observer is not None:
                 self._observer.sequences_dropped(dropped)
 
+    def _shape(self, payload: Payload) -> Shape:
+        length = self._length(payload)
+        prompt = self._prompt_of(payload) if self._prompt_of is not None else None
+        return Shape(length) if prompt is None else Shape(length, prompt[0], prompt[1])
+
+    def _cost(self, entries: Sequence[_Entry[Payload, Result]]) -> int:
+        """Tokens a forward of `entries` computes (without sharing: the longest × the count)."""
+        if self._prompt_of is None:
+            return max((e.length for e in entries), default=0) * len(entries)
+        return computed_tokens([e.shape for e in entries])
+
     def _report_depth(self) -> None:
         if self._observer is not None:
             self._observer.queue_depth(len(self._pending))
 
     def _ready(self) -> bool:
         return should_dispatch(
-            queued=len(self._pending), queued_tokens=sum(e.length for e in self._pending),
+            queued=len(self._pending),
+            queued_tokens=(sum(e.length for e in self._pending) if self._prompt_of is None
+                           else computed_tokens([e.shape for e in self._pending])),
             oldest_wait_s=time.monotonic() - self._pending[0].enqueued_at, wait_s=self.wait_s,
             last_batch_size=self._last_batch_size, max_batch_size=self.max_batch_size,
             token_budget=self.token_budget, closing=self._closing)
@@ -207,7 +299,11 @@ class DynamicBatcher(Generic[Payload, Result]):
         self._drop_cancelled()
         if not self._pending:
             return []
-        chosen = select_batch([e.length for e in self._pending], 0, self.token_budget, self.max_batch_size)
+        if self._prompt_of is None:
+            chosen = select_batch([e.length for e in self._pending], 0, self.token_budget, self.max_batch_size)
+        else:
+            chosen = select_shared_batch([e.shape for e in self._pending], 0, self.token_budget,
+                                         self.max_batch_size)
         chosen_set = set(chosen)
         batch = [self._pending[i] for i in chosen]
         self._pending = [e for i, e in enumerate(self._pending) if i not in chosen_set]
@@ -253,5 +349,4 @@ class DynamicBatcher(Generic[Payload, Result]):
                 if not e.future.done():
                     e.future.set_result(result)
             if self._observer is not None:
-                lengths = [e.length for e in batch]
-                self._observer.batch_done(len(batch), sum(lengths), max(lengths) * len(batch), seconds)
+                self._observer.batch_done(len(batch), sum(e.length for e in batch), self._cost(batch), seconds)

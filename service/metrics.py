@@ -36,7 +36,9 @@ class ServiceMetrics:
                                     buckets=SIZE_BUCKETS, registry=r)
         self.batch_tokens = Histogram("tlcr_batch_tokens", "Real tokens per forward batch", ["model"],
                                       buckets=TOKEN_BUCKETS, registry=r)
-        self.batch_padded_tokens = Histogram("tlcr_batch_padded_tokens", "Padded tokens per forward batch",
+        self.batch_padded_tokens = Histogram("tlcr_batch_padded_tokens",
+                                             "Tokens computed per forward batch, padding included (with prefix "
+                                             "sharing, a prompt several sequences share counts once)",
                                              ["model"], buckets=TOKEN_BUCKETS, registry=r)
         self.forward_seconds = Histogram("tlcr_forward_seconds", "Time of one forward batch", ["model"],
                                          buckets=LATENCY_BUCKETS, registry=r)

@@ -101,12 +101,30 @@ async def off_loop(state: ServiceState, work: Callable[[], Work]) -> Work:
         return await asyncio.to_thread(work)
 
 
+# Work this small runs on the event loop: a hop to a worker thread and back costs more than it (checking
+# and copying a few thousand token ids, or turning as many probabilities into rewards, takes tens of µs).
+INLINE_TOKENS = 4096
+
+
+def _ids_only(items: Sequence[TokenRewardItem]) -> bool:
+    """Whether every item comes as token ids (nothing to tokenize) and they are few."""
+    total = 0
+    for item in items:
+        if item.prompt_token_ids is None or item.response_token_ids is None:
+            return False
+        total += len(item.prompt_token_ids) + len(item.response_token_ids)
+    return total <= INLINE_TOKENS
+
+
 async def _prepare_all(items: Sequence[TokenRewardItem], tokenizer: PreTrainedTokenizerBase,
                        state: ServiceState, return_tokens: bool = False) -> list[PreparedItem]:
     assert state.token_scorer is not None
     limits = state.limits(state.token_scorer)
-    return await off_loop(state, lambda: [prepare_token_item(i, item, tokenizer, limits, return_tokens)
-                                          for i, item in enumerate(items)])
+
+    def prepare() -> list[PreparedItem]:
+        return [prepare_token_item(i, item, tokenizer, limits, return_tokens) for i, item in enumerate(items)]
+
+    return prepare() if _ids_only(items) else await off_loop(state, prepare)
 
 
 def build_result(prepared: PreparedItem, probabilities: np.ndarray, mode: RewardMode, threshold: float,
@@ -137,10 +155,14 @@ async def token_rewards(state: ServiceState, request: TokenRewardsRequest) -> To
     prepared = await _prepare_all(request.items, scorer.tokenizer, state, request.return_tokens)
     probabilities = await _score(state, batcher, [p.encoded for p in prepared])
     state.metrics.items.labels("/token_rewards").inc(len(prepared))
-    results = await off_loop(state, lambda: [
-        build_result(p, probs, request.mode, request.threshold, request.return_probabilities,
-                     request.return_tokens, scorer.tokenizer)
-        for p, probs in zip(prepared, probabilities, strict=True)])
+    def build() -> list[TokenRewardResult]:
+        return [build_result(p, probs, request.mode, request.threshold, request.return_probabilities,
+                             request.return_tokens, scorer.tokenizer)
+                for p, probs in zip(prepared, probabilities, strict=True)]
+
+    small = not request.return_tokens and sum(len(p) for p in probabilities) <= INLINE_TOKENS and all(
+        p.alignment is None for p in prepared)
+    results = build() if small else await off_loop(state, build)
     return TokenRewardsResponse(model=scorer.name, revision=scorer.revision, mode=request.mode, results=results)
 
 

@@ -101,6 +101,10 @@ class ServiceSettings(BaseSettings):
         "off the end of each /get_reward query before scoring, as the discriminator tokenizer's own always are; "
         "OpenRLHF decodes queries with them."))] = None
     warmup: Annotated[bool, Field(description="Run a warm-up forward before reporting ready.")] = True
+    prefix_sharing: Annotated[bool, Field(description=(
+        "Items of one forward batch with the same prompt tokens (GRPO's n responses per prompt, from one "
+        "request or several) get the prompt computed once and its KV cache shared. Falls back to whole "
+        "sequences, with one log line, for models that cannot. --no-prefix-sharing: always whole."))] = True
 
     @field_validator("model", "sequence_model", "get_reward_policy_tokenizer")
     @classmethod

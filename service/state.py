@@ -74,7 +74,10 @@ class ServiceState:
                                   name=s.served_model_name, revision=s.revision)
         if s.warmup:
             scorer.warm_up()
-        logger.info("discriminator loaded: %s", describe(scorer))
+        if s.prefix_sharing:
+            scorer.enable_prefix_sharing()
+        logger.info("discriminator loaded: %s; prefix sharing %s", describe(scorer),
+                    "on" if scorer.prefix_sharing else "off")
         if note := demo_note(scorer.model.config):
             logger.warning("serving the DEMO discriminator: %s", note)
         sequence_scorer = None
@@ -89,12 +92,14 @@ class ServiceState:
                 self.limits(loaded)
         self.token_scorer, self.sequence_scorer = scorer, sequence_scorer
 
-    def _batcher(self, forward: Callable[[list[Encoded]], list[Any]], name: str) -> DynamicBatcher[Encoded, Any]:
+    def _batcher(self, forward: Callable[[list[Encoded]], list[Any]], name: str,
+                 share_prompts: bool = False) -> DynamicBatcher[Encoded, Any]:
         s = self.settings
         return DynamicBatcher(forward, lambda e: e.length, token_budget=s.token_budget,
                               max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_ms / 1000.0,
                               adaptive_wait=s.adaptive_wait,
-                              max_queue=s.max_queue_items, observer=self.metrics.observer(name), name=name)
+                              max_queue=s.max_queue_items, observer=self.metrics.observer(name), name=name,
+                              prompt_of=Encoded.prompt_share if share_prompts else None)
 
     async def load(self) -> None:
         """Load models, warm up, start the batchers; then the service is ready."""
@@ -105,7 +110,8 @@ class ServiceState:
         gc.collect()
         gc.freeze()
         assert self.token_scorer is not None
-        self.token_batcher = self._batcher(self.token_scorer.probabilities, "discriminator")
+        self.token_batcher = self._batcher(self.token_scorer.probabilities, "discriminator",
+                                           share_prompts=self.token_scorer.prefix_sharing)
         self.token_batcher.start()
         if self.sequence_scorer is not None:
             self.sequence_batcher = self._batcher(self.sequence_scorer.scores, "sequence_rm")
