@@ -152,8 +152,13 @@ class SeedBase:
     stages: dict[str, Any]
 
 
-def build_seed(config: DemoConfig, seed_dir: Path, log: StageLog) -> SeedBase:
-    """The seed's shared stages, or the ones an interrupted run of the same seed already finished."""
+def build_seed(config: DemoConfig, seed_dir: Path, log: StageLog, sft_from: Path | None = None) -> SeedBase:
+    """The seed's shared stages, or the ones an interrupted run of the same seed already finished.
+
+    `sft_from`: a `benchmarks/tune_sft.py` output folder; its SFT policy of this seed and recipe, when there is
+    one, is copied instead of trained again (the same seed, data and recipe train the same policy)."""
+    import shutil
+
     from tlcr import pipeline
 
     done = seed_dir / "base.json"
@@ -164,7 +169,13 @@ def build_seed(config: DemoConfig, seed_dir: Path, log: StageLog) -> SeedBase:
                         Path(saved["reward_model"]), saved["stages"])
     with log.stage("base: data, SFT, labels, discriminator, reward model"):
         data, _ = pipeline.prepare_data(config, seed_dir)
-        sft = pipeline.sft_stage(config, data, seed_dir)
+        trained = sft_from and sft_from / f"seed-{config.seed}" / tuned_sft_name(config) / "models" / "sft"
+        if trained and (trained / "config.json").exists():
+            sft = seed_dir / "models" / "sft"
+            shutil.copytree(trained, sft, dirs_exist_ok=True)
+            log.console.print(f"  SFT policy copied from {trained}")
+        else:
+            sft = pipeline.sft_stage(config, data, seed_dir)
         labels_path, labeling = pipeline.label_stage(data, sft, seed_dir)
         disc, disc_metrics = pipeline.discriminator_stage(config, labels_path, sft, seed_dir)
         rm, rm_metrics = pipeline.reward_model_stage(config, data, sft, seed_dir)
@@ -174,6 +185,11 @@ def build_seed(config: DemoConfig, seed_dir: Path, log: StageLog) -> SeedBase:
                                 "sft": str(sft), "discriminator": str(disc), "reward_model": str(rm),
                                 "stages": stages}, indent=1, default=str))
     return SeedBase(config, seed_dir, data, sft, disc, rm, stages)
+
+
+def tuned_sft_name(config: DemoConfig) -> str:
+    """The folder `benchmarks/tune_sft.py` gives this config's SFT recipe."""
+    return f"epochs{config.sft_epochs:g}-learning_rate{config.sft_learning_rate:g}"
 
 
 def train_method(base: SeedBase, method: str, point: Mapping[str, float], reward_url: str,
@@ -226,7 +242,27 @@ def choose(candidates: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return dict(max(candidates, key=lambda r: r["oracle_score"])["point"])
 
 
-def run_seed(seed: int, methods: Sequence[str], budget_name: str, seed_dir: Path, console: Console) -> dict[str, Any]:
+def pick_stability(names: Sequence[str], rows: Sequence[Sequence[Mapping[str, Any]]], *, n_resamples: int = 2000,
+                   seed: int = 0) -> dict[str, Any]:
+    """How firmly the validation questions pick one candidate: resample the questions (paired across candidates)
+    and count how often the same candidate wins; and the best − runner-up gap with its paired bootstrap interval."""
+    table = np.array([[v for _, v in sorted(per_prompt(r, "oracle_score").items())] for r in rows])  # [cand, q]
+    means = table.mean(axis=1)
+    order = np.argsort(-means, kind="stable")
+    best = int(order[0])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, table.shape[1], size=(n_resamples, table.shape[1]))
+    winners = table[:, draws].mean(axis=2).argmax(axis=0)  # [resamples]
+    out: dict[str, Any] = {"chosen": names[best], "same_pick": float((winners == best).mean())}
+    if len(names) > 1:
+        runner_up = int(order[1])
+        out["runner_up"] = names[runner_up]
+        out["gap"] = paired_bootstrap((table[best] - table[runner_up])[None, :]).to_dict()
+    return out
+
+
+def run_seed(seed: int, methods: Sequence[str], budget_name: str, seed_dir: Path, console: Console,
+             sft_from: Path | None = None) -> dict[str, Any]:
     """Tune every method on validation questions, then evaluate each chosen candidate on test questions."""
     from tlcr import pipeline
     from tlcr.core.models import load_tokenizer
@@ -236,7 +272,7 @@ def run_seed(seed: int, methods: Sequence[str], budget_name: str, seed_dir: Path
     budget = BUDGETS[budget_name]
     config = budget.config(seed)
     log = StageLog(console)
-    base = build_seed(config, seed_dir, log)
+    base = build_seed(config, seed_dir, log, sft_from)
     validation = pipeline.held_out_prompts("validation", config.eval_samples_per_prompt, config.eval_prompts)
     test = pipeline.held_out_prompts("test", config.eval_samples_per_prompt, config.eval_prompts)
 
@@ -247,6 +283,7 @@ def run_seed(seed: int, methods: Sequence[str], budget_name: str, seed_dir: Path
 
     tuning: dict[str, list[dict[str, Any]]] = {}
     chosen: dict[str, dict[str, float]] = {"sft": {}}
+    stability: dict[str, dict[str, Any]] = {}
     service = pipeline.start_reward_service(base.discriminator, base.reward_model, seed_dir)
     try:
         with TokenRewardClient(service.url) as client:
@@ -274,6 +311,13 @@ def run_seed(seed: int, methods: Sequence[str], budget_name: str, seed_dir: Path
                 console.print(f"  seed {seed} {METHOD_NAMES[method]} {point_name(point)}: validation oracle "
                               f"{result['summary']['oracle_score']:.3f}, KL {result['summary']['kl_to_sft']:.2f}")
             chosen[method] = choose(tuning[method])
+            stability[method] = pick_stability(
+                [point_name(c["point"]) for c in tuning[method]],
+                [json.loads((seed_dir / "runs" / method / run_name(c["point"])
+                             / f"validation-{point_name(c['point'])}.json").read_text())["rows"]
+                 for c in tuning[method]])
+            console.print(f"  seed {seed} {METHOD_NAMES[method]}: picked {point_name(chosen[method])}, the same pick "
+                          f"in {stability[method]['same_pick']:.0%} of validation-question resamples")
         for method in methods:
             if method in ABLATIONS:
                 chosen[method] = chosen["tlcr"]
@@ -287,7 +331,8 @@ def run_seed(seed: int, methods: Sequence[str], budget_name: str, seed_dir: Path
                 test_results[method] = cached(path, lambda m=method, p=point: evaluate(m, p, test))
     finally:
         service.stop()
-    return {"seed": seed, "chosen": chosen, "tuning": tuning, "test": test_results, "sanity": sanity,
+    return {"seed": seed, "chosen": chosen, "tuning": tuning, "pick_stability": stability, "test": test_results,
+            "sanity": sanity,
             "stages": base.stages, "timings": log.timings, "config": asdict(config),
             "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
@@ -578,6 +623,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="run the whole comparison once per OMP_NUM_THREADS value (e.g. 1,2) into <out>/omp-N "
                              "and check that each claim keeps its sign and significance")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--sft-from", type=Path, default=None,
+                        help="a benchmarks/tune_sft.py output folder: copy each seed's SFT policy of the same recipe "
+                             "from it instead of training it again")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one seed, in its own process
     args = parser.parse_args(argv)
     try:
@@ -644,8 +692,9 @@ def run_processes(commands: Sequence[tuple[list[str], dict[str, str], Path]], jo
 
 
 def base_command(args: argparse.Namespace) -> list[str]:
-    return [sys.executable, str(Path(__file__).resolve()), "--methods", ",".join(args.method_list),
-            "--budget", args.budget]
+    command = [sys.executable, str(Path(__file__).resolve()), "--methods", ",".join(args.method_list),
+               "--budget", args.budget]
+    return command + (["--sft-from", str(args.sft_from)] if args.sft_from else [])
 
 
 def compare(args: argparse.Namespace, console: Console) -> dict[str, Any]:
@@ -688,6 +737,11 @@ def compare(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     console.print("Chosen candidate per seed (validation oracle):\n" + chosen_md)
     for claim in found:
         console.print("  " + claim["sentence"])
+    stability = {m: [r["pick_stability"][m]["same_pick"] for r in per_seed]
+                 for m in args.method_list if all(m in r.get("pick_stability", {}) for r in per_seed)}
+    for method, shares in stability.items():
+        console.print(f"  {METHOD_NAMES[method]}: the seed's pick recurs in "
+                      + ", ".join(f"{x:.0%}" for x in shares) + " of validation-question resamples (per seed)")
     if "tlcr_minus_seq" in kl_match:
         console.print(f"  at matched KL {kl_match['kl']:.2f} (validation frontier): TLCR − PPO_seq = "
                       f"{fmt_interval(kl_match['tlcr_minus_seq'])} (bootstrap over seeds)")
@@ -704,12 +758,14 @@ def compare(args: argparse.Namespace, console: Console) -> dict[str, Any]:
               "matched_kl": kl_match, "length_curves": curves,
               "chosen": {r["seed"]: r["chosen"] for r in per_seed},
               "sanity": {r["seed"]: r["sanity"] for r in per_seed}, "wall_s": round(wall, 1),
-              "reused_seeds": reused, "time_breakdown_s": breakdown,
+              "reused_seeds": reused, "time_breakdown_s": breakdown, "pick_stability": stability,
               "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
               "per_seed": [{k: v for k, v in r.items() if k != "test"} for r in per_seed]}
     (args.out / "comparison.json").write_text(json.dumps(report, indent=1, default=str))
     (args.out / "comparison.md").write_text(
         f"{title}\n\n{markdown(rows)}\n\nChosen candidate per seed:\n\n{chosen_md}\n\n"
+        + "".join(f"- {METHOD_NAMES[m]}: the pick recurs in " + ", ".join(f"{x:.0%}" for x in v)
+                  + " of validation-question resamples (per seed)\n" for m, v in stability.items()) + "\n"
         + "\n".join(f"- {c['sentence']}" for c in found) + "\n")
     console.print(f"→ {args.out / 'comparison.json'}, comparison.md, comparison.png, fig7_length.png, "
                   "oracle_vs_kl.png")
@@ -751,7 +807,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in args.seed_list:
             seed_dir = args.out / f"seed-{seed}"
             cached(seed_dir / "results.json",
-                   lambda s=seed, d=seed_dir: run_seed(s, args.method_list, args.budget, d, console))
+                   lambda s=seed, d=seed_dir: run_seed(s, args.method_list, args.budget, d, console, args.sft_from))
         return 0
     if args.thread_list:
         return check_reproducibility(args, console)

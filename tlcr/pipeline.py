@@ -34,7 +34,8 @@ class PipelineConfig:
                 "as in the paper) instead of one trained on the task's text."})
     sft_noisy_fraction: float = field(default=0.6, metadata={
         "help": "Share of SFT targets that are the faulty rejected response (gives PPO something to fix)."})
-    sft_epochs: float = field(default=12.0, metadata={"help": "SFT epochs."})
+    # tuned on validation questions, worst seed of 0-2 (benchmarks/tune_sft.py, docs/results.md)
+    sft_epochs: float = field(default=24.0, metadata={"help": "SFT epochs."})
     sft_learning_rate: float = field(default=3e-3, metadata={"help": "SFT learning rate."})
     sft_batch_size: int = field(default=16, metadata={"help": "SFT batch size."})
     discriminator_epochs: float = field(default=4.0, metadata={"help": "Token discriminator epochs."})

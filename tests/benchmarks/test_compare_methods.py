@@ -210,3 +210,17 @@ def _run(command: list[str], env: dict[str, str], *, timeout: float) -> tuple[in
         except ProcessLookupError:
             pass
         process.wait()
+
+
+def _validation_rows(scores: list[float]) -> list[dict[str, Any]]:
+    return [{"prompt": f"q{i}", "oracle_score": s} for i, s in enumerate(scores)]
+
+
+def test_pick_stability_tells_a_clear_pick_from_a_coin_flip(compare: ModuleType) -> None:
+    clear = compare.pick_stability(["a", "b"], [_validation_rows([0.9, 0.8, 0.9, 0.8]),
+                                                _validation_rows([0.1, 0.2, 0.1, 0.0])])
+    assert clear["chosen"] == "a" and clear["same_pick"] == 1.0 and clear["gap"]["significant"]
+    noisy = compare.pick_stability(["a", "b"], [_validation_rows([0.9, 0.0, 0.5, 0.2]),
+                                                _validation_rows([0.1, 0.8, 0.4, 0.2])])
+    assert noisy["chosen"] == "a" and noisy["runner_up"] == "b"
+    assert 0.2 < noisy["same_pick"] < 0.8 and not noisy["gap"]["significant"]
