@@ -13,8 +13,8 @@ Tuning, per seed and alike for every method (why: a single tuning seed's 2 × 2 
 and the bootstrap did not see that pick's variance; docs/results.md). Each seed trains every candidate of its
 method's grid and picks the one with the best validation oracle:
 - PPO_seq, TLCR_fixed, TLCR: lr × KL coefficient β, each run to the longest length with the policy kept at
-  every checkpoint length, so training length is tuned too (full: 2 × 2 × {20, 40, 80} steps = 12 candidates);
-- DPO: lr × β × epochs (2 × 2 × {1, 2} = 8 candidates);
+  every checkpoint length, so training length is tuned too (full: 2 × 2 × {15, 30, 60} steps = 12 candidates);
+- DPO: lr × β × epochs (2 × 2 × {0.5, 1} = 8 candidates);
 - the ablations (w/o negative, w/o positive) change only the reward: they train at TLCR's chosen lr, β and
   length of the same seed (the paper's ablation), for the whole length so Fig. 7's curves line up.
 Then each method's chosen candidate is evaluated once on the test questions. Because every seed repeats the
@@ -101,10 +101,12 @@ class Budget:
         return DemoConfig.smoke(**values) if self.smoke else DemoConfig(**values)
 
 
+# The full budget's lengths are what an estimate from measured unit costs fits into 60 minutes for 5 seeds on 2
+# cores (docs/results.md, "Time"): {20, 40, 80} PPO steps and {1, 2} DPO epochs came to about 75.
 BUDGETS = {
     "full": Budget(ppo_grid={"ppo_learning_rate": (5e-5, 1.5e-4), "ppo_kl_coef": (0.05, 0.2)},
-                   ppo_checkpoints=(20, 40, 80),
-                   dpo_grid={"dpo_learning_rate": (1e-5, 4e-5), "dpo_beta": (0.1, 0.3)}, dpo_epochs=(1.0, 2.0)),
+                   ppo_checkpoints=(15, 30, 60),
+                   dpo_grid={"dpo_learning_rate": (1e-5, 4e-5), "dpo_beta": (0.1, 0.3)}, dpo_epochs=(0.5, 1.0)),
     # CI: two candidates per method so the per-seed pick is exercised; numbers are meaningless
     "smoke": Budget(ppo_grid={"ppo_learning_rate": (5e-5, 1.5e-4), "ppo_kl_coef": (0.2,)}, ppo_checkpoints=(1, 2),
                     dpo_grid={"dpo_learning_rate": (4e-5,), "dpo_beta": (0.1,)}, dpo_epochs=(0.5, 1.0), smoke=True),
@@ -799,8 +801,17 @@ def check_reproducibility(args: argparse.Namespace, console: Console) -> int:
     return 0
 
 
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the run as Ctrl-C does: `finally` blocks run, so seed workers and services are stopped."""
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    stop_on_sigterm()
     console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets the whole table
     quiet_libraries(console)
     if args.worker:

@@ -41,17 +41,17 @@ def test_every_tuned_method_has_a_grid_of_the_same_size_with_training_length_in_
     full = compare.BUDGETS["full"]
     sizes = {m: len(compare.grid(m, full)) for m in compare.METHODS}
     assert sizes["sft"] == sizes["tlcr_positive_only"] == sizes["tlcr_negative_only"] == 0  # not tuned
-    assert sizes["seq"] == sizes["tlcr_fixed"] == sizes["tlcr"] == 12  # lr × β × {20, 40, 80} steps
-    assert sizes["dpo"] == 8  # lr × β × {1, 2} epochs
-    assert {p["ppo_steps"] for p in compare.grid("tlcr", full)} == {20, 40, 80}
-    assert {p["dpo_epochs"] for p in compare.grid("dpo", full)} == {1.0, 2.0}
+    assert sizes["seq"] == sizes["tlcr_fixed"] == sizes["tlcr"] == 12  # lr × β × {15, 30, 60} steps
+    assert sizes["dpo"] == 8  # lr × β × {0.5, 1} epochs
+    assert {p["ppo_steps"] for p in compare.grid("tlcr", full)} == {15, 30, 60}
+    assert {p["dpo_epochs"] for p in compare.grid("dpo", full)} == {0.5, 1.0}
     # every length of one lr × β is a checkpoint of one training run
     runs = {compare.run_name(p) for p in compare.grid("seq", full)}
     assert len(runs) == 4
     point = {"ppo_learning_rate": 5e-05, "ppo_kl_coef": 0.2, "ppo_steps": 50}
     assert compare.point_name(point) == "learning_rate5e-05-kl_coef0.2-steps50"
     assert compare.run_name(point) == "learning_rate5e-05-kl_coef0.2"
-    assert compare.budget_config("full", 3).ppo_steps == 80 and compare.budget_config("full", 3).data_seed == 45
+    assert compare.budget_config("full", 3).ppo_steps == 60 and compare.budget_config("full", 3).data_seed == 45
 
 
 def test_the_pick_is_the_best_validation_oracle(compare: ModuleType) -> None:
