@@ -40,10 +40,10 @@ class PipelineConfig:
     sft_batch_size: int = field(default=16, metadata={"help": "SFT batch size."})
     discriminator_epochs: float = field(default=4.0, metadata={"help": "Token discriminator epochs."})
     reward_model_epochs: float = field(default=4.0, metadata={"help": "Sequence reward model epochs."})
-    # 7 methods × a 2×2 grid × 3 seeds must fit 30 min of 2 cores (compare_methods)
+    # the demo's length; benchmarks/compare_methods.py tunes the length per seed (15, 30 or 60 steps)
     ppo_steps: int = field(default=50, metadata={"help": "PPO steps per reward mode."})
     ppo_rollout_batch: int = field(default=32, metadata={"help": "PPO rollouts per step."})
-    # TLCR's point of the comparison's lr × β grid, chosen on validation questions (docs/results.md)
+    # a point of compare_methods' lr × β grid, from which each seed there picks its own on validation questions
     ppo_learning_rate: float = field(default=5e-5, metadata={"help": "PPO policy learning rate."})
     ppo_value_learning_rate: float | None = field(default=1e-3, metadata={
         "help": "PPO value-model learning rate."})
