@@ -198,6 +198,8 @@ def train_method(base: SeedBase, method: str, point: Mapping[str, float], reward
                  checkpoints: Sequence[int]) -> Path:
     """The policy of `method` at candidate `point` (SFT: the SFT policy itself). A PPO run is trained once to
     the longest length, keeping the policy at every checkpoint length; a later candidate of the same run reuses it."""
+    import shutil
+
     from tlcr import pipeline
 
     if method == "sft":
@@ -211,6 +213,7 @@ def train_method(base: SeedBase, method: str, point: Mapping[str, float], reward
     steps = int(point["ppo_steps"])
     run = out / "ppo"
     if not (run / "policy" / "config.json").exists():
+        shutil.rmtree(run, ignore_errors=True)  # an interrupted run's checkpoints: trained again from the start
         longest = max(checkpoints)
         training = {k: v for k, v in point.items() if k != "ppo_steps"}
         pipeline.ppo_stage(replace(base.config, **training, ppo_steps=longest), method, base.sft, reward_url,
@@ -244,6 +247,14 @@ def choose(candidates: Sequence[Mapping[str, Any]]) -> dict[str, float]:
     return dict(max(candidates, key=lambda r: r["oracle_score"])["point"])
 
 
+def runs_of(points: Sequence[Mapping[str, float]]) -> list[list[dict[str, float]]]:
+    """Candidates grouped by the training run they come from, in grid order."""
+    groups: dict[str, list[dict[str, float]]] = {}
+    for point in points:
+        groups.setdefault(run_name(point), []).append(dict(point))
+    return list(groups.values())
+
+
 def pick_stability(names: Sequence[str], rows: Sequence[Sequence[Mapping[str, Any]]], *, n_resamples: int = 2000,
                    seed: int = 0) -> dict[str, Any]:
     """How firmly the validation questions pick one candidate: resample the questions (paired across candidates)
@@ -264,8 +275,12 @@ def pick_stability(names: Sequence[str], rows: Sequence[Sequence[Mapping[str, An
 
 
 def run_seed(seed: int, methods: Sequence[str], budget_name: str, seed_dir: Path, console: Console,
-             sft_from: Path | None = None) -> dict[str, Any]:
-    """Tune every method on validation questions, then evaluate each chosen candidate on test questions."""
+             sft_from: Path | None = None, max_candidates: int | None = None) -> dict[str, Any]:
+    """Tune every method on validation questions, then evaluate each chosen candidate on test questions.
+
+    Candidates are trained in turns across methods (each method's first run, then each one's second, ...), so a
+    run stopped early has tuned every method over the same share of its grid; `max_candidates` keeps only the
+    first N candidates of every grid (a reduced run, named in the report's title)."""
     from tlcr import pipeline
     from tlcr.core.models import load_tokenizer
     from tlcr.evaluation.reward_sanity import reward_sanity, sanity_rows
@@ -296,23 +311,27 @@ def run_seed(seed: int, methods: Sequence[str], budget_name: str, seed_dir: Path
         sft_val = cached(seed_dir / "runs" / "sft" / "validation.json",
                          lambda: evaluate("sft", {}, validation))
         tuning["sft"] = [{"point": {}, **sft_val["summary"]}]
-        for method in methods:
-            if method == "sft" or method in ABLATIONS:
-                continue
+        tuned = [m for m in methods if m != "sft" and m not in ABLATIONS]
+        runs = {m: runs_of(grid(m, budget)[:max_candidates]) for m in tuned}
+        for method in tuned:
             tuning[method] = []
-            trained: set[str] = set()
-            for point in grid(method, budget):
-                if run_name(point) not in trained:  # a PPO run gives every length's candidate
-                    with log.stage(f"train {METHOD_NAMES[method]} {run_name(point)}"):
-                        train_method(base, method, point, service.url, budget.ppo_checkpoints)
-                    trained.add(run_name(point))
-                path = seed_dir / "runs" / method / run_name(point) / f"validation-{point_name(point)}.json"
-                with log.stage(f"validate {METHOD_NAMES[method]} {point_name(point)}"):
-                    result = cached(path, lambda m=method, p=point: evaluate(m, p, validation))
-                tuning[method].append({"point": point, **result["summary"]})
-                console.print(f"  seed {seed} {METHOD_NAMES[method]} {point_name(point)}: validation oracle "
-                              f"{result['summary']['oracle_score']:.3f}, KL {result['summary']['kl_to_sft']:.2f}")
+        for turn in range(max((len(r) for r in runs.values()), default=0)):
+            for method in tuned:
+                if turn >= len(runs[method]):
+                    continue
+                points = runs[method][turn]  # a PPO run gives every length's candidate
+                with log.stage(f"train {METHOD_NAMES[method]} {run_name(points[0])}"):
+                    train_method(base, method, points[0], service.url, budget.ppo_checkpoints)
+                for point in points:
+                    path = seed_dir / "runs" / method / run_name(point) / f"validation-{point_name(point)}.json"
+                    with log.stage(f"validate {METHOD_NAMES[method]} {point_name(point)}"):
+                        result = cached(path, lambda m=method, p=point: evaluate(m, p, validation))
+                    tuning[method].append({"point": point, **result["summary"]})
+                    console.print(f"  seed {seed} {METHOD_NAMES[method]} {point_name(point)}: validation oracle "
+                                  f"{result['summary']['oracle_score']:.3f}, KL {result['summary']['kl_to_sft']:.2f}")
+        for method in tuned:
             chosen[method] = choose(tuning[method])
+        for method in tuned:
             stability[method] = pick_stability(
                 [point_name(c["point"]) for c in tuning[method]],
                 [json.loads((seed_dir / "runs" / method / run_name(c["point"])
@@ -628,6 +647,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--sft-from", type=Path, default=None,
                         help="a benchmarks/tune_sft.py output folder: copy each seed's SFT policy of the same recipe "
                              "from it instead of training it again")
+    parser.add_argument("--max-candidates", type=int, default=None,
+                        help="tune over only the first N candidates of every method's grid (a reduced run; the "
+                             "report's title says so)")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one seed, in its own process
     args = parser.parse_args(argv)
     try:
@@ -636,6 +658,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--seeds must be comma-separated integers, not {args.seeds!r}")
     if not args.seed_list or len(set(args.seed_list)) != len(args.seed_list):
         parser.error(f"--seeds needs distinct seeds, got {args.seeds!r}")
+    if args.max_candidates is not None and args.max_candidates < 1:
+        parser.error(f"--max-candidates must be at least 1, got {args.max_candidates}")
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
     args.thread_list = None
@@ -696,7 +720,8 @@ def run_processes(commands: Sequence[tuple[list[str], dict[str, str], Path]], jo
 def base_command(args: argparse.Namespace) -> list[str]:
     command = [sys.executable, str(Path(__file__).resolve()), "--methods", ",".join(args.method_list),
                "--budget", args.budget]
-    return command + (["--sft-from", str(args.sft_from)] if args.sft_from else [])
+    command += ["--sft-from", str(args.sft_from)] if args.sft_from else []
+    return command + (["--max-candidates", str(args.max_candidates)] if args.max_candidates else [])
 
 
 def compare(args: argparse.Namespace, console: Console) -> dict[str, Any]:
@@ -723,8 +748,9 @@ def compare(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     wall = time.perf_counter() - started
     breakdown = time_breakdown(per_seed)
     seeds = ",".join(str(r["seed"]) for r in per_seed)
-    title = (f"controlled task, test questions — budget {args.budget} — seeds {seeds}, each tuned on its own "
-             f"validation questions — OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
+    reduced = f" (REDUCED: first {args.max_candidates} candidates of each grid)" if args.max_candidates else ""
+    title = (f"controlled task, test questions — budget {args.budget}{reduced} — seeds {seeds}, each tuned on its "
+             f"own validation questions — OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
     rich_table = Table(title=title)
     for header in HEADERS:
@@ -818,7 +844,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         for seed in args.seed_list:
             seed_dir = args.out / f"seed-{seed}"
             cached(seed_dir / "results.json",
-                   lambda s=seed, d=seed_dir: run_seed(s, args.method_list, args.budget, d, console, args.sft_from))
+                   lambda s=seed, d=seed_dir: run_seed(s, args.method_list, args.budget, d, console, args.sft_from,
+                                                          args.max_candidates))
         return 0
     if args.thread_list:
         return check_reproducibility(args, console)

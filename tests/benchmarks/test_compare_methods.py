@@ -54,6 +54,17 @@ def test_every_tuned_method_has_a_grid_of_the_same_size_with_training_length_in_
     assert compare.budget_config("full", 3).ppo_steps == 60 and compare.budget_config("full", 3).data_seed == 45
 
 
+def test_candidates_are_grouped_by_their_training_run_in_grid_order(compare: ModuleType) -> None:
+    full = compare.BUDGETS["full"]
+    runs = compare.runs_of(compare.grid("tlcr", full))
+    assert [len(r) for r in runs] == [3, 3, 3, 3]
+    assert [p["ppo_steps"] for p in runs[0]] == [15, 30, 60]
+    assert {compare.run_name(p) for p in runs[1]} == {"learning_rate5e-05-kl_coef0.2"}
+    # a reduced run keeps the first N candidates of every grid: whole runs first
+    assert [len(r) for r in compare.runs_of(compare.grid("seq", full)[:6])] == [3, 3]
+    assert len(compare.runs_of(compare.grid("dpo", full)[:6])) == 6  # every DPO candidate is its own run
+
+
 def test_the_pick_is_the_best_validation_oracle(compare: ModuleType) -> None:
     candidates = [{"point": {"ppo_steps": 25}, "oracle_score": 0.1}, {"point": {"ppo_steps": 50}, "oracle_score": 0.3},
                   {"point": {"ppo_steps": 100}, "oracle_score": 0.3}]
@@ -134,6 +145,7 @@ def test_reproducibility_calls_a_claim_robust_only_with_the_same_sign_and_signif
     (["--threads", "1"], "at least two distinct"),
     (["--threads", "1,x"], "comma-separated integers"),
     (["--jobs", "0"], "--jobs must be at least 1"),
+    (["--max-candidates", "0"], "--max-candidates must be at least 1"),
     (["--methods", "seq,tlcr_negative_only"], "add tlcr to --methods"),
 ])
 def test_bad_arguments_are_named(compare: ModuleType, argv: list[str], message: str,
