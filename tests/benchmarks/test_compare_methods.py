@@ -163,6 +163,7 @@ def test_budgets(compare: ModuleType) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1500)  # two whole comparisons, 4 seed workers and 4 services: 591 s once on the loaded 2 cores
 def test_smoke_budget_twice_with_two_thread_counts_then_a_rerun_reuses_results(compare: ModuleType,
                                                                                tmp_path: Path) -> None:
     """The real script (its own process: seed workers in parallel, one real service per seed on loopback, real
