@@ -74,6 +74,9 @@ METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", **{m.value: m.label for m in PolicyR
 PPO_MODES = tuple(m.value for m in PolicyRewardMode)
 ABLATIONS = ("tlcr_positive_only", "tlcr_negative_only")  # at TLCR's chosen candidate of the same seed
 BUDGET_MINUTES = 60
+# Fewer seeds than this: the intervals are printed but the run is called not final (a bootstrap over 2-3 seeds
+# cannot see how much seeds differ), and no interval is computed over seeds alone (matched KL).
+FINAL_SEEDS = 5
 # (claim, method a, method b, metric): "a > b" on the test split
 CLAIMS = (("PPO_seq > SFT", "seq", "sft", "oracle"), ("TLCR > SFT", "tlcr", "sft", "oracle"),
           ("TLCR > PPO_seq", "tlcr", "seq", "oracle"), ("TLCR_fixed > PPO_seq", "tlcr_fixed", "seq", "oracle"),
@@ -420,9 +423,10 @@ def claims(per_seed: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> lis
         agree, per = seeds_agreeing(per_seed, a, b, metric)
         weak = claim.startswith("TLCR ≥")  # "≥": holds unless significantly reversed
         unit = {"oracle": "oracle", "length": "tokens", "details": "details per asked fact"}.get(metric, "per response")
+        few = f" (only {len(per)} seed(s): not a final result)" if len(per) < FINAL_SEEDS else ""
         sentence = (f"{claim}: {METHOD_NAMES[a]} − {METHOD_NAMES[b]} = {interval['mean']:+.3f} {unit} "
                     f"[95 % CI {interval['low']:+.3f}, {interval['high']:+.3f}], {agree}/{len(per)} seeds > 0 — "
-                    f"{verdict(interval, weak)}.")
+                    f"{verdict(interval, weak)}{few}.")
         out.append({"claim": claim, "a": a, "b": b, "metric": metric, **interval, "weak": weak,
                     "seeds_positive": agree, "per_seed": per, "sentence": sentence})
     return out
@@ -744,7 +748,9 @@ def compare(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     found = claims(per_seed, args.method_list)
     if {"tlcr", "seq"} <= set(kl_match["per_seed"]):
         diff = np.array(kl_match["per_seed"]["tlcr"]) - np.array(kl_match["per_seed"]["seq"])
-        kl_match["tlcr_minus_seq"] = paired_bootstrap(diff[:, None]).to_dict()
+        kl_match["tlcr_minus_seq_per_seed"] = [round(float(d), 4) for d in diff]
+        if len(diff) >= FINAL_SEEDS:  # a bootstrap over 2-4 values is no interval
+            kl_match["tlcr_minus_seq"] = paired_bootstrap(diff[:, None]).to_dict()
     wall = time.perf_counter() - started
     breakdown = time_breakdown(per_seed)
     seeds = ",".join(str(r["seed"]) for r in per_seed)
@@ -770,9 +776,11 @@ def compare(args: argparse.Namespace, console: Console) -> dict[str, Any]:
     for method, shares in stability.items():
         console.print(f"  {METHOD_NAMES[method]}: the seed's pick recurs in "
                       + ", ".join(f"{x:.0%}" for x in shares) + " of validation-question resamples (per seed)")
-    if "tlcr_minus_seq" in kl_match:
-        console.print(f"  at matched KL {kl_match['kl']:.2f} (validation frontier): TLCR − PPO_seq = "
-                      f"{fmt_interval(kl_match['tlcr_minus_seq'])} (bootstrap over seeds)")
+    if "tlcr_minus_seq_per_seed" in kl_match:
+        interval = (f"{fmt_interval(kl_match['tlcr_minus_seq'])} (bootstrap over seeds)" if "tlcr_minus_seq" in kl_match
+                    else f"no interval with fewer than {FINAL_SEEDS} seeds")
+        console.print(f"  at matched KL {kl_match['kl']:.2f} (validation frontier): TLCR − PPO_seq per seed "
+                      + ", ".join(f"{d:+.3f}" for d in kl_match["tlcr_minus_seq_per_seed"]) + f"; {interval}")
     plot_comparison(table, args.out / "comparison.png", title)
     curves = plot_length_curves(per_seed, args.out, args.out / "fig7_length.png")
     plot_oracle_vs_kl(kl_match, args.out / "oracle_vs_kl.png")

@@ -86,6 +86,7 @@ def test_summary_and_claims_from_paired_differences(compare: ModuleType) -> None
     assert list(sentences) == ["TLCR > SFT", "TLCR: fewer style faults than SFT"]
     assert "+0.500" in sentences["TLCR > SFT"] and "holds (significant)" in sentences["TLCR > SFT"]
     assert "2/2 seeds > 0" in sentences["TLCR > SFT"]
+    assert "only 2 seed(s): not a final result" in sentences["TLCR > SFT"]  # fewer than FINAL_SEEDS
     assert "SFT − TLCR = +0.500 per response" in sentences["TLCR: fewer style faults than SFT"]
 
 
