@@ -189,9 +189,9 @@ def _notes(config: DemoConfig) -> list[str]:
             "oracle_score: (correct − wrong facts + ½·details)/(1.5·asked) − 0.5·rude "
             "− 0.25·(repetitions + hedges); 1.0 is perfect.",
             f"One seed ({config.seed}) of each method at one fixed PPO setting: this run shows what each method "
-            "changes in this seed's SFT policy (style faults, details, wrong facts). It cannot rank methods: seeds "
-            "differ by as much as the methods do, and the best lr, β and length differ by seed. Rankings, with "
-            "per-seed tuning and intervals: benchmarks/compare_methods.py (docs/results.md)."]
+            "changes in this seed's SFT policy (style faults, details, wrong facts). It cannot rank methods: PPO "
+            "modes differ by less than seeds and tuning picks do, and the best lr, β and length differ by seed. "
+            "Rankings, with per-seed tuning and intervals: benchmarks/compare_methods.py (docs/results.md)."]
 
 
 def _short_metrics(metrics: dict[str, Any]) -> str:
