@@ -1,30 +1,42 @@
-"""The paper's comparison, tuned alike and evaluated on held-out questions: SFT, DPO, PPO_seq, TLCR_fixed,
-TLCR, TLCR w/o negative (positive rewards only), TLCR w/o positive (negative rewards only).
+"""The paper's comparison on the controlled task, every seed tuned on its own, with the tuning inside the intervals:
+SFT, DPO, PPO_seq, TLCR_fixed, TLCR, TLCR w/o negative (positive rewards only), TLCR w/o positive (negative only).
 
-Per seed, the `tlcr.pipeline` stages (the same as `tlcr demo`) build one SFT policy, chosen-reviser labels,
-one discriminator and one sequence reward model, served by ONE reward service; every method starts from
-that SFT policy.
+Per seed, the `tlcr.pipeline` stages (the same as `tlcr demo`) build one SFT policy, chosen-reviser labels, one
+discriminator and one sequence reward model, served by ONE reward service; every method starts from that SFT
+policy.
 
-Held out: the controlled task splits its questions (entity × relations) once into train / validation /
-test (`ControlledTask.question_split`). Every SFT, reward-model and PPO prompt is a train question;
+Held out: the controlled task splits its questions once into train / validation / test
+(`ControlledTask.question_split`: 144 / 48 / 48). Every SFT, reward-model and PPO prompt is a train question;
 validation questions are used only to tune, test questions only for the final numbers.
 
-Tuning, the same budget for every method: a 2 × 2 grid (PPO modes: lr × KL coefficient β; DPO: lr × β),
-trained on the first seed and scored on the validation questions by the oracle; the best point of each
-method is then trained on every seed and evaluated once on the test questions. PPO_seq's sequence-RM
-scores are z-scored by the SFT policy's samples (`PPOConfig.normalize_sequence_scores`), as is standard.
+Tuning, per seed and alike for every method (why: a single tuning seed's 2 × 2 pick decided the old headline,
+and the bootstrap did not see that pick's variance; docs/results.md). Each seed trains every candidate of its
+method's grid and picks the one with the best validation oracle:
+- PPO_seq, TLCR_fixed, TLCR: lr × KL coefficient β, each run to the longest length with the policy kept at
+  every checkpoint length, so training length is tuned too (full: 2 × 2 × {15, 30, 60} steps = 12 candidates);
+- DPO: lr × β × epochs (2 × 2 × {0.5, 1} = 8 candidates);
+- the ablations (w/o negative, w/o positive) change only the reward: they train at TLCR's chosen lr, β and
+  length of the same seed (the paper's ablation), for the whole length so Fig. 7's curves line up.
+Then each method's chosen candidate is evaluated once on the test questions. Because every seed repeats the
+pick, the paired bootstrap over seeds and test prompts carries the pick's variance into every interval.
 
-Reported: per method the test oracle, helpfulness, completeness, response length and KL to SFT (mean
-over seeds); paired bootstrap 95 % intervals over test prompts and seeds for the differences vs SFT and
-vs TLCR, with a sentence per ordering the paper claims; the oracle at a common KL from each method's
-validation oracle-vs-KL curve; response length over PPO steps per mode (Fig. 7); reward sanity of the
-served discriminator. Times are printed against the 30-minute budget.
+Reported: per method the test oracle and its parts, length and KL to SFT (mean over seeds), the chosen
+candidate per seed; paired bootstrap 95 % intervals for the differences vs SFT and vs TLCR and for each
+ordering the paper claims, with the number of seeds whose own difference has the claimed sign; the
+validation oracle-vs-KL frontier per method and seed, compared at a common KL (mean over seeds); response length
+over PPO steps (Fig. 7); reward sanity of each seed's discriminator; where the time went, against a 60-minute
+budget.
 
-    python benchmarks/compare_methods.py --seeds 0,1,2 --out runs/compare          # ≈ budget: see docs/results.md
-    python benchmarks/compare_methods.py --budget smoke --seeds 0 --methods tlcr --out runs/compare-smoke
+    python benchmarks/compare_methods.py --seeds 0,1,2,3,4 --jobs 2 --out runs/compare            # one run
+    python benchmarks/compare_methods.py --seeds 0,1,2,3,4 --jobs 2 --threads 1,2 --out runs/repro  # twice + check
+
+`--threads 1,2` runs the whole comparison once per thread count (`OMP_NUM_THREADS`: float sums in another
+order, as on another machine) into `<out>/omp-N/` and writes `<out>/reproducibility.md`: per claim, whether it
+keeps its sign and its significance in every run ("not robust" otherwise).
 
 Writes `<out>/comparison.json` (every number), `comparison.md`, `comparison.png`, `fig7_length.png`,
-`oracle_vs_kl.png`. Finished runs are reused (`result.json` per run), so an interrupted run resumes.
+`oracle_vs_kl.png`. Finished work is reused (per seed `results.json`, per candidate `validation.json`, trained
+policies), so an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -33,11 +45,14 @@ import argparse
 import itertools
 import json
 import math
+import os
+import signal
 import statistics
+import subprocess
 import sys
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -52,46 +67,81 @@ from rich.table import Table  # noqa: E402
 from tlcr.core.reward_modes import PolicyRewardMode  # noqa: E402
 from tlcr.demo import DemoConfig, StageLog, quiet_libraries  # noqa: E402
 from tlcr.evaluation.bootstrap import Interval, paired_bootstrap  # noqa: E402
+from tlcr.pipeline import PER_RESPONSE  # noqa: E402
 
 METHODS = ("sft", "dpo", "seq", "tlcr_fixed", "tlcr", "tlcr_positive_only", "tlcr_negative_only")
 METHOD_NAMES = {"sft": "SFT", "dpo": "DPO", **{m.value: m.label for m in PolicyRewardMode}}
-PPO_GRID = {"ppo_learning_rate": (5e-5, 1.5e-4), "ppo_kl_coef": (0.05, 0.2)}
-DPO_GRID = {"dpo_learning_rate": (1e-5, 4e-5), "dpo_beta": (0.1, 0.3)}
-BUDGET_MINUTES = 30
+PPO_MODES = tuple(m.value for m in PolicyRewardMode)
+ABLATIONS = ("tlcr_positive_only", "tlcr_negative_only")  # at TLCR's chosen candidate of the same seed
+BUDGET_MINUTES = 60
+# Fewer seeds than this: the intervals are printed but the run is called not final (a bootstrap over 2-3 seeds
+# cannot see how much seeds differ), and no interval is computed over seeds alone (matched KL).
+FINAL_SEEDS = 5
 # (claim, method a, method b, metric): "a > b" on the test split
-CLAIMS = (("TLCR > SFT", "tlcr", "sft", "oracle"), ("TLCR > PPO_seq", "tlcr", "seq", "oracle"),
-          ("PPO_seq > SFT", "seq", "sft", "oracle"), ("TLCR_fixed > PPO_seq", "tlcr_fixed", "seq", "oracle"),
+CLAIMS = (("PPO_seq > SFT", "seq", "sft", "oracle"), ("TLCR > SFT", "tlcr", "sft", "oracle"),
+          ("TLCR > PPO_seq", "tlcr", "seq", "oracle"), ("TLCR_fixed > PPO_seq", "tlcr_fixed", "seq", "oracle"),
           ("TLCR ≥ TLCR_fixed", "tlcr", "tlcr_fixed", "oracle"), ("TLCR > DPO", "tlcr", "dpo", "oracle"),
           ("w/o negative longer than TLCR", "tlcr_positive_only", "tlcr", "length"),
           ("TLCR longer than w/o positive", "tlcr", "tlcr_negative_only", "length"),
           # the mechanisms behind the oracle: negative rewards remove inserted faults, positive ones add details
           ("TLCR: fewer style faults than SFT", "sft", "tlcr", "style faults"),
           ("TLCR: more details than w/o positive", "tlcr", "tlcr_negative_only", "details"))
-PER_RESPONSE = {"oracle": "oracle_score", "helpful": "helpful", "complete": "complete", "length": "tokens",
-                "wrong facts": "wrong", "style faults": "style_faults", "details": "details"}
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one seed trains and evaluates: the tuning grids (the same size for every PPO mode) and the sizes."""
+
+    ppo_grid: Mapping[str, Sequence[float]]
+    ppo_checkpoints: Sequence[int]  # PPO steps at which a policy is kept (each a multiple of the first)
+    dpo_grid: Mapping[str, Sequence[float]]
+    dpo_epochs: Sequence[float]
+    smoke: bool = False
+    overrides: Mapping[str, Any] = field(default_factory=dict)
+
+    def config(self, seed: int) -> DemoConfig:
+        values = {"seed": seed, "data_seed": 42 + seed, **self.overrides, "ppo_steps": max(self.ppo_checkpoints)}
+        return DemoConfig.smoke(**values) if self.smoke else DemoConfig(**values)
+
+
+# The full budget's lengths are what an estimate from measured unit costs fits into 60 minutes for 5 seeds on 2
+# cores (docs/results.md, "Time"): {20, 40, 80} PPO steps and {1, 2} DPO epochs came to about 75.
+BUDGETS = {
+    "full": Budget(ppo_grid={"ppo_learning_rate": (5e-5, 1.5e-4), "ppo_kl_coef": (0.05, 0.2)},
+                   ppo_checkpoints=(15, 30, 60),
+                   dpo_grid={"dpo_learning_rate": (1e-5, 4e-5), "dpo_beta": (0.1, 0.3)}, dpo_epochs=(0.5, 1.0)),
+    # CI: two candidates per method so the per-seed pick is exercised; numbers are meaningless
+    "smoke": Budget(ppo_grid={"ppo_learning_rate": (5e-5, 1.5e-4), "ppo_kl_coef": (0.2,)}, ppo_checkpoints=(1, 2),
+                    dpo_grid={"dpo_learning_rate": (4e-5,), "dpo_beta": (0.1,)}, dpo_epochs=(0.5, 1.0), smoke=True),
+}
 
 
 def budget_config(budget: str, seed: int) -> DemoConfig:
-    """`full`: the demo's recipe; `smoke`: the demo's CI budget."""
-    seeds = {"seed": seed, "data_seed": 42 + seed}
-    if budget == "full":
-        return DemoConfig(**seeds)
-    if budget == "smoke":
-        return DemoConfig.smoke(**seeds)
-    raise ValueError(f"unknown budget {budget!r}: choose full or smoke")
+    if budget not in BUDGETS:
+        raise ValueError(f"unknown budget {budget!r}: choose {' or '.join(BUDGETS)}")
+    return BUDGETS[budget].config(seed)
 
 
-def grid(method: str, budget: str) -> list[dict[str, float]]:
-    """The tuning grid of a method (one point for SFT; the first point alone for the smoke budget)."""
-    if method == "sft":
-        return [{}]
-    space = DPO_GRID if method == "dpo" else PPO_GRID
-    points = [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
-    return points[:1] if budget == "smoke" else points
+def product(space: Mapping[str, Sequence[float]]) -> list[dict[str, float]]:
+    return [dict(zip(space, values, strict=True)) for values in itertools.product(*space.values())]
+
+
+def grid(method: str, budget: Budget) -> list[dict[str, float]]:
+    """The candidates a seed tunes `method` over (SFT and the ablations: none; they are not tuned)."""
+    if method == "sft" or method in ABLATIONS:
+        return []
+    if method == "dpo":
+        return [{**p, "dpo_epochs": e} for p in product(budget.dpo_grid) for e in budget.dpo_epochs]
+    return [{**p, "ppo_steps": s} for p in product(budget.ppo_grid) for s in budget.ppo_checkpoints]
 
 
 def point_name(point: Mapping[str, float]) -> str:
     return "-".join(f"{key.split('_', 1)[1]}{value:g}" for key, value in point.items()) or "base"
+
+
+def run_name(point: Mapping[str, float]) -> str:
+    """The training run a candidate comes from: PPO lengths are checkpoints of one run."""
+    return point_name({k: v for k, v in point.items() if k != "ppo_steps"})
 
 
 # ------------------------------------------------------------------------------------------------ one seed
@@ -107,8 +157,13 @@ class SeedBase:
     stages: dict[str, Any]
 
 
-def build_seed(config: DemoConfig, seed_dir: Path, log: StageLog) -> SeedBase:
-    """The seed's shared stages, or the ones an interrupted run of the same seed already finished."""
+def build_seed(config: DemoConfig, seed_dir: Path, log: StageLog, sft_from: Path | None = None) -> SeedBase:
+    """The seed's shared stages, or the ones an interrupted run of the same seed already finished.
+
+    `sft_from`: a `benchmarks/tune_sft.py` output folder; its SFT policy of this seed and recipe, when there is
+    one, is copied instead of trained again (the same seed, data and recipe train the same policy)."""
+    import shutil
+
     from tlcr import pipeline
 
     done = seed_dir / "base.json"
@@ -117,9 +172,15 @@ def build_seed(config: DemoConfig, seed_dir: Path, log: StageLog) -> SeedBase:
         data = pipeline.PreparedData(Path(saved["base"]), {}, {k: Path(v) for k, v in saved["files"].items()})
         return SeedBase(config, seed_dir, data, Path(saved["sft"]), Path(saved["discriminator"]),
                         Path(saved["reward_model"]), saved["stages"])
-    with log.stage(f"seed {config.seed}: data, SFT, labels, discriminator, reward model"):
+    with log.stage("base: data, SFT, labels, discriminator, reward model"):
         data, _ = pipeline.prepare_data(config, seed_dir)
-        sft = pipeline.sft_stage(config, data, seed_dir)
+        trained = sft_from and sft_from / f"seed-{config.seed}" / tuned_sft_name(config) / "models" / "sft"
+        if trained and (trained / "config.json").exists():
+            sft = seed_dir / "models" / "sft"
+            shutil.copytree(trained, sft, dirs_exist_ok=True)
+            log.console.print(f"  SFT policy copied from {trained}")
+        else:
+            sft = pipeline.sft_stage(config, data, seed_dir)
         labels_path, labeling = pipeline.label_stage(data, sft, seed_dir)
         disc, disc_metrics = pipeline.discriminator_stage(config, labels_path, sft, seed_dir)
         rm, rm_metrics = pipeline.reward_model_stage(config, data, sft, seed_dir)
@@ -131,48 +192,48 @@ def build_seed(config: DemoConfig, seed_dir: Path, log: StageLog) -> SeedBase:
     return SeedBase(config, seed_dir, data, sft, disc, rm, stages)
 
 
-def train_method(base: SeedBase, method: str, point: Mapping[str, float], reward_url: str) -> Path:
-    """The policy of `method` trained with the grid point's settings (SFT: the SFT policy itself)."""
+def tuned_sft_name(config: DemoConfig) -> str:
+    """The folder `benchmarks/tune_sft.py` gives this config's SFT recipe."""
+    return f"epochs{config.sft_epochs:g}-learning_rate{config.sft_learning_rate:g}"
+
+
+def train_method(base: SeedBase, method: str, point: Mapping[str, float], reward_url: str,
+                 checkpoints: Sequence[int]) -> Path:
+    """The policy of `method` at candidate `point` (SFT: the SFT policy itself). A PPO run is trained once to
+    the longest length, keeping the policy at every checkpoint length; a later candidate of the same run reuses it."""
+    import shutil
+
     from tlcr import pipeline
 
     if method == "sft":
         return base.sft
-    config = replace(base.config, **point)
-    out = base.dir / "runs" / method / point_name(point)
-    trained = out / "models" / "dpo" if method == "dpo" else out / "ppo" / "policy"
-    if (trained / "config.json").exists():  # the tuning seed's chosen point, trained while tuning
-        return trained
+    out = base.dir / "runs" / method / run_name(point)
     if method == "dpo":
-        return pipeline.dpo_stage(config, base.sft, base.data, out)
-    run, _ = pipeline.ppo_stage(config, method, base.sft, reward_url, base.discriminator, base.data.files["ppo"],
-                                out / "ppo")
-    return run / "policy"
+        trained = out / "models" / "dpo"
+        if not (trained / "config.json").exists():
+            pipeline.dpo_stage(replace(base.config, **point), base.sft, base.data, out)
+        return trained
+    steps = int(point["ppo_steps"])
+    run = out / "ppo"
+    if not (run / "policy" / "config.json").exists():
+        shutil.rmtree(run, ignore_errors=True)  # an interrupted run's checkpoints: trained again from the start
+        longest = max(checkpoints)
+        training = {k: v for k, v in point.items() if k != "ppo_steps"}
+        pipeline.ppo_stage(replace(base.config, **training, ppo_steps=longest), method, base.sft, reward_url,
+                           base.discriminator, base.data.files["ppo"], run, save_steps=min(checkpoints))
+        prune_checkpoints(run)
+    return run / "policy" if steps == max(checkpoints) else run / f"checkpoint-{steps}" / "policy"
 
 
-def evaluate_policy(policy: Path, sft: Path, prompts: Sequence[str], config: DemoConfig) -> dict[str, Any]:
-    """Per response: oracle score, helpful, complete, length in policy tokens; and the policy's KL to SFT."""
-    from tlcr import pipeline
-    from tlcr.evaluation.evaluate import EvalConfig, generate_responses_with_lengths
+def prune_checkpoints(run: Path) -> None:
+    """Keep only each checkpoint's exported policy: the optimiser and value states (about 4 times the policy's
+    size) are not needed once the run is done, and 5 seeds × 14 runs × 4 checkpoints would fill gigabytes."""
+    import shutil
 
-    task = pipeline.controlled_task()
-    eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=64, do_sample=config.eval_do_sample,
-                             top_p=config.eval_top_p, seed=config.seed)
-    texts, lengths = generate_responses_with_lengths(policy, prompts, eval_config)
-    rows = [response_row(task, prompt, text, length) for prompt, text, length in zip(prompts, texts, lengths,
-                                                                                      strict=True)]
-    kl = 0.0 if policy == sft else pipeline.policy_kl(policy, sft, prompts, max_new_tokens=config.max_new_tokens,
-                                                      seed=config.seed)
-    summary = {key: statistics.fmean(r[key] for r in rows) for key in PER_RESPONSE.values()}
-    return {"rows": rows, "summary": {**summary, "kl_to_sft": kl}}
-
-
-def response_row(task: Any, prompt: str, text: str, length: float) -> dict[str, Any]:
-    """One evaluated response: the oracle's score and the parts it is made of, and the length in policy tokens."""
-    score = task.oracle(prompt, text)
-    return {"prompt": prompt, "response": text, "oracle_score": score.score, "helpful": float(score.helpful),
-            "complete": float(score.complete), "tokens": float(length), "wrong": float(score.wrong),
-            "style_faults": float(score.rude + score.repetitions + score.hedges),
-            "details": score.details / score.asked}
+    for checkpoint in run.glob("checkpoint-*"):
+        for item in checkpoint.iterdir():
+            if item.name != "policy":
+                shutil.rmtree(item) if item.is_dir() else item.unlink()
 
 
 def cached(path: Path, compute: Any) -> dict[str, Any]:
@@ -184,49 +245,120 @@ def cached(path: Path, compute: Any) -> dict[str, Any]:
     return result
 
 
-def run_seed(config: DemoConfig, methods: Sequence[str], chosen: dict[str, dict[str, float]] | None,
-             budget: str, seed_dir: Path, console: Console) -> dict[str, Any]:
-    """Tune (when `chosen` is None) on validation questions, then evaluate each method's chosen point on test."""
+def choose(candidates: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """The candidate with the best validation oracle (the first of equals)."""
+    return dict(max(candidates, key=lambda r: r["oracle_score"])["point"])
+
+
+def runs_of(points: Sequence[Mapping[str, float]]) -> list[list[dict[str, float]]]:
+    """Candidates grouped by the training run they come from, in grid order."""
+    groups: dict[str, list[dict[str, float]]] = {}
+    for point in points:
+        groups.setdefault(run_name(point), []).append(dict(point))
+    return list(groups.values())
+
+
+def pick_stability(names: Sequence[str], rows: Sequence[Sequence[Mapping[str, Any]]], *, n_resamples: int = 2000,
+                   seed: int = 0) -> dict[str, Any]:
+    """How firmly the validation questions pick one candidate: resample the questions (paired across candidates)
+    and count how often the same candidate wins; and the best − runner-up gap with its paired bootstrap interval."""
+    table = np.array([[v for _, v in sorted(per_prompt(r, "oracle_score").items())] for r in rows])  # [cand, q]
+    means = table.mean(axis=1)
+    order = np.argsort(-means, kind="stable")
+    best = int(order[0])
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, table.shape[1], size=(n_resamples, table.shape[1]))
+    winners = table[:, draws].mean(axis=2).argmax(axis=0)  # [resamples]
+    out: dict[str, Any] = {"chosen": names[best], "same_pick": float((winners == best).mean())}
+    if len(names) > 1:
+        runner_up = int(order[1])
+        out["runner_up"] = names[runner_up]
+        out["gap"] = paired_bootstrap((table[best] - table[runner_up])[None, :]).to_dict()
+    return out
+
+
+def run_seed(seed: int, methods: Sequence[str], budget_name: str, seed_dir: Path, console: Console,
+             sft_from: Path | None = None, max_candidates: int | None = None) -> dict[str, Any]:
+    """Tune every method on validation questions, then evaluate each chosen candidate on test questions.
+
+    Candidates are trained in turns across methods (each method's first run, then each one's second, ...), so a
+    run stopped early has tuned every method over the same share of its grid; `max_candidates` keeps only the
+    first N candidates of every grid (a reduced run, named in the report's title)."""
     from tlcr import pipeline
     from tlcr.core.models import load_tokenizer
     from tlcr.evaluation.reward_sanity import reward_sanity, sanity_rows
     from tlcr.service.client import TokenRewardClient
 
+    budget = BUDGETS[budget_name]
+    config = budget.config(seed)
     log = StageLog(console)
-    base = build_seed(config, seed_dir, log)
+    base = build_seed(config, seed_dir, log, sft_from)
     validation = pipeline.held_out_prompts("validation", config.eval_samples_per_prompt, config.eval_prompts)
     test = pipeline.held_out_prompts("test", config.eval_samples_per_prompt, config.eval_prompts)
+
+    def evaluate(method: str, point: Mapping[str, float], prompts: Sequence[str]) -> dict[str, Any]:
+        policy = train_method(base, method, point, service.url, budget.ppo_checkpoints)
+        return pipeline.evaluate_policy(policy, base.sft, prompts, config, do_sample=config.eval_do_sample,
+                                        top_p=config.eval_top_p)
+
     tuning: dict[str, list[dict[str, Any]]] = {}
+    chosen: dict[str, dict[str, float]] = {"sft": {}}
+    stability: dict[str, dict[str, Any]] = {}
     service = pipeline.start_reward_service(base.discriminator, base.reward_model, seed_dir)
     try:
         with TokenRewardClient(service.url) as client:
             sanity = reward_sanity(client, load_tokenizer(base.discriminator), pipeline.controlled_task(),
                                    part="validation", seed=config.seed)
         for label, value in sanity_rows(sanity):
-            console.print(f"  reward sanity — {label}: {value}")
-        if chosen is None:
-            chosen = {}
-            for method in methods:
-                with log.stage(f"seed {config.seed}: tune {METHOD_NAMES[method]} on validation"):
-                    tuning[method] = []
-                    for point in grid(method, budget):
-                        run_dir = seed_dir / "runs" / method / point_name(point)
-                        result = cached(run_dir / "validation.json", lambda m=method, p=point: evaluate_policy(
-                            train_method(base, m, p, service.url), base.sft, validation, config))
-                        tuning[method].append({"point": point, **result["summary"]})
-                        console.print(f"  {point_name(point)}: oracle {result['summary']['oracle_score']:.3f}, "
-                                      f"KL {result['summary']['kl_to_sft']:.2f}")
-                    chosen[method] = max(tuning[method], key=lambda r: r["oracle_score"])["point"]
+            console.print(f"  seed {seed} reward sanity — {label}: {value}")
+        sft_val = cached(seed_dir / "runs" / "sft" / "validation.json",
+                         lambda: evaluate("sft", {}, validation))
+        tuning["sft"] = [{"point": {}, **sft_val["summary"]}]
+        tuned = [m for m in methods if m != "sft" and m not in ABLATIONS]
+        runs = {m: runs_of(grid(m, budget)[:max_candidates]) for m in tuned}
+        for method in tuned:
+            tuning[method] = []
+        for turn in range(max((len(r) for r in runs.values()), default=0)):
+            for method in tuned:
+                if turn >= len(runs[method]):
+                    continue
+                points = runs[method][turn]  # a PPO run gives every length's candidate
+                with log.stage(f"train {METHOD_NAMES[method]} {run_name(points[0])}"):
+                    train_method(base, method, points[0], service.url, budget.ppo_checkpoints)
+                for point in points:
+                    path = seed_dir / "runs" / method / run_name(point) / f"validation-{point_name(point)}.json"
+                    with log.stage(f"validate {METHOD_NAMES[method]} {point_name(point)}"):
+                        result = cached(path, lambda m=method, p=point: evaluate(m, p, validation))
+                    tuning[method].append({"point": point, **result["summary"]})
+                    console.print(f"  seed {seed} {METHOD_NAMES[method]} {point_name(point)}: validation oracle "
+                                  f"{result['summary']['oracle_score']:.3f}, KL {result['summary']['kl_to_sft']:.2f}")
+        for method in tuned:
+            chosen[method] = choose(tuning[method])
+        for method in tuned:
+            stability[method] = pick_stability(
+                [point_name(c["point"]) for c in tuning[method]],
+                [json.loads((seed_dir / "runs" / method / run_name(c["point"])
+                             / f"validation-{point_name(c['point'])}.json").read_text())["rows"]
+                 for c in tuning[method]])
+            console.print(f"  seed {seed} {METHOD_NAMES[method]}: picked {point_name(chosen[method])}, the same pick "
+                          f"in {stability[method]['same_pick']:.0%} of validation-question resamples")
+        for method in methods:
+            if method in ABLATIONS:
+                chosen[method] = chosen["tlcr"]
+                with log.stage(f"train {METHOD_NAMES[method]} {run_name(chosen[method])} (TLCR's candidate)"):
+                    train_method(base, method, chosen[method], service.url, budget.ppo_checkpoints)
         test_results = {}
         for method in methods:
-            with log.stage(f"seed {config.seed}: {METHOD_NAMES[method]} ({point_name(chosen[method])}) on test"):
-                run_dir = seed_dir / "runs" / method / point_name(chosen[method])
-                test_results[method] = cached(run_dir / "test.json", lambda m=method: evaluate_policy(
-                    train_method(base, m, chosen[m], service.url), base.sft, test, config))
+            point = chosen[method]
+            with log.stage(f"test {METHOD_NAMES[method]} {point_name(point)}"):
+                path = seed_dir / "runs" / method / run_name(point) / f"test-{point_name(point)}.json"
+                test_results[method] = cached(path, lambda m=method, p=point: evaluate(m, p, test))
     finally:
         service.stop()
-    return {"seed": config.seed, "chosen": chosen, "tuning": tuning, "test": test_results, "sanity": sanity,
-            "stages": base.stages, "timings": log.timings, "config": asdict(config)}
+    return {"seed": seed, "chosen": chosen, "tuning": tuning, "pick_stability": stability, "test": test_results,
+            "sanity": sanity,
+            "stages": base.stages, "timings": log.timings, "config": asdict(config),
+            "omp_num_threads": os.environ.get("OMP_NUM_THREADS")}
 
 
 # ------------------------------------------------------------------------------------------------ statistics
@@ -251,16 +383,11 @@ def differences(per_seed: Sequence[Mapping[str, Any]], a: str, b: str, metric: s
     return paired_bootstrap(matrix(per_seed, a, key) - matrix(per_seed, b, key))
 
 
-def add_oracle_parts(per_seed: Sequence[Mapping[str, Any]]) -> None:
-    """Rows saved before the oracle's parts were recorded get them from their prompt and response."""
-    from tlcr import pipeline
-
-    task = pipeline.controlled_task()
-    for result in per_seed:
-        for evaluated in result["test"].values():
-            for i, row in enumerate(evaluated["rows"]):
-                if "style_faults" not in row:
-                    evaluated["rows"][i] = response_row(task, row["prompt"], row["response"], row["tokens"])
+def seeds_agreeing(per_seed: Sequence[Mapping[str, Any]], a: str, b: str, metric: str) -> tuple[int, list[float]]:
+    """How many seeds' own mean difference a − b is positive, and the per-seed differences."""
+    key = PER_RESPONSE[metric]
+    per = (matrix(per_seed, a, key) - matrix(per_seed, b, key)).mean(axis=1)
+    return int((per > 0).sum()), [round(float(d), 4) for d in per]
 
 
 def summary_table(per_seed: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -280,40 +407,117 @@ def summary_table(per_seed: Sequence[Mapping[str, Any]], methods: Sequence[str])
     return table
 
 
+def verdict(interval: Mapping[str, Any], weak: bool) -> str:
+    if interval["significant"]:
+        return "holds (significant)" if interval["mean"] > 0 else "is reversed (significant)"
+    return "not significant: the interval includes 0" + (", so it is not contradicted" if weak else "")
+
+
 def claims(per_seed: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
-    """Each ordering the paper claims: the paired difference, its interval, and a sentence."""
+    """Each ordering the paper claims: the paired difference, its interval, the seeds that agree, and a sentence."""
     out = []
     for claim, a, b, metric in CLAIMS:
         if a not in methods or b not in methods:
             continue
-        interval = differences(per_seed, a, b, metric)
+        interval = differences(per_seed, a, b, metric).to_dict()
+        agree, per = seeds_agreeing(per_seed, a, b, metric)
         weak = claim.startswith("TLCR ≥")  # "≥": holds unless significantly reversed
-        if interval.significant:
-            verdict = "holds (significant)" if interval.mean > 0 else "is reversed (significant)"
-        else:
-            verdict = "not significant: the interval includes 0" + (", so it is not contradicted" if weak else "")
         unit = {"oracle": "oracle", "length": "tokens", "details": "details per asked fact"}.get(metric, "per response")
-        sentence = (f"{claim}: {METHOD_NAMES[a]} − {METHOD_NAMES[b]} = {interval.mean:+.3f} {unit} "
-                    f"[95 % CI {interval.low:+.3f}, {interval.high:+.3f}] — {verdict}.")
-        out.append({"claim": claim, "a": a, "b": b, "metric": metric, **interval.to_dict(), "sentence": sentence})
+        few = f" (only {len(per)} seed(s): not a final result)" if len(per) < FINAL_SEEDS else ""
+        sentence = (f"{claim}: {METHOD_NAMES[a]} − {METHOD_NAMES[b]} = {interval['mean']:+.3f} {unit} "
+                    f"[95 % CI {interval['low']:+.3f}, {interval['high']:+.3f}], {agree}/{len(per)} seeds > 0 — "
+                    f"{verdict(interval, weak)}{few}.")
+        out.append({"claim": claim, "a": a, "b": b, "metric": metric, **interval, "weak": weak,
+                    "seeds_positive": agree, "per_seed": per, "sentence": sentence})
     return out
 
 
-def matched_kl(tuning: Mapping[str, Sequence[Mapping[str, Any]]], sft_oracle: float) -> dict[str, Any]:
-    """Validation oracle of each method at one common KL, interpolated along its grid points (KL 0 is SFT).
+def frontier(points: Sequence[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The upper oracle-vs-KL frontier: (KL, best oracle of any candidate with at most that KL), KL ascending."""
+    out: list[tuple[float, float]] = []
+    for kl, oracle in sorted(points):
+        if not out or oracle > out[-1][1]:
+            out.append((kl, oracle))
+    return out
 
-    The common KL is the smallest of the methods' largest grid KLs, so every method reaches it."""
-    curves = {}
-    for method, points in tuning.items():
-        if method == "sft" or not points:
-            continue
-        pts = sorted([(0.0, sft_oracle)] + [(p["kl_to_sft"], p["oracle_score"]) for p in points])
-        curves[method] = pts
+
+def matched_kl(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Each method's validation frontier per seed (SFT at KL 0 and every candidate), read at one common KL.
+
+    The common KL is the smallest frontier end over methods and seeds, so every curve reaches it; a seed's value
+    is its frontier interpolated there. Mean over seeds, and per seed, so differences pair by seed."""
+    curves: dict[str, list[list[tuple[float, float]]]] = {}
+    for result in per_seed:
+        tuning = result["tuning"]
+        sft = tuning["sft"][0]["oracle_score"]
+        for method, candidates in tuning.items():
+            if method == "sft" or not candidates:
+                continue
+            points = [(0.0, sft)] + [(c["kl_to_sft"], c["oracle_score"]) for c in candidates
+                                     if math.isfinite(c["kl_to_sft"])]
+            curves.setdefault(method, []).append(frontier(points))
     if not curves:
-        return {"kl": math.nan, "oracle": {}, "curves": {}}
-    common = min(max(k for k, _ in pts) for pts in curves.values())
-    oracle = {m: float(np.interp(common, [k for k, _ in pts], [o for _, o in pts])) for m, pts in curves.items()}
-    return {"kl": common, "oracle": oracle, "curves": curves}
+        return {"kl": math.nan, "oracle": {}, "per_seed": {}, "curves": {}}
+    common = min(max(k for k, _ in curve) for seed_curves in curves.values() for curve in seed_curves)
+    per: dict[str, list[float]] = {
+        m: [float(np.interp(common, [k for k, _ in c], [o for _, o in c])) for c in seed_curves]
+        for m, seed_curves in curves.items()}
+    return {"kl": common, "oracle": {m: statistics.fmean(v) for m, v in per.items()}, "per_seed": per,
+            "curves": curves}
+
+
+def time_breakdown(per_seed: Sequence[Mapping[str, Any]]) -> dict[str, float]:
+    """Seconds per kind of work, summed over seeds (each seed's worker runs on one core)."""
+    kinds = {"base": 0.0, "train PPO": 0.0, "train DPO": 0.0, "validate": 0.0, "test": 0.0}
+    for result in per_seed:
+        for stage, seconds in result["timings"].items():
+            if stage.startswith("base"):
+                kinds["base"] += seconds
+            elif stage.startswith("train DPO"):
+                kinds["train DPO"] += seconds
+            elif stage.startswith("train"):
+                kinds["train PPO"] += seconds
+            elif stage.startswith("validate"):
+                kinds["validate"] += seconds
+            elif stage.startswith("test"):
+                kinds["test"] += seconds
+    return {k: round(v, 1) for k, v in kinds.items()}
+
+
+# ------------------------------------------------------------------------------------------------ reproducibility
+
+def reproducibility(runs: Mapping[str, Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Per claim, across whole runs of the comparison (e.g. OMP_NUM_THREADS=1 and 2): robust only when every run
+    gives the same sign and the same significance. A claim significant in every run is a robust finding; one
+    significant in none is a robust "no difference"; anything else is not robust."""
+    names = list(runs)
+    by_run = {name: {c["claim"]: c for c in run["claims"]} for name, run in runs.items()}
+    out = []
+    for claim in by_run[names[0]]:
+        found = [by_run[n].get(claim) for n in names]
+        if any(f is None for f in found):
+            continue
+        signs = {math.copysign(1, f["mean"]) for f in found}
+        significant = {f["significant"] for f in found}
+        if significant == {True} and len(signs) == 1:
+            status = "robust: holds in every run" if signs == {1.0} else "robust: reversed in every run"
+        elif significant == {False}:
+            status = "robust: no significant difference in any run"
+        else:
+            status = "not robust"
+        out.append({"claim": claim, "status": status,
+                    "runs": {n: {k: f[k] for k in ("mean", "low", "high", "significant")}
+                             for n, f in zip(names, found, strict=True)}})
+    return out
+
+
+def reproducibility_markdown(rows: Sequence[Mapping[str, Any]]) -> str:
+    names = list(rows[0]["runs"]) if rows else []
+    lines = ["| claim | " + " | ".join(names) + " | verdict |", "|" + " --- |" * (len(names) + 2)]
+    for row in rows:
+        cells = [fmt_interval(row["runs"][n]) for n in names]
+        lines.append(f"| {row['claim']} | " + " | ".join(cells) + f" | {row['status']} |")
+    return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------------ output
@@ -347,6 +551,17 @@ def markdown(rows: Sequence[Sequence[str]]) -> str:
     return "\n".join(lines + ["| " + " | ".join(r) + " |" for r in rows])
 
 
+def chosen_markdown(per_seed: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> str:
+    lines = ["| method | " + " | ".join(f"seed {r['seed']}" for r in per_seed) + " |",
+             "|" + " --- |" * (len(per_seed) + 1)]
+    for method in methods:
+        if method == "sft":
+            continue
+        lines.append(f"| {METHOD_NAMES[method]} | "
+                     + " | ".join(point_name(r["chosen"][method]) for r in per_seed) + " |")
+    return "\n".join(lines)
+
+
 def plot_comparison(table: Mapping[str, Mapping[str, Any]], path: Path, title: str) -> None:
     """Test oracle and length per method, error bars = paired 95 % interval of the difference vs SFT."""
     from tlcr.evaluation.report import plt
@@ -372,15 +587,16 @@ def plot_comparison(table: Mapping[str, Mapping[str, Any]], path: Path, title: s
 
 
 def plot_length_curves(per_seed: Sequence[Mapping[str, Any]], out_root: Path, path: Path) -> dict[str, list[float]]:
-    """Fig. 7 (response length over PPO steps) per reward mode, mean over seeds, of the test runs."""
+    """Fig. 7 (response length over PPO steps) per reward mode, mean over seeds, of each chosen candidate's run
+    (TLCR and its ablations share TLCR's lr and β per seed, so their curves differ only by the reward)."""
     from tlcr.evaluation.report import plt
     from tlcr.trainer.metrics_log import read_metrics
 
     curves: dict[str, list[float]] = {}
     for method in per_seed[0]["chosen"]:
-        if method not in set(PolicyRewardMode):
+        if method not in PPO_MODES:
             continue
-        runs = [read_metrics(out_root / f"seed-{r['seed']}" / "runs" / method / point_name(r["chosen"][method])
+        runs = [read_metrics(out_root / f"seed-{r['seed']}" / "runs" / method / run_name(r["chosen"][method])
                              / "ppo") for r in per_seed]
         steps = min(len(rows) for rows in runs)
         curves[method] = [statistics.fmean(rows[i]["response_length"] for rows in runs) for i in range(steps)]
@@ -402,13 +618,16 @@ def plot_oracle_vs_kl(kl_match: Mapping[str, Any], path: Path) -> None:
     from tlcr.evaluation.report import plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.6))
-    for method, pts in kl_match["curves"].items():
-        ax.plot([k for k, _ in pts], [o for _, o in pts], marker="o", label=METHOD_NAMES[method])
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for i, (method, seed_curves) in enumerate(kl_match["curves"].items()):
+        for j, curve in enumerate(seed_curves):
+            ax.plot([k for k, _ in curve], [o for _, o in curve], marker="o", markersize=3, alpha=0.7,
+                    color=colors[i % len(colors)], label=METHOD_NAMES[method] if j == 0 else None)
     if not math.isnan(kl_match["kl"]):
         ax.axvline(kl_match["kl"], color="grey", linestyle="--", linewidth=0.8)
     ax.set_xlabel("KL to SFT (nats per response, validation)")
-    ax.set_ylabel("oracle (validation)")
-    ax.set_title("Oracle vs KL over each method's tuning grid (first seed)", fontsize=9)
+    ax.set_ylabel("best oracle at ≤ KL (validation)")
+    ax.set_title("Oracle-vs-KL frontier of each method's candidates, one line per seed", fontsize=9)
     ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
@@ -419,11 +638,23 @@ def plot_oracle_vs_kl(kl_match: Mapping[str, Any], path: Path) -> None:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seeds", default="0,1,2", help="comma-separated seeds; the first one tunes (default 0,1,2)")
+    parser.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds, each tuned on its own "
+                        "(default 0,1,2,3,4)")
     parser.add_argument("--methods", default=",".join(METHODS),
                         help=f"comma-separated, from {', '.join(METHODS)} (SFT is always evaluated)")
-    parser.add_argument("--budget", default="full", choices=("smoke", "full"))
+    parser.add_argument("--budget", default="full", choices=tuple(BUDGETS))
+    parser.add_argument("--jobs", type=int, default=2, help="seeds trained at once, one process each (default 2)")
+    parser.add_argument("--threads", default=None,
+                        help="run the whole comparison once per OMP_NUM_THREADS value (e.g. 1,2) into <out>/omp-N "
+                             "and check that each claim keeps its sign and significance")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
+    parser.add_argument("--sft-from", type=Path, default=None,
+                        help="a benchmarks/tune_sft.py output folder: copy each seed's SFT policy of the same recipe "
+                             "from it instead of training it again")
+    parser.add_argument("--max-candidates", type=int, default=None,
+                        help="tune over only the first N candidates of every method's grid (a reduced run; the "
+                             "report's title says so)")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one seed, in its own process
     args = parser.parse_args(argv)
     try:
         args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
@@ -431,42 +662,101 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error(f"--seeds must be comma-separated integers, not {args.seeds!r}")
     if not args.seed_list or len(set(args.seed_list)) != len(args.seed_list):
         parser.error(f"--seeds needs distinct seeds, got {args.seeds!r}")
+    if args.max_candidates is not None and args.max_candidates < 1:
+        parser.error(f"--max-candidates must be at least 1, got {args.max_candidates}")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    args.thread_list = None
+    if args.threads is not None:
+        try:
+            args.thread_list = [int(t) for t in args.threads.split(",") if t.strip()]
+        except ValueError:
+            parser.error(f"--threads must be comma-separated integers, not {args.threads!r}")
+        if len(args.thread_list) < 2 or min(args.thread_list) < 1 or len(set(args.thread_list)) != len(
+                args.thread_list):
+            parser.error(f"--threads needs at least two distinct positive thread counts, got {args.threads!r}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
         parser.error(f"unknown method(s) {unknown}; choose from {', '.join(METHODS)}")
+    if any(m in ABLATIONS for m in methods) and "tlcr" not in methods:
+        parser.error("the ablations train at TLCR's chosen candidate: add tlcr to --methods")
     args.method_list = ["sft", *(m for m in METHODS if m in methods and m != "sft")]
     return args
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets the whole table
-    quiet_libraries(console)
+def run_processes(commands: Sequence[tuple[list[str], dict[str, str], Path]], jobs: int) -> None:
+    """Run the commands, at most `jobs` at once, each in its own process group with its output in a log file;
+    the first failure (or Ctrl-C) stops every group still running."""
+    pending = list(commands)
+    running: list[tuple[subprocess.Popen[bytes], Path]] = []
+    try:
+        while pending or running:
+            while pending and len(running) < jobs:
+                command, env, log = pending.pop(0)
+                log.parent.mkdir(parents=True, exist_ok=True)
+                with log.open("ab") as handle:
+                    running.append((subprocess.Popen(command, env=env, stdout=handle, stderr=subprocess.STDOUT,
+                                                     start_new_session=True), log))
+            time.sleep(0.5)
+            for process, log in list(running):
+                if process.poll() is None:
+                    continue
+                running.remove((process, log))
+                if process.returncode != 0:
+                    tail = log.read_text(errors="replace")[-3000:]
+                    raise RuntimeError(f"{' '.join(process.args)} failed (exit {process.returncode}); "
+                                       f"end of {log}:\n{tail}")
+    finally:
+        for process, _ in running:
+            try:
+                os.killpg(process.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for process, _ in running:
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+def base_command(args: argparse.Namespace) -> list[str]:
+    command = [sys.executable, str(Path(__file__).resolve()), "--methods", ",".join(args.method_list),
+               "--budget", args.budget]
+    command += ["--sft-from", str(args.sft_from)] if args.sft_from else []
+    return command + (["--max-candidates", str(args.max_candidates)] if args.max_candidates else [])
+
+
+def compare(args: argparse.Namespace, console: Console) -> dict[str, Any]:
+    """One whole comparison: every seed (in parallel worker processes), then the statistics and the report."""
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    per_seed: list[dict[str, Any]] = []
-    chosen: dict[str, dict[str, float]] | None = None
-    reused = 0
-    for seed in args.seed_list:
-        seed_dir = args.out / f"seed-{seed}"
-        if (seed_dir / "results.json").exists():
-            console.print(f"seed {seed}: reusing {seed_dir / 'results.json'}")
-            reused += 1
-        result = cached(seed_dir / "results.json", lambda s=seed, d=seed_dir, c=chosen: run_seed(
-            budget_config(args.budget, s), args.method_list, c, args.budget, d, console))
-        chosen = chosen or result["chosen"]
-        per_seed.append(result)
-    add_oracle_parts(per_seed)
+    todo = [s for s in args.seed_list if not (args.out / f"seed-{s}" / "results.json").exists()]
+    reused = len(args.seed_list) - len(todo)
+    if reused:
+        console.print(f"reusing {reused} finished seed(s) from {args.out}")
+    commands = [([*base_command(args), "--worker", "--seeds", str(s), "--out", str(args.out)], dict(os.environ),
+                 args.out / f"seed-{s}.log") for s in todo]
+    if commands:
+        console.print(f"training seed(s) {','.join(map(str, todo))}, {args.jobs} process(es) at a time "
+                      f"(OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}); logs: {args.out}/seed-N.log")
+    run_processes(commands, args.jobs)
+    per_seed = [json.loads((args.out / f"seed-{s}" / "results.json").read_text()) for s in args.seed_list]
     table = summary_table(per_seed, args.method_list)
-    tuning = per_seed[0]["tuning"]
-    sft_val = statistics.fmean(r["oracle_score"] for r in tuning.get("sft", [])) if tuning.get("sft") else math.nan
-    kl_match = matched_kl(tuning, sft_val)
+    kl_match = matched_kl(per_seed)
     found = claims(per_seed, args.method_list)
+    if {"tlcr", "seq"} <= set(kl_match["per_seed"]):
+        diff = np.array(kl_match["per_seed"]["tlcr"]) - np.array(kl_match["per_seed"]["seq"])
+        kl_match["tlcr_minus_seq_per_seed"] = [round(float(d), 4) for d in diff]
+        if len(diff) >= FINAL_SEEDS:  # a bootstrap over 2-4 values is no interval
+            kl_match["tlcr_minus_seq"] = paired_bootstrap(diff[:, None]).to_dict()
     wall = time.perf_counter() - started
+    breakdown = time_breakdown(per_seed)
     seeds = ",".join(str(r["seed"]) for r in per_seed)
-    title = (f"controlled task, test questions — budget {args.budget} — seeds {seeds} "
-             f"(tuned on seed {args.seed_list[0]})")
+    reduced = f" (REDUCED: first {args.max_candidates} candidates of each grid)" if args.max_candidates else ""
+    title = (f"controlled task, test questions — budget {args.budget}{reduced} — seeds {seeds}, each tuned on its "
+             f"own validation questions — OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}")
 
     rich_table = Table(title=title)
     for header in HEADERS:
@@ -475,25 +765,99 @@ def main(argv: Sequence[str] | None = None) -> int:
     for row in rows:
         rich_table.add_row(*row)
     console.print(rich_table)
-    console.print("Δ: paired bootstrap over test prompts and seeds, 95 % CI; * = interval excludes 0. "
-                  f"Common KL for the matched column: {kl_match['kl']:.2f} nats.")
-    console.print("Chosen points: " + ", ".join(f"{METHOD_NAMES[m]} {point_name(p)}" for m, p in chosen.items()))
+    console.print("Δ: paired bootstrap over seeds (each with its own tuning pick) and test prompts, 95 % CI; "
+                  f"* = interval excludes 0. Common KL of the matched column: {kl_match['kl']:.2f} nats.")
+    chosen_md = chosen_markdown(per_seed, args.method_list)
+    console.print("Chosen candidate per seed (validation oracle):\n" + chosen_md)
     for claim in found:
         console.print("  " + claim["sentence"])
+    stability = {m: [r["pick_stability"][m]["same_pick"] for r in per_seed]
+                 for m in args.method_list if all(m in r.get("pick_stability", {}) for r in per_seed)}
+    for method, shares in stability.items():
+        console.print(f"  {METHOD_NAMES[method]}: the seed's pick recurs in "
+                      + ", ".join(f"{x:.0%}" for x in shares) + " of validation-question resamples (per seed)")
+    if "tlcr_minus_seq_per_seed" in kl_match:
+        interval = (f"{fmt_interval(kl_match['tlcr_minus_seq'])} (bootstrap over seeds)" if "tlcr_minus_seq" in kl_match
+                    else f"no interval with fewer than {FINAL_SEEDS} seeds")
+        console.print(f"  at matched KL {kl_match['kl']:.2f} (validation frontier): TLCR − PPO_seq per seed "
+                      + ", ".join(f"{d:+.3f}" for d in kl_match["tlcr_minus_seq_per_seed"]) + f"; {interval}")
     plot_comparison(table, args.out / "comparison.png", title)
     curves = plot_length_curves(per_seed, args.out, args.out / "fig7_length.png")
     plot_oracle_vs_kl(kl_match, args.out / "oracle_vs_kl.png")
-    console.print(f"time: {wall / 60:.1f} min wall for this invocation, budget {BUDGET_MINUTES} min → "
+    work = sum(breakdown.values())
+    console.print(f"time: {wall / 60:.1f} min wall, {args.jobs} seed(s) at a time; work per kind (seconds summed "
+                  "over seeds): " + ", ".join(f"{k} {v:.0f}" for k, v in breakdown.items())
+                  + f" (total {work / 60:.1f} min); budget {BUDGET_MINUTES} min → "
                   f"{'within' if wall <= BUDGET_MINUTES * 60 else 'OVER'} budget"
                   + (f" ({reused} seed(s) reused from disk, not re-timed)" if reused else ""))
-    (args.out / "comparison.json").write_text(json.dumps(
-        {"title": title, "args": {k: str(v) for k, v in vars(args).items()}, "table": table, "claims": found,
-         "matched_kl": kl_match, "length_curves": curves, "chosen": chosen,
-         "sanity": {r["seed"]: r["sanity"] for r in per_seed}, "wall_s": round(wall, 1),
-                  "per_seed": [{k: v for k, v in r.items() if k != "test"} for r in per_seed]}, indent=1, default=str))
+    report = {"title": title, "args": {k: str(v) for k, v in vars(args).items()}, "table": table, "claims": found,
+              "matched_kl": kl_match, "length_curves": curves,
+              "chosen": {r["seed"]: r["chosen"] for r in per_seed},
+              "sanity": {r["seed"]: r["sanity"] for r in per_seed}, "wall_s": round(wall, 1),
+              "reused_seeds": reused, "time_breakdown_s": breakdown, "pick_stability": stability,
+              "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+              "per_seed": [{k: v for k, v in r.items() if k != "test"} for r in per_seed]}
+    (args.out / "comparison.json").write_text(json.dumps(report, indent=1, default=str))
     (args.out / "comparison.md").write_text(
-        f"{title}\n\n{markdown(rows)}\n\n" + "\n".join(f"- {c['sentence']}" for c in found) + "\n")
-    console.print(f"→ {args.out / 'comparison.json'}, comparison.md, comparison.png, fig7_length.png, oracle_vs_kl.png")
+        f"{title}\n\n{markdown(rows)}\n\nChosen candidate per seed:\n\n{chosen_md}\n\n"
+        + "".join(f"- {METHOD_NAMES[m]}: the pick recurs in " + ", ".join(f"{x:.0%}" for x in v)
+                  + " of validation-question resamples (per seed)\n" for m, v in stability.items()) + "\n"
+        + "\n".join(f"- {c['sentence']}" for c in found) + "\n")
+    console.print(f"→ {args.out / 'comparison.json'}, comparison.md, comparison.png, fig7_length.png, "
+                  "oracle_vs_kl.png")
+    return report
+
+
+def check_reproducibility(args: argparse.Namespace, console: Console) -> int:
+    """The whole comparison once per thread count, one after the other, then the per-claim verdicts."""
+    runs = {}
+    for threads in args.thread_list:
+        out = args.out / f"omp-{threads}"
+        jobs = max(1, args.jobs // threads)  # threads × jobs stays within the cores the jobs were sized for
+        command = [*base_command(args), "--seeds", ",".join(map(str, args.seed_list)), "--jobs", str(jobs),
+                   "--out", str(out)]
+        console.print(f"comparison with OMP_NUM_THREADS={threads}, {jobs} seed(s) at a time → {out}")
+        started = time.perf_counter()
+        run_processes([(command, {**os.environ, "OMP_NUM_THREADS": str(threads)}, args.out / f"omp-{threads}.log")],
+                      1)
+        console.print(f"  done in {(time.perf_counter() - started) / 60:.1f} min")
+        runs[f"OMP_NUM_THREADS={threads}"] = json.loads((out / "comparison.json").read_text())
+    rows = reproducibility(runs)
+    text = reproducibility_markdown(rows)
+    console.print(text)
+    (args.out / "reproducibility.json").write_text(json.dumps(
+        {"runs": {n: {"wall_s": r["wall_s"], "chosen": r["chosen"]} for n, r in runs.items()}, "claims": rows},
+        indent=1, default=str))
+    (args.out / "reproducibility.md").write_text(
+        f"Reproducibility: the whole comparison (seeds {args.seeds}, budget {args.budget}) once per thread count.\n\n"
+        f"{text}\n")
+    console.print(f"→ {args.out / 'reproducibility.md'}")
+    return 0
+
+
+def stop_on_sigterm() -> None:
+    """SIGTERM ends the run as Ctrl-C does: `finally` blocks run, so seed workers and services are stopped."""
+    def handler(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    stop_on_sigterm()
+    console = Console(width=None if sys.stdout.isatty() else 200)  # a log file gets the whole table
+    quiet_libraries(console)
+    if args.worker:
+        for seed in args.seed_list:
+            seed_dir = args.out / f"seed-{seed}"
+            cached(seed_dir / "results.json",
+                   lambda s=seed, d=seed_dir: run_seed(s, args.method_list, args.budget, d, console, args.sft_from,
+                                                          args.max_candidates))
+        return 0
+    if args.thread_list:
+        return check_reproducibility(args, console)
+    compare(args, console)
     return 0
 
 

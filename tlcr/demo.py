@@ -209,7 +209,11 @@ def _notes(config: DemoConfig) -> list[str]:
             "oracle: (correct − wrong facts + ½·details)/(1.5·asked) − 0.5·rude "
             "− 0.25·(repetitions + hedges); 1.0 is perfect. Its parts: helpful = every asked fact right and none "
             "wrong; style faults = rude + repeated sentences + hedges per response; details = share of the asked "
-            "relations whose supporting detail is stated; wrong facts = fact statements with a wrong value."]
+            "relations whose supporting detail is stated; wrong facts = fact statements with a wrong value.",
+            f"One seed ({config.seed}) of each method at one fixed PPO setting: this run shows what each method "
+            "changes in this seed's SFT policy (style faults, details, wrong facts). It cannot rank methods: PPO "
+            "modes differ by less than seeds and tuning picks do, and the best lr, β and length differ by seed. "
+            "Rankings, with per-seed tuning and intervals: benchmarks/compare_methods.py (docs/results.md)."]
 
 
 def _short_metrics(metrics: dict[str, Any]) -> str:

@@ -2,13 +2,15 @@
 
 Each stage takes the sizes it needs from one `PipelineConfig` and the paths of what earlier stages wrote,
 writes its outputs under a run folder and returns their paths (or metrics). `policy_kl` measures a policy's
-KL to its SFT reference on held-out prompts, the KL column of the comparison.
+KL to its SFT reference on held-out prompts, the KL column of the comparison; `evaluate_policy` scores a
+policy's sampled responses to held-out questions with the oracle (tuning on validation, final numbers on test).
 """
 
 from __future__ import annotations
 
 import asyncio
 import math
+import statistics
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,15 +34,16 @@ class PipelineConfig:
                 "as in the paper) instead of one trained on the task's text."})
     sft_noisy_fraction: float = field(default=0.6, metadata={
         "help": "Share of SFT targets that are the faulty rejected response (gives PPO something to fix)."})
-    sft_epochs: float = field(default=12.0, metadata={"help": "SFT epochs."})
+    # tuned on validation questions, worst seed of 0-2 (benchmarks/tune_sft.py, docs/results.md)
+    sft_epochs: float = field(default=24.0, metadata={"help": "SFT epochs."})
     sft_learning_rate: float = field(default=3e-3, metadata={"help": "SFT learning rate."})
     sft_batch_size: int = field(default=16, metadata={"help": "SFT batch size."})
     discriminator_epochs: float = field(default=4.0, metadata={"help": "Token discriminator epochs."})
     reward_model_epochs: float = field(default=4.0, metadata={"help": "Sequence reward model epochs."})
-    # 7 methods × a 2×2 grid × 3 seeds must fit 30 min of 2 cores (compare_methods)
+    # the demo's length; benchmarks/compare_methods.py tunes the length per seed (15, 30 or 60 steps)
     ppo_steps: int = field(default=50, metadata={"help": "PPO steps per reward mode."})
     ppo_rollout_batch: int = field(default=32, metadata={"help": "PPO rollouts per step."})
-    # TLCR's point of the comparison's lr × β grid, chosen on validation questions (docs/results.md)
+    # a point of compare_methods' lr × β grid, from which each seed there picks its own on validation questions
     ppo_learning_rate: float = field(default=5e-5, metadata={"help": "PPO policy learning rate."})
     ppo_value_learning_rate: float | None = field(default=1e-3, metadata={
         "help": "PPO value-model learning rate."})
@@ -178,8 +181,11 @@ def start_reward_service(discriminator: Path, reward_model: Path | None, run_dir
 
 
 def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, discriminator: Path,
-              prompts_file: Path, out: Path) -> tuple[Path, dict[str, Any]]:
-    """PPO from the SFT policy with rewards of `mode` fetched from the service; returns (run dir, summary)."""
+              prompts_file: Path, out: Path, *, save_steps: int | None = None) -> tuple[Path, dict[str, Any]]:
+    """PPO from the SFT policy with rewards of `mode` fetched from the service; returns (run dir, summary).
+
+    `save_steps`: also keep every save_steps-th step's checkpoint (`out/checkpoint-N/policy`), so one run
+    gives the policies of several training lengths; default: only the last step's."""
     from tlcr.core.presets import preset_values
     from tlcr.trainer.ppo import PPOTrainer
     from tlcr.trainer.ppo_config import PPOConfig
@@ -198,7 +204,8 @@ def ppo_stage(config: PipelineConfig, mode: str, sft: Path, reward_url: str, dis
         mini_batch_size=max(batch // 2, 1), micro_batch_size=max(batch // 2, 1), forward_batch_size=batch,
         ppo_epochs=config.ppo_epochs, learning_rate=config.ppo_learning_rate,
         value_learning_rate=config.ppo_value_learning_rate, kl_coef=config.ppo_kl_coef, output_dir=str(out),
-        seed=config.seed, dtype="float32", save_steps=max(config.ppo_steps, 1), report_to="none")
+        seed=config.seed, dtype="float32", save_steps=save_steps or max(config.ppo_steps, 1),
+        save_total_limit=None if save_steps else 2, report_to="none")
     summary = PPOTrainer(ppo_config).train()
     return out, summary
 
@@ -239,3 +246,39 @@ def policy_kl(policy: str | Path, reference: str | Path, prompts: Sequence[str],
     ref_logprobs = forward_rollout(ref_model, rollout, **kwargs).logprobs
     per_response = ((logprobs - ref_logprobs) * rollout.mask.float()).sum(dim=1)
     return float(per_response.mean())
+
+
+# metric name -> key of a response row
+PER_RESPONSE = {"oracle": "oracle_score", "helpful": "helpful", "complete": "complete", "length": "tokens",
+                "wrong facts": "wrong", "style faults": "style_faults", "details": "details"}
+
+
+def response_row(task: Any, prompt: str, text: str, length: float) -> dict[str, Any]:
+    """One evaluated response: the oracle's score and the parts it is made of, and the length in policy tokens."""
+    score = task.oracle(prompt, text)
+    return {"prompt": prompt, "response": text, "oracle_score": score.score, "helpful": float(score.helpful),
+            "complete": float(score.complete), "tokens": float(length), "wrong": float(score.wrong),
+            "style_faults": float(score.rude + score.repetitions + score.hedges),
+            "details": score.details / score.asked}
+
+
+def evaluate_policy(policy: Path, sft: Path, prompts: Sequence[str], config: PipelineConfig, *,
+                    do_sample: bool = True, top_p: float = 0.9, with_kl: bool = True) -> dict[str, Any]:
+    """Per response: oracle score and parts, length in policy tokens; the means; and the policy's KL to SFT
+    (0 for the SFT policy itself, NaN when `with_kl` is off)."""
+    from tlcr.evaluation.evaluate import EvalConfig, generate_responses_with_lengths
+
+    task = controlled_task()
+    eval_config = EvalConfig(max_new_tokens=config.max_new_tokens, batch_size=64, do_sample=do_sample,
+                             top_p=top_p, seed=config.seed)
+    texts, lengths = generate_responses_with_lengths(policy, prompts, eval_config)
+    rows = [response_row(task, prompt, text, length)
+            for prompt, text, length in zip(prompts, texts, lengths, strict=True)]
+    if policy == sft:
+        kl = 0.0
+    elif with_kl:
+        kl = policy_kl(policy, sft, prompts, max_new_tokens=config.max_new_tokens, seed=config.seed)
+    else:
+        kl = math.nan
+    summary = {key: statistics.fmean(r[key] for r in rows) for key in PER_RESPONSE.values()}
+    return {"rows": rows, "summary": {**summary, "kl_to_sft": kl}}

@@ -100,7 +100,10 @@ def test_question_split_holds_out_questions_whose_facts_are_still_taught(control
     assert sum(map(len, parts.values())) == len(controlled_task.questions())
     assert not parts["train"] & parts["validation"] and not parts["train"] & parts["test"]
     assert not parts["validation"] & parts["test"]
-    assert len(parts["test"]) == round(0.2 * len(controlled_task.questions()))
+    assert len(parts["test"]) == len(parts["validation"]) == round(0.2 * len(controlled_task.questions()))
+    # test is drawn before validation: enlarging validation leaves the test questions as they were
+    narrower = ControlledTask(controlled_task.seed, validation_fraction=0.1).question_split()
+    assert narrower["test"] == split["test"] and len(narrower["validation"]) == len(parts["validation"]) // 2
     taught = {(e, r) for e, rels in parts["train"] for r in rels}
     for entity, rels in parts["validation"] | parts["test"]:
         assert all((entity, r) in taught for r in rels)

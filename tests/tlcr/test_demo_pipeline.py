@@ -1,4 +1,5 @@
-"""`tlcr.pipeline`: the KL of a policy to its reference on held-out prompts, and the demo's config layering."""
+"""`tlcr.pipeline`: the KL of a policy to its reference on held-out prompts, the oracle's scores of a policy's sampled
+responses, and the demo's config layering."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ import torch
 from tlcr.core.data.controlled import ControlledTask
 from tlcr.core.models import load_causal_lm, load_tokenizer
 from tlcr.demo import DemoConfig
-from tlcr.pipeline import PipelineConfig, policy_kl
+from tlcr.pipeline import PER_RESPONSE, PipelineConfig, evaluate_policy, held_out_prompts, policy_kl
 
 
 def test_kl_of_a_policy_to_itself_is_zero(tiny_model_dir: Path, controlled_task: ControlledTask) -> None:
@@ -40,6 +41,21 @@ def test_kl_without_prompts_is_nan(tiny_model_dir: Path) -> None:
     assert math.isnan(policy_kl(tiny_model_dir, tiny_model_dir, [], max_new_tokens=4))
 
 
+def test_evaluate_policy_scores_every_sampled_response_with_the_oracle(
+        tiny_model_dir: Path, controlled_task: ControlledTask, tmp_path: Path) -> None:
+    prompts = held_out_prompts("validation", 2, limit=3)
+    config = PipelineConfig(max_new_tokens=8, seed=1)
+    result = evaluate_policy(tiny_model_dir, tiny_model_dir, prompts, config)
+    assert [row["prompt"] for row in result["rows"]] == prompts
+    for row in result["rows"]:
+        assert row["oracle_score"] == controlled_task.oracle(row["prompt"], row["response"]).score
+        assert 0 <= row["tokens"] <= 8
+    assert set(result["summary"]) == {*PER_RESPONSE.values(), "kl_to_sft"}
+    assert result["summary"]["kl_to_sft"] == 0.0  # the reference itself
+    assert evaluate_policy(tiny_model_dir, tiny_model_dir, prompts, config) == result  # seeded sampling
+    assert math.isnan(evaluate_policy(tiny_model_dir, tmp_path, prompts, config, with_kl=False)["summary"]["kl_to_sft"])
+
+
 def test_demo_config_is_a_pipeline_config_with_the_smoke_overrides() -> None:
     smoke = DemoConfig.smoke(seed=3)
     assert isinstance(smoke, PipelineConfig)
@@ -50,7 +66,7 @@ def test_demo_config_is_a_pipeline_config_with_the_smoke_overrides() -> None:
 def test_no_evaluation_prompt_occurs_in_any_training_part(tmp_path: Path) -> None:
     """The demo's and the comparison's SFT / reward-model / PPO files hold no validation or test question."""
     from tlcr.core.data.jsonl import iter_jsonl
-    from tlcr.pipeline import held_out_prompts, prepare_data
+    from tlcr.pipeline import prepare_data
 
     config = DemoConfig.smoke(pairs=600, vocab_size=300, hidden_size=16)
     data, _ = prepare_data(config, tmp_path)
@@ -58,6 +74,6 @@ def test_no_evaluation_prompt_occurs_in_any_training_part(tmp_path: Path) -> Non
     assert len(trained) > 100
     validation = held_out_prompts("validation", 1)
     test = held_out_prompts("test", 3)
-    assert len(set(test)) == 48 and len(test) == 3 * 48 and len(set(validation)) == 24
+    assert len(set(test)) == 48 and len(test) == 3 * 48 and len(set(validation)) == 48
     assert not trained & set(validation) and not trained & set(test) and not set(validation) & set(test)
     assert held_out_prompts("test", 2, limit=5) == [p for p in held_out_prompts("test", 1)[:5] for _ in range(2)]

@@ -134,6 +134,7 @@ def test_report_html_has_the_summary_figures_and_token_spans(run_dir: Path, metr
     rewards = [float(r) for r in re.findall(r'<span class="tok"[^>]*data-reward="([^"]+)"', page)]
     assert rewards and all(math.isfinite(r) for r in rewards)
     assert "nan" not in re.findall(r"<td>([^<]*)</td>", page)
+    assert "It cannot rank methods" in page  # one seed of one method: the report says what it cannot show
 
 
 def test_console_shows_every_stage_and_the_summary(demo_smoke_run: Any, run_dir: Path,
