@@ -194,8 +194,8 @@ def _scope(config: DemoConfig, policy: str, n_responses: int) -> list[str]:
             "What it cannot show: whether a change is larger than what another seed would give, or whether "
             f"{policy} beats other methods (PPO with a sequence reward model, fixed token rewards, DPO). One "
             "seed of one method has no confidence interval; a small change in the oracle can come from chance. "
-            "The comparison of every method over 3 seeds, tuned alike on validation questions, with bootstrap "
-            "intervals, is docs/results.md (python benchmarks/compare_methods.py)."]
+            "The comparison of every method, each seed tuning every method alike on its own validation questions, "
+            "with bootstrap intervals over seeds and prompts, is docs/results.md (benchmarks/compare_methods.py)."]
 
 
 def _notes(config: DemoConfig) -> list[str]:
@@ -252,4 +252,4 @@ def _print_summary(console: Console, summary: dict[str, dict[str, float]], compa
     console.print(table)
     console.print(f"report: {run_dir / 'report.html'}", soft_wrap=True)
     console.print("One seed of one method: the report says what this can and cannot show; the comparison of "
-                  "all methods over 3 seeds with confidence intervals is docs/results.md.")
+                  "all methods, tuned per seed, with confidence intervals is docs/results.md.")
