@@ -87,7 +87,10 @@ async def test_two_workers_write_the_same_file_cache_and_usage_as_one_process(
         tmp_path: Path, start: StartMethod, caplog: pytest.LogCaptureFixture) -> None:
     # 120 pairs / 8 in flight * 0.2 s: 3 s. Forked workers make every call; spawned ones (~1.5 s to start) the
     # later calls, the main process the first ones
-    pairs = controlled_task.pairs(120, seed=11)  # type: ignore[attr-defined]
+    # 120 distinct pairs: the task can draw the same pair twice, which the cache then answers without a call
+    unique = {(p.prompt, p.rejected): p for p in controlled_task.pairs(130, seed=11)}  # type: ignore[attr-defined]
+    pairs = list(unique.values())[:120]
+    assert len(pairs) == 120
     # per-pair outcomes other than "ok" go through the workers too: an empty revision (all-negative, ok),
     # a refusal and a truncated answer (failed records)
     rules = [Rule("empty", match=pairs[1].rejected.strip()), Rule("refusal", match=pairs[2].rejected.strip()),
