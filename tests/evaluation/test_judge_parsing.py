@@ -1,3 +1,4 @@
+import os
 from pathlib import Path
 
 import pytest
@@ -6,7 +7,10 @@ from tlcr.core.data.jsonl import DataError
 from tlcr.evaluation.judge import JudgeParseError, parse_pairwise_verdict, parse_rating, win_rate
 from tlcr.evaluation.mt_bench import conversation_prompt, load_mt_bench
 
-MT_BENCH_QUESTIONS = Path(__file__).resolve().parents[4] / "shared" / "data" / "mt_bench" / "question.jsonl"
+# ../shared beside the checkout (as tests/conftest.py finds it; the old parents[4] looked one folder too high, so
+# this test always skipped), or TLCR_SHARED_DIR.
+SHARED = Path(os.environ.get("TLCR_SHARED_DIR") or Path(__file__).resolve().parents[3] / "shared")
+MT_BENCH_QUESTIONS = SHARED / "data" / "mt_bench" / "question.jsonl"
 
 
 def test_pairwise_verdict() -> None:
