@@ -12,7 +12,6 @@ template, so the server gets CHAT_TEMPLATE (`--chat-template`).
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ from pathlib import Path
 import httpx
 
 from tests.support.ports import unused_port
+from tests.support.processes import kill_group
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CHAT_TEMPLATE = ("{% for message in messages %}{{ message['role'] }}: {{ message['content'] }}\n{% endfor %}"
@@ -103,22 +103,10 @@ class VLLMServer:
             return "(no log)"
 
     def stop(self) -> None:
+        """SIGTERM vLLM's whole process tree (its engine core and workers too), SIGKILL what is left after 30 s."""
         if self.process is None:
             return
-        for sig, wait_s in ((signal.SIGTERM, 30.0), (signal.SIGKILL, 10.0)):
-            try:
-                os.killpg(self.process.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                self.process.wait(timeout=wait_s)
-                # the group's other members may outlive the leader: make sure none is left
-                os.killpg(self.process.pid, 0)
-            except subprocess.TimeoutExpired:
-                continue
-            except ProcessLookupError:
-                break
-            time.sleep(0.5)
+        kill_group(self.process, grace_s=30.0)
         self.process = None
 
     def __enter__(self) -> VLLMServer:
