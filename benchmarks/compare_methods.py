@@ -647,6 +647,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", default=None,
                         help="run the whole comparison once per OMP_NUM_THREADS value (e.g. 1,2) into <out>/omp-N "
                              "and check that each claim keeps its sign and significance")
+    parser.add_argument("--rerun-seeds", default=None,
+                        help="with --threads: every run after the first uses these seeds instead of --seeds, so the "
+                             "rerun is an independent replicate (on one machine the same seeds at another thread "
+                             "count were measured to replay bit-identical numbers, a check that cannot fail)")
     parser.add_argument("--out", type=Path, default=Path("runs/compare"))
     parser.add_argument("--sft-from", type=Path, default=None,
                         help="a benchmarks/tune_sft.py output folder: copy each seed's SFT policy of the same recipe "
@@ -675,6 +679,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         if len(args.thread_list) < 2 or min(args.thread_list) < 1 or len(set(args.thread_list)) != len(
                 args.thread_list):
             parser.error(f"--threads needs at least two distinct positive thread counts, got {args.threads!r}")
+    args.rerun_seed_list = None
+    if args.rerun_seeds is not None:
+        if args.thread_list is None:
+            parser.error("--rerun-seeds needs --threads (it names the seeds of the runs after the first)")
+        try:
+            args.rerun_seed_list = [int(s) for s in args.rerun_seeds.split(",") if s.strip()]
+        except ValueError:
+            parser.error(f"--rerun-seeds must be comma-separated integers, not {args.rerun_seeds!r}")
+        if len(args.rerun_seed_list) != len(args.seed_list) or len(set(args.rerun_seed_list)) != len(
+                args.rerun_seed_list):
+            parser.error(f"--rerun-seeds needs {len(args.seed_list)} distinct seeds (as many as --seeds), "
+                         f"got {args.rerun_seeds!r}")
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown:
@@ -809,19 +825,23 @@ def compare(args: argparse.Namespace, console: Console) -> dict[str, Any]:
 
 
 def check_reproducibility(args: argparse.Namespace, console: Console) -> int:
-    """The whole comparison once per thread count, one after the other, then the per-claim verdicts."""
+    """The whole comparison once per thread count, one after the other, then the per-claim verdicts. With
+    --rerun-seeds every run after the first trains other seeds: an independent replicate as well."""
     runs = {}
-    for threads in args.thread_list:
+    for index, threads in enumerate(args.thread_list):
         out = args.out / f"omp-{threads}"
         jobs = max(1, args.jobs // threads)  # threads × jobs stays within the cores the jobs were sized for
-        command = [*base_command(args), "--seeds", ",".join(map(str, args.seed_list)), "--jobs", str(jobs),
+        seeds = args.rerun_seed_list if index and args.rerun_seed_list else args.seed_list
+        command = [*base_command(args), "--seeds", ",".join(map(str, seeds)), "--jobs", str(jobs),
                    "--out", str(out)]
-        console.print(f"comparison with OMP_NUM_THREADS={threads}, {jobs} seed(s) at a time → {out}")
+        console.print(f"comparison with OMP_NUM_THREADS={threads}, seeds {','.join(map(str, seeds))}, {jobs} "
+                      f"seed(s) at a time → {out}")
         started = time.perf_counter()
         run_processes([(command, {**os.environ, "OMP_NUM_THREADS": str(threads)}, args.out / f"omp-{threads}.log")],
                       1)
         console.print(f"  done in {(time.perf_counter() - started) / 60:.1f} min")
-        runs[f"OMP_NUM_THREADS={threads}"] = json.loads((out / "comparison.json").read_text())
+        runs[f"OMP_NUM_THREADS={threads}, seeds {','.join(map(str, seeds))}"] = json.loads(
+            (out / "comparison.json").read_text())
     rows = reproducibility(runs)
     text = reproducibility_markdown(rows)
     console.print(text)
@@ -829,7 +849,9 @@ def check_reproducibility(args: argparse.Namespace, console: Console) -> int:
         {"runs": {n: {"wall_s": r["wall_s"], "chosen": r["chosen"]} for n, r in runs.items()}, "claims": rows},
         indent=1, default=str))
     (args.out / "reproducibility.md").write_text(
-        f"Reproducibility: the whole comparison (seeds {args.seeds}, budget {args.budget}) once per thread count.\n\n"
+        f"Reproducibility: the whole comparison (budget {args.budget}) once per thread count"
+        + (f"; the first run trains seeds {args.seeds}, every later one seeds {args.rerun_seeds}" if args.rerun_seeds
+           else f", seeds {args.seeds}") + ".\n\n"
         f"{text}\n")
     console.print(f"→ {args.out / 'reproducibility.md'}")
     return 0

@@ -148,6 +148,9 @@ def test_reproducibility_calls_a_claim_robust_only_with_the_same_sign_and_signif
     (["--threads", "1,x"], "comma-separated integers"),
     (["--jobs", "0"], "--jobs must be at least 1"),
     (["--max-candidates", "0"], "--max-candidates must be at least 1"),
+    (["--rerun-seeds", "5,6"], "--rerun-seeds needs --threads"),
+    (["--seeds", "0,1", "--threads", "1,2", "--rerun-seeds", "5"], "needs 2 distinct seeds"),
+    (["--seeds", "0,1", "--threads", "1,2", "--rerun-seeds", "5,x"], "comma-separated integers"),
     (["--methods", "seq,tlcr_negative_only"], "add tlcr to --methods"),
 ])
 def test_bad_arguments_are_named(compare: ModuleType, argv: list[str], message: str,
@@ -169,11 +172,11 @@ def test_budgets(compare: ModuleType) -> None:
 def test_smoke_budget_twice_with_two_thread_counts_then_a_rerun_reuses_results(compare: ModuleType,
                                                                                tmp_path: Path) -> None:
     """The real script (its own process: seed workers in parallel, one real service per seed on loopback, real
-    training at smoke size), once per OMP_NUM_THREADS, with the reproducibility verdicts; then a rerun that reuses
-    every seed's results instead of training again."""
+    training at smoke size), once per OMP_NUM_THREADS, the second run on other seeds (--rerun-seeds), with the
+    reproducibility verdicts; then a rerun that reuses every seed's results instead of training again."""
     out = tmp_path / "compare"
     command = [sys.executable, compare.__file__, "--seeds", "0,1", "--methods", "dpo,seq,tlcr,tlcr_negative_only",
-               "--budget", "smoke", "--jobs", "2", "--threads", "1,2", "--out", str(out)]
+               "--budget", "smoke", "--jobs", "2", "--threads", "1,2", "--rerun-seeds", "2,3", "--out", str(out)]
     code, output = _run(command, dict(os.environ), timeout=1200)
     assert code == 0, output[-6000:]
     tables = {}
@@ -192,7 +195,8 @@ def test_smoke_budget_twice_with_two_thread_counts_then_a_rerun_reuses_results(c
             assert chosen["tlcr"]["ppo_steps"] in (1, 2) and chosen["dpo"]["dpo_epochs"] in (0.5, 1.0), seed
             assert chosen["tlcr_negative_only"] == chosen["tlcr"]
         per_seed = {r["seed"]: r for r in report["per_seed"]}
-        assert [len(per_seed[s]["tuning"]["tlcr"]) for s in (0, 1)] == [4, 4]
+        assert sorted(per_seed) == ([0, 1] if threads == 1 else [2, 3])  # the second run is another replicate
+        assert [len(r["tuning"]["tlcr"]) for r in per_seed.values()] == [4, 4]
         assert {"base", "train PPO", "train DPO", "validate", "test"} == set(report["time_breakdown_s"])
         assert all(c["seeds_positive"] in (0, 1, 2) for c in report["claims"])
         for name in ("comparison.png", "fig7_length.png", "oracle_vs_kl.png"):
@@ -201,10 +205,10 @@ def test_smoke_budget_twice_with_two_thread_counts_then_a_rerun_reuses_results(c
     assert {v["claim"] for v in verdicts} == {"PPO_seq > SFT", "TLCR > SFT", "TLCR > PPO_seq", "TLCR > DPO",
                                              "TLCR longer than w/o positive", "TLCR: fewer style faults than SFT",
                                              "TLCR: more details than w/o positive"}
-    assert all(set(v["runs"]) == {"OMP_NUM_THREADS=1", "OMP_NUM_THREADS=2"} for v in verdicts)
+    assert all(set(v["runs"]) == {"OMP_NUM_THREADS=1, seeds 0,1", "OMP_NUM_THREADS=2, seeds 2,3"} for v in verdicts)
     assert "| TLCR > PPO_seq |" in (out / "reproducibility.md").read_text()
 
-    code, output = _run([*command[:-4], "--out", str(out / "omp-1")], {**os.environ, "OMP_NUM_THREADS": "1"},
+    code, output = _run([*command[:-6], "--out", str(out / "omp-1")], {**os.environ, "OMP_NUM_THREADS": "1"},
                         timeout=300)
     assert code == 0, output[-6000:]
     assert "reusing 2 finished seed(s)" in output
