@@ -39,6 +39,10 @@ from tlcr.service.schemas import TokenRewardResult, TokenRewardsRequest, TokenRe
 
 TARGET_IN_PROCESS = 0.8
 TARGET_NAIVE = 3.0
+GOAL_IN_PROCESS_16, GOAL_NAIVE_1 = 0.9, 1.0  # issue 22: what a request may cost outside the forward
+# In-process batches no larger than the items N clients have in flight: the limit for that closed loop (the full
+# batches of the limit above need more clients than N).
+IN_FLIGHT = "in-process, batches of the items in flight"
 
 
 # --- the naive server (runs as a subprocess: `service.py naive-server ...`) -------------------------
@@ -172,6 +176,7 @@ class Sample:
     errors: int = 0
     batches: tuple[float, float] = (0.0, 0.0)  # (sum of batch sizes, number of batches): ours only
     cpu_seconds: float | None = None  # CPU time the measured system used (all its threads)
+    loop_cpu_seconds: float | None = None  # of that, its main thread: the event loop (HTTP, validation, hand-off)
 
 
 @dataclass
@@ -188,6 +193,8 @@ class Result:
     requests: int = 0
     errors: int = 0
     mean_batch_size: float | None = None
+    loop_cpu_ms_per_request: float | None = None  # the server's event-loop thread
+    rest_cpu_ms_per_request: float | None = None  # its other threads (forward, workers) and processes
 
 
 def summarize(system: str, clients: int | None, samples: list[Sample]) -> Result:
@@ -199,15 +206,28 @@ def summarize(system: str, clients: int | None, samples: list[Sample]) -> Result
 
     batch_sum, batch_count = (sum(s.batches[i] for s in samples) for i in (0, 1))
     per_cpu = [s.tokens / s.cpu_seconds for s in samples if s.cpu_seconds]
+    timed = [s for s in samples if s.latencies and s.cpu_seconds is not None and s.loop_cpu_seconds is not None]
+    loop_ms = [1000 * s.loop_cpu_seconds / len(s.latencies) for s in timed]  # type: ignore[operator]
+    rest_ms = [1000 * (s.cpu_seconds - s.loop_cpu_seconds) / len(s.latencies) for s in timed]  # type: ignore[operator]
     return Result(system, clients, statistics.median(rates), [round(r, 1) for r in rates],
                   statistics.median(per_cpu) if per_cpu else None, quantile(0.5), quantile(0.99), len(latencies),
-                  sum(s.errors for s in samples), batch_sum / batch_count if batch_count else None)
+                  sum(s.errors for s in samples), batch_sum / batch_count if batch_count else None,
+                  statistics.median(loop_ms) if loop_ms else None, statistics.median(rest_ms) if rest_ms else None)
 
 
 def process_cpu_seconds(pid: int) -> float | None:
     """User + system CPU time of a process, all threads (Linux /proc; None elsewhere)."""
+    return _stat_cpu_seconds(f"/proc/{pid}/stat")
+
+
+def main_thread_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process's main thread, where uvicorn runs the event loop (Linux /proc)."""
+    return _stat_cpu_seconds(f"/proc/{pid}/task/{pid}/stat")
+
+
+def _stat_cpu_seconds(path: str) -> float | None:
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        fields = Path(path).read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
@@ -228,21 +248,39 @@ class InProcess:
         self.torch = torch
         self.scorer = TokenScorer.load(str(model), device=args.device, dtype=args.dtype)
         self.scorer.warm_up()
-        encoded = [Encoded(i["prompt_token_ids"], i["response_token_ids"]) for i in items]
+        self.select_batch, self.args = select_batch, args
+        self.encoded = [Encoded(i["prompt_token_ids"], i["response_token_ids"]) for i in items]
         per_request = args.items_per_request
-        self.unbatched = [encoded[i:i + per_request] for i in range(0, len(encoded), per_request)]
-        self.batched = []
-        pending = list(range(len(encoded)))
+        self.unbatched = [self.encoded[i:i + per_request] for i in range(0, len(self.encoded), per_request)]
+        self.batched = self.batches(args.max_batch_size)
+        self._smaller: dict[int, list[list[Any]]] = {}
+
+    def batches(self, max_items: int) -> list[list[Any]]:
+        """The items in batches as the server's batcher selects them, at most `max_items` per batch."""
+        batches, pending = [], list(range(len(self.encoded)))
         while pending:
-            chosen = select_batch([encoded[i].length for i in pending], 0, args.token_budget, args.max_batch_size)
-            self.batched.append([encoded[pending[i]] for i in chosen])
+            chosen = self.select_batch([self.encoded[i].length for i in pending], 0, self.args.token_budget,
+                                       max_items)
+            batches.append([self.encoded[pending[i]] for i in chosen])
             chosen_set = set(chosen)
             pending = [p for k, p in enumerate(pending) if k not in chosen_set]
-        for batch in self.batched:  # warm every shape once
+        for batch in batches:  # warm every shape once
             self.scorer.probabilities(batch)
+        return batches
 
-    def measure(self, batched: bool, seconds: float) -> Sample:
-        batches = self.batched if batched else self.unbatched
+    def measure(self, batched: bool | int, seconds: float) -> Sample:
+        """True: full batches (the limit); False: one forward per request; an int N: N consecutive items per
+        batch, what N items in flight (a closed loop of N one-item clients) can offer the batcher at best."""
+        if batched is True:
+            batches = self.batched
+        elif batched is False:
+            batches = self.unbatched
+        else:  # consecutive items, as N clients' requests arrive: the batcher cannot pick similar lengths from afar
+            if batched not in self._smaller:
+                self._smaller[batched] = [self.encoded[i:i + batched] for i in range(0, len(self.encoded), batched)]
+                for batch in self._smaller[batched]:
+                    self.scorer.probabilities(batch)
+            batches = self._smaller[batched]
         tokens, started, cpu_started, i = 0, time.perf_counter(), time.process_time(), 0
         while time.perf_counter() - started < seconds:
             batch = batches[i % len(batches)]
@@ -333,12 +371,16 @@ async def load_test(url: str, bodies: list[tuple[bytes, int]], clients: int, sec
     measuring, started = True, time.perf_counter()
     cpu_of = cpu_of or process_cpu_seconds
     cpu_started = cpu_of(server_pid) if server_pid else None
+    loop_started = main_thread_cpu_seconds(server_pid) if server_pid else None
     await asyncio.sleep(seconds)
     stop = True
     sample.seconds = time.perf_counter() - started
     cpu_ended = cpu_of(server_pid) if server_pid else None
+    loop_ended = main_thread_cpu_seconds(server_pid) if server_pid else None
     if cpu_started is not None and cpu_ended is not None:
         sample.cpu_seconds = cpu_ended - cpu_started
+    if loop_started is not None and loop_ended is not None:
+        sample.loop_cpu_seconds = loop_ended - loop_started
     await asyncio.gather(*tasks)
     return sample
 
@@ -378,6 +420,9 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             for name, batched in (("in-process", True), ("in-process, unbatched", False)):
                 samples.setdefault((name, None), []).append(local.measure(batched, args.duration))
             for clients in args.clients:
+                if 1 < clients * args.items_per_request < args.max_batch_size:
+                    samples.setdefault((IN_FLIGHT, clients), []).append(
+                        local.measure(clients * args.items_per_request, args.duration))
                 systems = [("ours", ours.url, ours.pid), ("naive", naive_url, naive.pid)]
                 for name, url, pid in systems if round_index % 2 == 0 else systems[::-1]:
                     before = batch_counters(url) if name == "ours" else (0.0, 0.0)
@@ -402,18 +447,35 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     print(f"per CPU-second of the measured process: in-process {fmt(limit.tokens_per_cpu_s)} tokens batched, "
           f"{fmt(unbatched.tokens_per_cpu_s)} one forward per request")
     print("\n| clients | ours tokens/s | ours p50 / p99 ms | ours mean batch | naive tokens/s | naive p50 / p99 ms "
-          "| ours / in-process | ours / naive | ours, naive tokens per CPU-s | ours / naive per CPU-s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+          "| ours / in-process | ours / in-process, batches of the items in flight | ours / naive "
+          "| ours, naive tokens per CPU-s | ours / naive per CPU-s |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     ratios: dict[str, dict[str, float | None]] = {}
     for clients in args.clients:
         o, n = results[("ours", clients)], results[("naive", clients)]
         vs_limit, vs_naive = o.tokens_per_s / limit.tokens_per_s, o.tokens_per_s / n.tokens_per_s
         per_cpu = (o.tokens_per_cpu_s / n.tokens_per_cpu_s) if o.tokens_per_cpu_s and n.tokens_per_cpu_s else None
+        in_flight = results.get((IN_FLIGHT, clients))  # none for 1 client (= unbatched) or ≥ a full batch (= limit)
+        if in_flight is None:
+            in_flight = unbatched if clients * args.items_per_request <= 1 else limit
+        vs_in_flight = o.tokens_per_s / in_flight.tokens_per_s
         print(f"| {clients} | {o.tokens_per_s:,.0f} | {o.p50_ms:.1f} / {o.p99_ms:.1f} | {o.mean_batch_size:.1f} | "
-              f"{n.tokens_per_s:,.0f} | {n.p50_ms:.1f} / {n.p99_ms:.1f} | {vs_limit:.2f} | {vs_naive:.2f} | "
-              f"{fmt(o.tokens_per_cpu_s)}, {fmt(n.tokens_per_cpu_s)} | {fmt(per_cpu, '.2f')} |")
-        ratios[str(clients)] = {"ours_vs_in_process": vs_limit, "ours_vs_naive": vs_naive,
-                                "ours_vs_naive_per_cpu_s": per_cpu}
+              f"{n.tokens_per_s:,.0f} | {n.p50_ms:.1f} / {n.p99_ms:.1f} | {vs_limit:.2f} | {vs_in_flight:.2f} | "
+              f"{vs_naive:.2f} | {fmt(o.tokens_per_cpu_s)}, {fmt(n.tokens_per_cpu_s)} | {fmt(per_cpu, '.2f')} |")
+        ratios[str(clients)] = {"ours_vs_in_process": vs_limit, "ours_vs_in_process_in_flight": vs_in_flight,
+                                "ours_vs_naive": vs_naive, "ours_vs_naive_per_cpu_s": per_cpu}
+    request_tokens = args.items_per_request * statistics.mean(lengths)
+    forward_ms = {name: 1000 * request_tokens / r.tokens_per_cpu_s for name, r in
+                  (("batched", limit), ("one forward per request", unbatched)) if r.tokens_per_cpu_s}
+    print("\nCPU ms per request: the server's event-loop thread (HTTP, validation, routing, hand-off, response) and "
+          "the rest (forward thread, workers); in-process, the forward alone: "
+          + ", ".join(f"{name} {ms:.2f}" for name, ms in forward_ms.items()))
+    print("\n| clients | ours: event loop | ours: rest | naive: event loop | naive: rest |")
+    print("|---:|---:|---:|---:|---:|")
+    for clients in args.clients:
+        o, n = results[("ours", clients)], results[("naive", clients)]
+        print(f"| {clients} | {fmt(o.loop_cpu_ms_per_request, '.2f')} | {fmt(o.rest_cpu_ms_per_request, '.2f')} | "
+              f"{fmt(n.loop_cpu_ms_per_request, '.2f')} | {fmt(n.rest_cpu_ms_per_request, '.2f')} |")
     print(f"\nload average at end: {os.getloadavg()[0]:.1f}; errors: ours "
           f"{sum(r.errors for k, r in results.items() if k[0] == 'ours')}, naive "
           f"{sum(r.errors for k, r in results.items() if k[0] == 'naive')}")
@@ -423,6 +485,13 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
               f"{TARGET_IN_PROCESS}) {'MET' if r16['ours_vs_in_process'] >= TARGET_IN_PROCESS else 'NOT MET'}; "
               f"ours/naive {r16['ours_vs_naive']:.2f} (target >= {TARGET_NAIVE}) "
               f"{'MET' if r16['ours_vs_naive'] >= TARGET_NAIVE else 'NOT MET'}")
+    if "16" in ratios and "1" in ratios:  # issue 22's per-request goals
+        in16, naive1 = ratios["16"]["ours_vs_in_process"] or 0.0, ratios["1"]["ours_vs_naive"] or 0.0
+        flight16 = ratios["16"]["ours_vs_in_process_in_flight"] or 0.0
+        print(f"per-request goals: 16 clients ours/in-process {in16:.2f} (goal >= {GOAL_IN_PROCESS_16}) "
+              f"{'MET' if in16 >= GOAL_IN_PROCESS_16 else 'NOT MET'}, against batches of the 16 items in flight "
+              f"{flight16:.2f} {'MET' if flight16 >= GOAL_IN_PROCESS_16 else 'NOT MET'}; 1 client ours/naive "
+              f"{naive1:.2f} (goal >= {GOAL_NAIVE_1}) {'MET' if naive1 >= GOAL_NAIVE_1 else 'NOT MET'}")
     report = {"settings": vars(args), "tokens_per_item_mean": statistics.mean(lengths),
               "results": [asdict(r) for r in results.values()], "ratios": ratios}
     if args.out:

@@ -26,13 +26,20 @@ def test_tiny_run_measures_every_system_without_errors(tmp_path: Path) -> None:
     results = json.loads(out.read_text())
     systems = {(row["system"], row["clients"]) for row in results["results"]}
     assert systems == {("in-process", None), ("in-process, unbatched", None), ("ours", 1), ("naive", 1),
-                       ("ours", 4), ("naive", 4)}
+                       ("ours", 4), ("naive", 4), ("in-process, batches of the items in flight", 4)}
     for row in results["results"]:
         assert row["errors"] == 0 and row["tokens_per_s"] > 0, row
-        if row["clients"] is not None:
+        if row["system"] in ("ours", "naive"):
             assert row["requests"] > 0 and row["p50_ms"] <= row["p99_ms"], row
+            # each server's CPU per request, split into its event-loop thread and the rest (/proc, clock ticks)
+            assert row["loop_cpu_ms_per_request"] >= 0 and row["rest_cpu_ms_per_request"] >= 0, row
     ours4 = next(r for r in results["results"] if r["system"] == "ours" and r["clients"] == 4)
     naive4 = next(r for r in results["results"] if r["system"] == "naive" and r["clients"] == 4)
     assert results["ratios"]["4"]["ours_vs_naive"] == pytest.approx(ours4["tokens_per_s"] / naive4["tokens_per_s"])
+    in_flight4 = next(r for r in results["results"] if r["system"].endswith("items in flight"))
+    assert results["ratios"]["4"]["ours_vs_in_process_in_flight"] == pytest.approx(
+        ours4["tokens_per_s"] / in_flight4["tokens_per_s"])
     assert "targets at 16 clients" not in done.stdout  # no 16-client level measured, so no verdict printed
     assert "| 4 |" in done.stdout
+    assert "CPU ms per request: the server's event-loop thread" in done.stdout
+    assert "per-request goals" not in done.stdout  # needs both 1 and 16 clients
