@@ -233,3 +233,12 @@ def test_pick_stability_tells_a_clear_pick_from_a_coin_flip(compare: ModuleType)
                                                 _validation_rows([0.1, 0.8, 0.4, 0.2])])
     assert noisy["chosen"] == "a" and noisy["runner_up"] == "b"
     assert 0.2 < noisy["same_pick"] < 0.8 and not noisy["gap"]["significant"]
+
+
+def test_seed_workers_wait_passively_unless_told_otherwise(compare: ModuleType,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert compare.worker_env(OMP_NUM_THREADS="2")["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert compare.worker_env(OMP_NUM_THREADS="2")["OMP_NUM_THREADS"] == "2"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")  # the user's choice wins
+    assert compare.worker_env()["OMP_WAIT_POLICY"] == "ACTIVE"
