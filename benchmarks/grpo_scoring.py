@@ -338,6 +338,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 if name not in args.targets:
                     continue
                 service = start_service(model, extra_args=server_args + extra, ready_timeout=600,
+                                        env=dict(args.service_env),
                                         log_path=work / f"{model_name}-{name.split()[-1]}.log")
                 processes.append(service)
                 servers[name] = (service.url, service.pid)
@@ -440,6 +441,13 @@ def report(args: argparse.Namespace, rows: list[Row], notes: dict[str, Any], wit
     return result
 
 
+def env_assignment(text: str) -> tuple[str, str]:
+    key, equals, value = text.partition("=")
+    if not key or not equals:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", type=lambda s: s.split(","), default=list(MODELS), help="demo,h512")
@@ -460,6 +468,9 @@ def main() -> None:
                                               ".venv-vllm/bin/python in the repository)")
     parser.add_argument("--no-vllm", action="store_true", help="skip vLLM even if found")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and 1/5 of the lengths (for tests)")
+    parser.add_argument("--service-env", action="append", default=[], type=env_assignment,
+                        metavar="KEY=VALUE", help="an environment variable of our services only, e.g. "
+                        "OMP_WAIT_POLICY=PASSIVE (repeatable)")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
     unknown = [m for m in args.models if m not in MODELS] + [w for w in args.workloads if w not in WORKLOADS] + [

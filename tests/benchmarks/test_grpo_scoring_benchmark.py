@@ -4,6 +4,7 @@ the shape asked (n responses per prompt, prompts near their length)."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -24,7 +25,8 @@ def test_tiny_run_measures_every_target_without_errors(tmp_path: Path,
         pytest.skip("the HH sample (../shared/data/hh-rlhf) is not here")
     out = tmp_path / "grpo.json"
     command = [sys.executable, str(SCRIPT), "--tiny", "--models", "demo", "--workloads", "a,b", "--duration", "0.4",
-               "--rounds", "1", "--prompts", "4", "--clients", "2", "--threads", "1", "--no-vllm", "--out", str(out)]
+               "--rounds", "1", "--prompts", "4", "--clients", "2", "--threads", "1", "--no-vllm",
+               "--service-env", "OMP_WAIT_POLICY=PASSIVE", "--out", str(out)]
     done = subprocess.run(command, capture_output=True, text=True, timeout=400,
                           env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
@@ -59,3 +61,12 @@ def test_workload_groups_have_n_responses_and_prompts_near_their_length(
     assert len(split) == 40
     assert json.loads(split[0][0]) == {"model": "m", "task": "token_classify",
                                        "input": [groups[0].prompt + groups[0].responses[0]]}
+
+
+def test_service_env_takes_key_value_pairs(load_benchmark: Callable[[str], ModuleType]) -> None:
+    grpo = load_benchmark("grpo_scoring")
+    assert grpo.env_assignment("OMP_WAIT_POLICY=PASSIVE") == ("OMP_WAIT_POLICY", "PASSIVE")
+    assert grpo.env_assignment("A=b=c") == ("A", "b=c")
+    for bad in ("PASSIVE", "=x"):
+        with pytest.raises(argparse.ArgumentTypeError, match="KEY=VALUE"):
+            grpo.env_assignment(bad)
