@@ -746,8 +746,10 @@ def worker_env(**overrides: str) -> dict[str, str]:
     """The environment of a seed worker. OpenMP threads wait passively (sleep, not spin) at barriers unless told
     otherwise: on a shared machine a spinning thread burns the CPU its partner needs. Measured here with 2 threads
     per process while other processes kept both cores busy: the default (spinning) took 5.4× the wall-clock and
-    5.3× the CPU time of PASSIVE for the same matmuls; with one thread the policy changes nothing. It never
-    changes results, only how idle threads wait."""
+    5.3× the CPU time of PASSIVE for the same matmuls; with one thread the policy changes nothing. The price on an
+    idle machine: `tlcr demo` (trainer and service, 2 threads each) took 1.20× the wall-clock with PASSIVE. The
+    default workers have 1 thread; a 2-thread run risks the 5× loss only when something else runs, and this
+    benchmark runs for an hour. It never changes results, only how idle threads wait."""
     return {"OMP_WAIT_POLICY": "PASSIVE", **os.environ, **overrides}
 
 
