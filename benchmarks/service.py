@@ -206,9 +206,11 @@ def summarize(system: str, clients: int | None, samples: list[Sample]) -> Result
 
     batch_sum, batch_count = (sum(s.batches[i] for s in samples) for i in (0, 1))
     per_cpu = [s.tokens / s.cpu_seconds for s in samples if s.cpu_seconds]
-    timed = [s for s in samples if s.latencies and s.cpu_seconds is not None and s.loop_cpu_seconds is not None]
-    loop_ms = [1000 * s.loop_cpu_seconds / len(s.latencies) for s in timed]  # type: ignore[operator]
-    rest_ms = [1000 * (s.cpu_seconds - s.loop_cpu_seconds) / len(s.latencies) for s in timed]  # type: ignore[operator]
+    loop_ms, rest_ms = [], []  # CPU ms per answered request: the event-loop thread, and everything else
+    for s in samples:
+        if s.latencies and s.cpu_seconds is not None and s.loop_cpu_seconds is not None:
+            loop_ms.append(1000 * s.loop_cpu_seconds / len(s.latencies))
+            rest_ms.append(1000 * (s.cpu_seconds - s.loop_cpu_seconds) / len(s.latencies))
     return Result(system, clients, statistics.median(rates), [round(r, 1) for r in rates],
                   statistics.median(per_cpu) if per_cpu else None, quantile(0.5), quantile(0.99), len(latencies),
                   sum(s.errors for s in samples), batch_sum / batch_count if batch_count else None,
@@ -248,39 +250,34 @@ class InProcess:
         self.torch = torch
         self.scorer = TokenScorer.load(str(model), device=args.device, dtype=args.dtype)
         self.scorer.warm_up()
-        self.select_batch, self.args = select_batch, args
         self.encoded = [Encoded(i["prompt_token_ids"], i["response_token_ids"]) for i in items]
         per_request = args.items_per_request
         self.unbatched = [self.encoded[i:i + per_request] for i in range(0, len(self.encoded), per_request)]
-        self.batched = self.batches(args.max_batch_size)
-        self._smaller: dict[int, list[list[Any]]] = {}
-
-    def batches(self, max_items: int) -> list[list[Any]]:
-        """The items in batches as the server's batcher selects them, at most `max_items` per batch."""
-        batches, pending = [], list(range(len(self.encoded)))
+        self.batched = []
+        pending = list(range(len(self.encoded)))
         while pending:
-            chosen = self.select_batch([self.encoded[i].length for i in pending], 0, self.args.token_budget,
-                                       max_items)
-            batches.append([self.encoded[pending[i]] for i in chosen])
+            chosen = select_batch([self.encoded[i].length for i in pending], 0, args.token_budget,
+                                  args.max_batch_size)
+            self.batched.append([self.encoded[pending[i]] for i in chosen])
             chosen_set = set(chosen)
             pending = [p for k, p in enumerate(pending) if k not in chosen_set]
-        for batch in batches:  # warm every shape once
-            self.scorer.probabilities(batch)
-        return batches
+        self._warm(self.batched)
+        self._in_flight: dict[int, list[list[Any]]] = {}
 
-    def measure(self, batched: bool | int, seconds: float) -> Sample:
-        """True: full batches (the limit); False: one forward per request; an int N: N consecutive items per
-        batch, what N items in flight (a closed loop of N one-item clients) can offer the batcher at best."""
-        if batched is True:
-            batches = self.batched
-        elif batched is False:
-            batches = self.unbatched
-        else:  # consecutive items, as N clients' requests arrive: the batcher cannot pick similar lengths from afar
-            if batched not in self._smaller:
-                self._smaller[batched] = [self.encoded[i:i + batched] for i in range(0, len(self.encoded), batched)]
-                for batch in self._smaller[batched]:
-                    self.scorer.probabilities(batch)
-            batches = self._smaller[batched]
+    def _warm(self, batches: list[list[Any]]) -> None:
+        for batch in batches:  # every shape once
+            self.scorer.probabilities(batch)
+
+    def in_flight(self, items: int) -> list[list[Any]]:
+        """Batches of `items` consecutive items: the most a closed loop with that many items in flight can offer the
+        batcher (requests arrive in workload order; it cannot pick similar lengths from the whole workload)."""
+        if items not in self._in_flight:
+            self._in_flight[items] = [self.encoded[i:i + items] for i in range(0, len(self.encoded), items)]
+            self._warm(self._in_flight[items])
+        return self._in_flight[items]
+
+    def measure(self, batches: list[list[Any]], seconds: float) -> Sample:
+        """Forward the batches round-robin for `seconds`."""
         tokens, started, cpu_started, i = 0, time.perf_counter(), time.process_time(), 0
         while time.perf_counter() - started < seconds:
             batch = batches[i % len(batches)]
@@ -417,12 +414,12 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     samples: dict[tuple[str, int | None], list[Sample]] = {}
     try:
         for round_index in range(args.rounds):
-            for name, batched in (("in-process", True), ("in-process, unbatched", False)):
-                samples.setdefault((name, None), []).append(local.measure(batched, args.duration))
+            for name, batches in (("in-process", local.batched), ("in-process, unbatched", local.unbatched)):
+                samples.setdefault((name, None), []).append(local.measure(batches, args.duration))
             for clients in args.clients:
                 if 1 < clients * args.items_per_request < args.max_batch_size:
                     samples.setdefault((IN_FLIGHT, clients), []).append(
-                        local.measure(clients * args.items_per_request, args.duration))
+                        local.measure(local.in_flight(clients * args.items_per_request), args.duration))
                 systems = [("ours", ours.url, ours.pid), ("naive", naive_url, naive.pid)]
                 for name, url, pid in systems if round_index % 2 == 0 else systems[::-1]:
                     before = batch_counters(url) if name == "ours" else (0.0, 0.0)
