@@ -9,7 +9,8 @@ at all once as many sequences are queued as went into the last batch.
 Each batch is built around the oldest sequence (so none starves) from the queued sequences closest to it
 in length (so padding stays small). With prefix sharing (`prompt_of` given), sequences that share a prompt
 join a batch together, and the token budget counts the tokens a forward computes: a prompt that several
-of the batch's sequences share counts once (see `computed_tokens`).
+of the batch's sequences share counts once (see `computed_tokens`). With a packed forward (`packed=True`)
+no padding is computed, so the budget counts real tokens only.
 
 One forward runs at a time, in a worker thread, so the event loop keeps accepting and validating requests
 meanwhile. A full queue raises `QueueFull` at once (the route answers 503 + Retry-After): a request is
@@ -111,17 +112,23 @@ class Shape:
     prompt_length: int = 0
 
 
-def computed_tokens(shapes: Sequence[Shape]) -> int:
+def computed_tokens(shapes: Sequence[Shape], packed: bool = False) -> int:
     """Tokens one forward of these sequences computes, padding included (pure: unit-tested).
 
     A prompt that two or more of them share is forwarded once (the distinct prompts padded to the longest)
     and their responses after it (padded to the longest response); every other sequence is forwarded
-    whole, padded to the longest of them. This is how `TokenScorer.probabilities` runs a batch.
+    whole, padded to the longest of them. This is how `TokenScorer.probabilities` runs a padded batch;
+    `packed`: as it runs a packed one, the same without padding.
     """
     counts: dict[Hashable, int] = {}
     for s in shapes:
         if s.prompt_key is not None:
             counts[s.prompt_key] = counts.get(s.prompt_key, 0) + 1
+    if packed:
+        distinct = {s.prompt_key: s.prompt_length for s in shapes if s.prompt_key is not None
+                    and counts[s.prompt_key] > 1}
+        return sum(s.length - (s.prompt_length if s.prompt_key in distinct else 0) for s in shapes) \
+            + sum(distinct.values())
     prompts: dict[Hashable, int] = {}
     longest_response = shared_rows = longest_single = singles = 0
     for s in shapes:
@@ -141,7 +148,8 @@ def computed_tokens(shapes: Sequence[Shape]) -> int:
 SHARED_SELECTION_CANDIDATES = 256
 
 
-def select_shared_batch(shapes: Sequence[Shape], anchor: int, token_budget: int, max_batch_size: int) -> list[int]:
+def select_shared_batch(shapes: Sequence[Shape], anchor: int, token_budget: int, max_batch_size: int,
+                        packed: bool = False) -> list[int]:
     """Indices of one batch with prefix sharing: `anchor`'s prompt group, then whole groups (or as much of
     a group as fits) nearest in length, within `token_budget` computed tokens (pure: unit-tested).
 
@@ -163,7 +171,7 @@ def select_shared_batch(shapes: Sequence[Shape], anchor: int, token_budget: int,
                 return sorted(chosen)
             if i == anchor:
                 continue
-            if computed_tokens([shapes[j] for j in [*chosen, i]]) > token_budget:
+            if computed_tokens([shapes[j] for j in [*chosen, i]], packed) > token_budget:
                 break  # the rest of this group is no cheaper; try the next group
             chosen.append(i)
     return sorted(chosen)
@@ -188,12 +196,15 @@ class DynamicBatcher(Generic[Payload, Result]):
                  token_budget: int, max_batch_size: int, max_wait_s: float, max_queue: int,
                  adaptive_wait: bool = False, observer: BatchObserver | None = None,
                  name: str = "batcher",
-                 prompt_of: Callable[[Payload], tuple[Hashable, int] | None] | None = None) -> None:
+                 prompt_of: Callable[[Payload], tuple[Hashable, int] | None] | None = None,
+                 packed: bool = False) -> None:
         """`prompt_of(payload)`: (prompt key, prompt length) for prefix sharing, None for a payload whose
-        prompt is never shared; without it, every sequence's whole padded length counts."""
+        prompt is never shared; without it, every sequence's whole padded length counts. `packed`: the
+        forward computes no padding, so only real tokens count."""
         self._forward = forward
         self._length = length
         self._prompt_of = prompt_of
+        self._packed = packed
         self.token_budget = token_budget
         self.max_batch_size = max_batch_size
         self.max_wait_s = max_wait_s
@@ -275,10 +286,10 @@ class DynamicBatcher(Generic[Payload, Result]):
         return Shape(length) if prompt is None else Shape(length, prompt[0], prompt[1])
 
     def _cost(self, entries: Sequence[_Entry[Payload, Result]]) -> int:
-        """Tokens a forward of `entries` computes (without sharing: the longest × the count)."""
-        if self._prompt_of is None:
+        """Tokens a forward of `entries` computes (padded without sharing: the longest × the count)."""
+        if self._prompt_of is None and not self._packed:
             return max((e.length for e in entries), default=0) * len(entries)
-        return computed_tokens([e.shape for e in entries])
+        return computed_tokens([e.shape for e in entries], self._packed)
 
     def _report_depth(self) -> None:
         if self._observer is not None:
@@ -288,7 +299,7 @@ class DynamicBatcher(Generic[Payload, Result]):
         return should_dispatch(
             queued=len(self._pending),
             queued_tokens=(sum(e.length for e in self._pending) if self._prompt_of is None
-                           else computed_tokens([e.shape for e in self._pending])),
+                           else computed_tokens([e.shape for e in self._pending], self._packed)),
             oldest_wait_s=time.monotonic() - self._pending[0].enqueued_at, wait_s=self.wait_s,
             last_batch_size=self._last_batch_size, max_batch_size=self.max_batch_size,
             token_budget=self.token_budget, closing=self._closing)
@@ -299,11 +310,11 @@ class DynamicBatcher(Generic[Payload, Result]):
         self._drop_cancelled()
         if not self._pending:
             return []
-        if self._prompt_of is None:
+        if self._prompt_of is None and not self._packed:
             chosen = select_batch([e.length for e in self._pending], 0, self.token_budget, self.max_batch_size)
         else:
             chosen = select_shared_batch([e.shape for e in self._pending], 0, self.token_budget,
-                                         self.max_batch_size)
+                                         self.max_batch_size, self._packed)
         chosen_set = set(chosen)
         batch = [self._pending[i] for i in chosen]
         self._pending = [e for i, e in enumerate(self._pending) if i not in chosen_set]

@@ -38,7 +38,8 @@ class ServiceMetrics:
                                       buckets=TOKEN_BUCKETS, registry=r)
         self.batch_padded_tokens = Histogram("tlcr_batch_padded_tokens",
                                              "Tokens computed per forward batch, padding included (with prefix "
-                                             "sharing, a prompt several sequences share counts once)",
+                                             "sharing, a prompt several sequences share counts once; a packed "
+                                             "forward computes no padding)",
                                              ["model"], buckets=TOKEN_BUCKETS, registry=r)
         self.forward_seconds = Histogram("tlcr_forward_seconds", "Time of one forward batch", ["model"],
                                          buckets=LATENCY_BUCKETS, registry=r)

@@ -10,6 +10,10 @@ equal prompts get the prompt forwarded once, its KV cache read by each of their 
 (`tlcr.core.scoring.prefix_shared_token_probabilities`); the other items go through the ordinary forward.
 At load a probe batch is scored both ways: a model whose attention or cache cannot do it, or whose
 results differ, is served the ordinary way, with one log line saying why.
+
+Packing (on by default, `--no-packing` turns it off): a batch's items are laid end to end in one row without
+padding, shared prompts once (`tlcr.core.packing`), so the forward computes only real tokens. It is checked
+the same way at load and falls back to padded batches (with sharing through the KV cache) with one log line.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from tlcr.core.models import (
     load_token_classifier,
     load_tokenizer,
 )
+from tlcr.core.packing import PackingUnsupported, packed_token_logits, packing_problem
 from tlcr.core.scoring import (
     PrefixSharingUnsupported,
     pad_sequences,
@@ -141,12 +146,23 @@ class TokenScorer(_Loaded):
                    max_length)
 
     prefix_sharing = False  # set by enable_prefix_sharing once the model is checked
+    packing = False  # set by enable_packing once the model is checked
 
     @torch.inference_mode()
     def probabilities(self, batch: Sequence[Encoded]) -> list[np.ndarray]:
         """P(positive) per response token, float32 numpy, one array per item in `batch`."""
         if not batch:
             return []
+        if self.packing:
+            try:
+                logits = packed_token_logits(self.model, [(e.prompt_ids, e.response_ids) for e in batch],
+                                             share_prompts=self.prefix_sharing)
+                return [torch.sigmoid(row).cpu().numpy() for row in logits]
+            except PackingUnsupported as exc:
+                self._disable_packing(str(exc))
+        return self._padded_probabilities(batch)
+
+    def _padded_probabilities(self, batch: Sequence[Encoded]) -> list[np.ndarray]:
         groups = shared_prompt_rows([e.prompt_ids for e in batch]) if self.prefix_sharing else {}
         out: list[np.ndarray | None] = [None] * len(batch)
         if groups:
@@ -179,6 +195,25 @@ class TokenScorer(_Loaded):
             logger.warning("prefix sharing is off for %s: %s; scoring every item whole", self.name, reason)
         self.prefix_sharing = False
 
+    def _disable_packing(self, reason: str) -> None:
+        if self.packing:
+            logger.warning("packing is off for %s: %s; scoring padded batches", self.name, reason)
+        self.packing = False
+
+    def enable_packing(self) -> bool:
+        """Turn packing on if the model can do it: its configuration allows it and a probe batch scores the
+        same packed and padded. Otherwise one warning names why, and batches are padded."""
+        self.packing = True
+        problem = packing_problem(self.model)
+        if problem is None:
+            try:
+                problem = self._probe("packing")
+            except (PackingUnsupported, RuntimeError, ValueError, TypeError, KeyError) as exc:
+                problem = f"a probe forward failed ({type(exc).__name__}: {exc})"
+        if problem is not None:
+            self._disable_packing(problem)
+        return self.packing
+
     def enable_prefix_sharing(self) -> bool:
         """Turn prefix sharing on if the model can do it: its configuration allows it and a probe batch
         scores the same both ways. Otherwise one warning names why, and batches are scored whole."""
@@ -186,31 +221,31 @@ class TokenScorer(_Loaded):
         problem = prefix_sharing_problem(self.model)
         if problem is None:
             try:
-                problem = self._probe_sharing()
+                problem = self._probe("prefix_sharing")
             except (PrefixSharingUnsupported, RuntimeError, ValueError, TypeError) as exc:
                 problem = f"a probe forward failed ({type(exc).__name__}: {exc})"
         if problem is not None:
             self._disable_sharing(problem)
         return self.prefix_sharing
 
-    def _probe_sharing(self) -> str | None:
-        """None if a probe batch (two prompts of different lengths, responses of different lengths) scores
-        the same shared and whole; else what differs."""
-        ids = [t % self.vocab_size for t in range(3, 40)]
+    def _probe(self, switch: str) -> str | None:
+        """None if a probe batch (two shared prompts of different lengths, responses of different lengths, an
+        item alone) scores the same with the `switch` attribute on and off; else what differs."""
+        ids = [t % self.vocab_size for t in range(3, 48)]
         probe = [Encoded(ids[:7], ids[7:12]), Encoded(ids[:7], ids[20:22]), Encoded(ids[:3], ids[12:30]),
-                 Encoded(ids[:3], ids[30:31])]
+                 Encoded(ids[:3], ids[30:31]), Encoded(ids[31:35], ids[35:45])]
         shared = self.probabilities(probe)
-        if not self.prefix_sharing:  # fell back during the probe (already logged)
+        if not getattr(self, switch):  # fell back during the probe (already logged)
             return None
-        self.prefix_sharing = False
+        setattr(self, switch, False)
         try:
             whole = self.probabilities(probe)
         finally:
-            self.prefix_sharing = True
+            setattr(self, switch, True)
         # fp32 agrees to ~1e-7 (tested); half precision rounds each path differently.
         tolerance = 1e-4 if self.dtype == torch.float32 else 5e-2
         worst = max(float(np.abs(a - b).max()) for a, b in zip(shared, whole, strict=True))
-        return None if worst <= tolerance else f"a probe batch differs by {worst:.2g} between shared and whole"
+        return None if worst <= tolerance else f"a probe batch differs by {worst:.2g} with {switch} on and off"
 
     def warm_up(self) -> None:
         self.probabilities([Encoded([self.pad_id], [self.pad_id])])

@@ -105,6 +105,10 @@ class ServiceSettings(BaseSettings):
         "Items of one forward batch with the same prompt tokens (GRPO's n responses per prompt, from one "
         "request or several) get the prompt computed once and its KV cache shared. Falls back to whole "
         "sequences, with one log line, for models that cannot. --no-prefix-sharing: always whole."))] = True
+    packing: Annotated[bool, Field(description=(
+        "The discriminator scores each forward batch packed: its sequences laid end to end in one row, "
+        "without padding, so only real tokens are computed. Falls back to padded batches, with one log line, "
+        "for models whose attention cannot be packed. --no-packing: always padded."))] = True
 
     @field_validator("model", "sequence_model", "get_reward_policy_tokenizer")
     @classmethod

@@ -74,10 +74,12 @@ class ServiceState:
                                   name=s.served_model_name, revision=s.revision)
         if s.warmup:
             scorer.warm_up()
+        if s.packing:
+            scorer.enable_packing()
         if s.prefix_sharing:
             scorer.enable_prefix_sharing()
-        logger.info("discriminator loaded: %s; prefix sharing %s", describe(scorer),
-                    "on" if scorer.prefix_sharing else "off")
+        logger.info("discriminator loaded: %s; packing %s, prefix sharing %s", describe(scorer),
+                    "on" if scorer.packing else "off", "on" if scorer.prefix_sharing else "off")
         if note := demo_note(scorer.model.config):
             logger.warning("serving the DEMO discriminator: %s", note)
         sequence_scorer = None
@@ -93,13 +95,13 @@ class ServiceState:
         self.token_scorer, self.sequence_scorer = scorer, sequence_scorer
 
     def _batcher(self, forward: Callable[[list[Encoded]], list[Any]], name: str,
-                 share_prompts: bool = False) -> DynamicBatcher[Encoded, Any]:
+                 share_prompts: bool = False, packed: bool = False) -> DynamicBatcher[Encoded, Any]:
         s = self.settings
         return DynamicBatcher(forward, lambda e: e.length, token_budget=s.token_budget,
                               max_batch_size=s.max_batch_size, max_wait_s=s.max_wait_ms / 1000.0,
                               adaptive_wait=s.adaptive_wait,
                               max_queue=s.max_queue_items, observer=self.metrics.observer(name), name=name,
-                              prompt_of=Encoded.prompt_share if share_prompts else None)
+                              prompt_of=Encoded.prompt_share if share_prompts else None, packed=packed)
 
     async def load(self) -> None:
         """Load models, warm up, start the batchers; then the service is ready."""
@@ -111,7 +113,8 @@ class ServiceState:
         gc.freeze()
         assert self.token_scorer is not None
         self.token_batcher = self._batcher(self.token_scorer.probabilities, "discriminator",
-                                           share_prompts=self.token_scorer.prefix_sharing)
+                                           share_prompts=self.token_scorer.prefix_sharing,
+                                           packed=self.token_scorer.packing)
         self.token_batcher.start()
         if self.sequence_scorer is not None:
             self.sequence_batcher = self._batcher(self.sequence_scorer.scores, "sequence_rm")

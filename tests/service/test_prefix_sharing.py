@@ -36,17 +36,22 @@ def _discriminator(out: Path, hidden: int, layers: int, heads: int) -> Path:
     return out / "discriminator"
 
 
-@pytest.fixture(scope="module", params=["demo-sized", "several-heads-and-layers"])
+@pytest.fixture(scope="module", params=[("demo-sized", "packed"), ("demo-sized", "padded"),
+                                        ("several-heads-and-layers", "packed"), ("several-heads-and-layers", "padded")],
+                ids="-".join)
 def scorers(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> tuple[TokenScorer,
                                                                                                  TokenScorer]:
-    """(sharing on, sharing off) on one checkpoint: the demo model's size (hidden 64, 2 layers, 4 heads) or
-    hidden 128 × 6 layers × 8 heads."""
-    size = {"demo-sized": (64, 2, 4), "several-heads-and-layers": (128, 6, 8)}[request.param]
-    path = _discriminator(tmp_path_factory.mktemp(request.param), *size)
+    """(sharing on, sharing off and padded: the path before sharing) on one checkpoint: the demo model's size
+    (hidden 64, 2 layers, 4 heads) or hidden 128 × 6 layers × 8 heads; sharing packed (the default) or
+    through the KV cache of padded batches."""
+    size = {"demo-sized": (64, 2, 4), "several-heads-and-layers": (128, 6, 8)}[request.param[0]]
+    path = _discriminator(tmp_path_factory.mktemp(request.param[0]), *size)
     shared = TokenScorer.load(str(path), device="cpu", dtype="float32")
+    if request.param[1] == "packed":
+        assert shared.enable_packing()
     assert shared.enable_prefix_sharing()
     whole = TokenScorer.load(str(path), device="cpu", dtype="float32")
-    assert not whole.prefix_sharing
+    assert not whole.prefix_sharing and not whole.packing
     return shared, whole
 
 
@@ -72,6 +77,13 @@ def test_mixed_batches_score_as_without_sharing(scorers: tuple[TokenScorer, Toke
     # and each item alone (no companions, so no sharing) equals its value in the shared batch
     _assert_same(shared.probabilities(mixed), [whole.probabilities([e])[0] for e in mixed])
     assert shared.prefix_sharing  # no fallback happened
+    if shared.packing:  # packed without sharing too
+        shared.prefix_sharing = False
+        try:
+            _assert_same(shared.probabilities(mixed), whole.probabilities(mixed))
+        finally:
+            shared.prefix_sharing = True
+        assert shared.packing
 
 
 def test_text_items_keep_their_boundary_token_and_truncation(scorers: tuple[TokenScorer, TokenScorer]) -> None:
@@ -98,19 +110,23 @@ def _tiny_scorer(model: torch.nn.Module, tokenizer_dir: Path) -> TokenScorer:
     return TokenScorer(model, load_tokenizer(tokenizer_dir), "tiny", None, 64)
 
 
+def _model_without(architecture: str) -> torch.nn.Module:
+    """A model that can neither share nor pack: BERT attends both ways (a prompt's states depend on the response,
+    and it takes no cache), Mistral here has a sliding window."""
+    torch.manual_seed(0)
+    if architecture == "bert":
+        return BertForTokenClassification(BertConfig(
+            vocab_size=600, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+            num_labels=1)).eval()
+    return MistralForTokenClassification(MistralConfig(
+        vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+        num_key_value_heads=2, sliding_window=8, num_labels=1)).eval()
+
+
 @pytest.mark.parametrize("architecture", ["bert", "mistral-sliding-window"])
 def test_models_that_cannot_share_fall_back_with_one_log_line(architecture: str, tiny_token_classifier_dir: Path,
                                                               caplog: pytest.LogCaptureFixture) -> None:
-    torch.manual_seed(0)
-    if architecture == "bert":  # bidirectional: a prompt's states depend on the response; it takes no cache
-        model: torch.nn.Module = BertForTokenClassification(BertConfig(
-            vocab_size=600, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            num_labels=1))
-    else:
-        model = MistralForTokenClassification(MistralConfig(
-            vocab_size=600, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-            num_key_value_heads=2, sliding_window=8, num_labels=1))
-    scorer = _tiny_scorer(model.eval(), tiny_token_classifier_dir)
+    scorer = _tiny_scorer(_model_without(architecture), tiny_token_classifier_dir)
     with caplog.at_level(logging.WARNING, logger="tlcr.service.scorer"):
         assert not scorer.enable_prefix_sharing()
         batch = [Encoded([3, 4, 5, 6], [7, 8]), Encoded([3, 4, 5, 6], [9])]
@@ -122,9 +138,29 @@ def test_models_that_cannot_share_fall_back_with_one_log_line(architecture: str,
     _assert_same(result, [scorer.probabilities([e])[0] for e in batch])
 
 
-def test_the_setting_is_on_by_default_and_can_be_turned_off(tiny_token_classifier_dir: Path) -> None:
+@pytest.mark.parametrize("architecture", ["bert", "mistral-sliding-window"])
+def test_models_that_cannot_pack_fall_back_with_one_log_line(architecture: str, tiny_token_classifier_dir: Path,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
+    model = _model_without(architecture)
+    scorer = _tiny_scorer(model, tiny_token_classifier_dir)
+    implementation = model.config._attn_implementation
+    with caplog.at_level(logging.WARNING, logger="tlcr.service.scorer"):
+        assert not scorer.enable_packing()
+        batch = [Encoded([3, 4, 5, 6], [7, 8]), Encoded([1, 2], [9])]
+        result = scorer.probabilities(batch)
+        scorer.probabilities(batch)
+    lines = [r for r in caplog.records if "packing is off" in r.getMessage()]
+    assert len(lines) == 1
+    assert ("attends both ways" if architecture == "bert" else "sliding") in lines[0].getMessage()
+    assert model.config._attn_implementation == implementation  # restored after the failed probe
+    _assert_same(result, [scorer.probabilities([e])[0] for e in batch])
+
+
+def test_the_settings_are_on_by_default_and_can_be_turned_off(tiny_token_classifier_dir: Path) -> None:
     assert ServiceSettings(model=str(tiny_token_classifier_dir)).prefix_sharing
     assert not ServiceSettings(model=str(tiny_token_classifier_dir), prefix_sharing=False).prefix_sharing
+    assert ServiceSettings(model=str(tiny_token_classifier_dir)).packing
+    assert not ServiceSettings(model=str(tiny_token_classifier_dir), packing=False).packing
 
 
 # --- batch selection and the token budget (pure) ------------------------------------------------------
@@ -136,6 +172,18 @@ def test_computed_tokens_count_a_shared_prompt_once() -> None:
     assert computed_tokens(grpo[:1]) == 110  # alone: forwarded whole
     assert computed_tokens([*grpo, Shape(50), Shape(70, "q", 60)]) == 100 + 3 * 30 + 2 * 70
     assert computed_tokens([Shape(10), Shape(40)]) == 80  # without prompts: padded, as before
+
+
+def test_packed_computed_tokens_count_no_padding() -> None:
+    grpo = [Shape(100 + r, "p", 100) for r in (10, 20, 30)]
+    assert computed_tokens(grpo, packed=True) == 100 + 10 + 20 + 30
+    assert computed_tokens(grpo[:1], packed=True) == 110
+    assert computed_tokens([*grpo, Shape(50), Shape(70, "q", 60)], packed=True) == 160 + 50 + 70
+    assert computed_tokens([Shape(10), Shape(40)], packed=True) == 50
+    shapes = [Shape(160, "p", 150), Shape(20), Shape(158, "q", 150), *[Shape(150 + r, "p", 150) for r in (8, 12, 9)]]
+    # p packed: 150 + 10 + 8 + 12 + 9 = 189; a padded batch would compute 150 + 4 × 12 = 198
+    assert select_shared_batch(shapes, anchor=0, token_budget=190, max_batch_size=8, packed=True) == [0, 3, 4, 5]
+    assert select_shared_batch(shapes, anchor=0, token_budget=190, max_batch_size=8) == [0, 3, 4]
 
 
 def test_a_prompt_group_joins_its_anchor_and_the_budget_counts_computed_tokens() -> None:
@@ -167,6 +215,23 @@ async def test_requests_with_one_prompt_meet_in_one_forward() -> None:
     assert [r[0] for r in results] == [n for n in range(1, 9) for _ in "ab"]
     # 100 + 8 × 8 = 164 computed tokens per prompt: each prompt's eight in one forward, never both prompts
     assert sorted(sorted(b) for b in batches) == [[("a", n) for n in range(1, 9)], [("b", n) for n in range(1, 9)]]
+
+
+@pytest.mark.parametrize("packed", [True, False])
+async def test_a_packed_batcher_budgets_real_tokens(packed: bool) -> None:
+    batches: list[list[int]] = []
+
+    def forward(batch: list[int]) -> list[int]:
+        batches.append(batch)
+        return batch
+
+    # lengths 10, 50, 40: 100 real tokens, 150 when padded to the longest
+    batcher: DynamicBatcher[int, int] = DynamicBatcher(
+        forward, lambda n: n, token_budget=100, max_batch_size=64, max_wait_s=0.05, max_queue=100, packed=packed)
+    batcher.start()
+    assert await asyncio.gather(*(batcher.submit([n]) for n in (10, 50, 40))) == [[10], [50], [40]]
+    await batcher.close()
+    assert len(batches) == (1 if packed else 2)
 
 
 # --- over HTTP (the session's shared service: sharing on by default) -----------------------------------
