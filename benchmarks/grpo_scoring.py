@@ -15,10 +15,12 @@ Each client sends one request per prompt (its n responses), waits for the answer
 loop: n requests per prompt arriving together).
 
 Targets, alternated within each round (the order reverses every other round):
-    in-process unshared  TokenScorer on --clients requests' items per forward, the ordinary way (today's limit);
-    in-process shared    the same forward with prefix sharing (the limit of sharing);
-    ours unshared        `tlcr serve --no-prefix-sharing`;
-    ours shared          `tlcr serve` (sharing on, the default);
+    in-process unshared  TokenScorer on --clients requests' items per forward, padded batches, no sharing (the
+                         limit before prefix sharing and packing);
+    in-process shared    the same forward packed and prefix-shared (the limit of the default);
+    ours unshared        `tlcr serve --no-prefix-sharing --no-packing` (padded batches, every prompt recomputed);
+    ours shared padded   `tlcr serve --no-packing` (prompts shared through the KV cache, padded batches);
+    ours shared          `tlcr serve` (packed and prefix-shared: the defaults);
     vllm                  vLLM's OpenAI server, `--runner pooling --convert classify`, POST /pooling with
                           task token_classify (skipped with a note when no vLLM python is found: --vllm-python,
                           $TLCR_VLLM_PYTHON, else .venv-vllm/bin/python in the repository).
@@ -60,7 +62,7 @@ HH_SAMPLE = REPO.parent / "shared" / "data" / "hh-rlhf" / "harmless-base" / "tes
 # hidden, layers, heads: the demo pipeline's default width (vLLM's CPU attention needs head_dim >= 32), and 512 × 8
 MODELS = {"demo": (128, 2, 4), "h512": (512, 8, 8)}
 WORKLOADS = {"a": (1, 150, 60), "b": (8, 150, 60), "c": (16, 400, 60)}  # n, prompt tokens, response tokens
-TARGETS = ("in-process unshared", "in-process shared", "ours unshared", "ours shared", "vllm")
+TARGETS = ("in-process unshared", "in-process shared", "ours unshared", "ours shared padded", "ours shared", "vllm")
 GOAL_VS_VLLM, GOAL_VS_UNSHARED, GOAL_DISTINCT = 2.0, 2.0, 0.95
 
 
@@ -325,8 +327,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         params = sum(p.numel() for p in unshared.model.parameters())
         print(f"model {model_name}: hidden {hidden}, {layers} layers, {heads} heads, {params / 1e6:.1f} M parameters",
               flush=True)
-        if not shared.enable_prefix_sharing():
-            raise RuntimeError("prefix sharing is unavailable for the benchmark model")
+        if not (shared.enable_packing() and shared.enable_prefix_sharing()):
+            raise RuntimeError("packing or prefix sharing is unavailable for the benchmark model")
         server_args = ["--torch-threads", str(args.threads), "--log-level", "warning", "--max-length", str(max_length),
                        "--max-items-per-request", "256", "--dtype", args.dtype] + (
                            ["--device", args.device] if args.device else [])
@@ -334,12 +336,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         processes: list[Any] = []
         vllm_process = None
         try:
-            for name, extra in (("ours unshared", ["--no-prefix-sharing"]), ("ours shared", [])):
+            for name, extra in (("ours unshared", ["--no-prefix-sharing", "--no-packing"]),
+                                ("ours shared padded", ["--no-packing"]), ("ours shared", [])):
                 if name not in args.targets:
                     continue
                 service = start_service(model, extra_args=server_args + extra, ready_timeout=600,
                                         env=dict(args.service_env),
-                                        log_path=work / f"{model_name}-{name.split()[-1]}.log")
+                                        log_path=work / f"{model_name}-{name.replace(' ', '-')}.log")
                 processes.append(service)
                 servers[name] = (service.url, service.pid)
             if python is not None and "vllm" in args.targets:
@@ -385,7 +388,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             summary = bench.summarize(target, None, value)
             mfu = None
             if args.peak_tflops:
-                computed = summary.tokens_per_s * computed_per_response_token(workloads[w], target.endswith(" shared"))
+                computed = summary.tokens_per_s * computed_per_response_token(workloads[w], " shared" in target)
                 mfu = 2 * params * computed / (args.peak_tflops * 1e12)
             rows.append(Row(model_name, w, target, summary.tokens_per_s, summary.tokens_per_s_rounds, summary.p50_ms,
                             summary.p99_ms, summary.requests, summary.errors, summary.tokens_per_cpu_s, mfu))
@@ -413,7 +416,7 @@ def report(args: argparse.Namespace, rows: list[Row], notes: dict[str, Any], wit
     for model in args.models:
         for w in args.workloads:
             shared = rate.get((model, w, "ours shared"))
-            for other in ("ours unshared", "vllm", "in-process unshared", "in-process shared"):
+            for other in ("ours unshared", "ours shared padded", "vllm", "in-process unshared", "in-process shared"):
                 if shared is not None and rate.get((model, w, other)):
                     ratios[f"{model}/{w}: ours shared / {other}"] = shared / rate[(model, w, other)]
                 mine, theirs = per_cpu.get((model, w, "ours shared")), per_cpu.get((model, w, other))

@@ -62,6 +62,8 @@ def naive_server(args: argparse.Namespace) -> None:
 
     torch.set_num_threads(args.threads)
     scorer = TokenScorer.load(args.model, device=args.device, dtype=args.dtype)
+    if args.packing:  # the same forward as our server's
+        scorer.enable_packing()
     scorer.warm_up()
     lock = threading.Lock()
     app = FastAPI()
@@ -90,7 +92,7 @@ def start_naive_server(args: argparse.Namespace, model: Path, log: Path) -> tupl
     sock.set_inheritable(True)
     port = sock.getsockname()[1]
     command = [sys.executable, __file__, "naive-server", "--model", str(model), "--fd", str(sock.fileno()),
-               "--threads", str(args.threads), "--dtype", args.dtype]
+               "--threads", str(args.threads), "--dtype", args.dtype] + ([] if args.packing else ["--no-packing"])
     if args.device:
         command += ["--device", args.device]
     with log.open("ab") as out:
@@ -249,6 +251,8 @@ class InProcess:
         torch.set_num_threads(args.threads)
         self.torch = torch
         self.scorer = TokenScorer.load(str(model), device=args.device, dtype=args.dtype)
+        if args.packing:  # the same forward as our server's
+            self.scorer.enable_packing()
         self.scorer.warm_up()
         self.encoded = [Encoded(i["prompt_token_ids"], i["response_token_ids"]) for i in items]
         per_request = args.items_per_request
@@ -398,7 +402,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} at start (other work on the "
           "machine slows whichever system runs at that moment; rounds interleave the systems to spread it)")
     print(f"model: {model} (hidden {args.hidden}, {args.layers} layers) device={args.device or 'auto'} "
-          f"dtype={args.dtype} torch threads={args.threads}")
+          f"dtype={args.dtype} torch threads={args.threads}; forward {'packed' if args.packing else 'padded'} "
+          "in every system")
     print(f"workload: {len(items)} controlled-task items, tokens per item: mean {statistics.mean(lengths):.1f}, "
           f"min {min(lengths)}, max {max(lengths)}; {args.items_per_request} item(s) per request; "
           f"{args.rounds} rounds of {args.duration:g} s per system and client count", flush=True)
@@ -406,7 +411,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     local = InProcess(model, items, args)
     server_args = ["--torch-threads", str(args.threads), "--dtype", args.dtype,
                    "--max-wait-ms", str(args.max_wait_ms), "--token-budget", str(args.token_budget),
-                   "--max-batch-size", str(args.max_batch_size), "--log-level", "warning"]
+                   "--max-batch-size", str(args.max_batch_size), "--log-level", "warning"] + (
+                       [] if args.packing else ["--no-packing"])
     if args.device:
         server_args += ["--device", args.device]
     ours = start_service(model, extra_args=server_args, ready_timeout=600, log_path=work / "ours.log")
@@ -505,6 +511,7 @@ def main() -> None:
     naive.add_argument("--threads", type=int, default=1)
     naive.add_argument("--device", default=None)
     naive.add_argument("--dtype", default="auto")
+    naive.add_argument("--no-packing", dest="packing", action="store_false")
     parser.add_argument("--model", help="an existing discriminator checkpoint (default: build one)")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
@@ -523,6 +530,8 @@ def main() -> None:
     parser.add_argument("--max-wait-ms", type=float, default=50.0, help="our server's cap on waiting (adaptive)")
     parser.add_argument("--token-budget", type=int, default=16384)
     parser.add_argument("--max-batch-size", type=int, default=64)
+    parser.add_argument("--no-packing", dest="packing", action="store_false",
+                        help="every system scores padded batches (default: packed, our server's default)")
     parser.add_argument("--out", help="also write the results as JSON here")
     args = parser.parse_args()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

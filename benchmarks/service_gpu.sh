@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# GPU variants of benchmarks/service.py and benchmarks/grpo_scoring.py: bf16 on CUDA, one short run each
-# (about 3 + 6 minutes) for a lent device. Results: stdout, $OUT/service_gpu.json and $OUT/grpo_gpu.json.
+# GPU variants of benchmarks/service.py and benchmarks/grpo_scoring.py: bf16 on CUDA, one short run each for a
+# lent device (measurement windows: about 3 + 5 minutes, plus builds and server starts; not yet timed on one).
+# Results: stdout, $OUT/service_gpu.json and $OUT/grpo_gpu.json.
 #   - service.py: a larger model (hidden 1024, 8 layers), longer responses; extra arguments go to it.
 #   - grpo_scoring.py: workloads a, b, c on the demo and hidden-512 models, with MFU against
 #     ${PEAK_TFLOPS:-989} TFLOP/s (H200 bf16 dense), 2 × parameters FLOP per token computed; vLLM is

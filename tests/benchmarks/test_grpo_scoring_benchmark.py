@@ -33,7 +33,7 @@ def test_tiny_run_measures_every_target_without_errors(tmp_path: Path,
     results = json.loads(out.read_text())
     targets = {(r["workload"], r["target"]) for r in results["results"]}
     assert targets == {(w, t) for w in "ab" for t in ("in-process unshared", "in-process shared",
-                                                      "ours unshared", "ours shared")}
+                                                      "ours unshared", "ours shared padded", "ours shared")}
     rate = {(r["workload"], r["target"]): r["response_tokens_per_s"] for r in results["results"]}
     for row in results["results"]:
         assert row["errors"] == 0 and row["response_tokens_per_s"] > 0, row
@@ -41,6 +41,8 @@ def test_tiny_run_measures_every_target_without_errors(tmp_path: Path,
             assert row["requests"] > 0 and row["p50_ms"] <= row["p99_ms"], row
     assert results["ratios"]["demo/b: ours shared / ours unshared"] == pytest.approx(
         rate[("b", "ours shared")] / rate[("b", "ours unshared")])
+    assert results["ratios"]["demo/b: ours shared / ours shared padded"] == pytest.approx(
+        rate[("b", "ours shared")] / rate[("b", "ours shared padded")])
     assert "vLLM: skipped" in done.stdout and "demo/a: ours shared / ours unshared =" in done.stdout
 
 
