@@ -7,9 +7,9 @@ time per batch over time; then compare the soaked process with a fresh one side 
 Load: --clients closed-loop clients, each sending --items-per-request items of the controlled task per
 request (16 × 4: 64-sequence batches), without pause. Every --interval-s the service's Prometheus metrics
 give, for that interval: forward batches, mean batch size, mean forward ms per batch and per 1,000 tokens
-computed, and the process's resident memory and thread count. The verdict compares the mean forward time
-per 1,000 tokens of the last window with the first (window: 5 minutes, or a third of a shorter run); the
-goal is <= 1.05.
+computed; /proc gives the process's resident memory, thread count and minor page faults per batch. The verdict
+compares the mean forward time per 1,000 tokens of the last window with the first (window: 5 minutes, or a
+third of a shorter run); the goal is <= 1.05.
 
 Other work on the machine changes forward times too, so the time series alone cannot tell a slower process
 from a busier machine: at the end a fresh service on the same checkpoint is started and the two are
@@ -56,6 +56,12 @@ def metric_sums(url: str) -> dict[str, float]:
     return values
 
 
+def minor_faults(pid: int) -> int:
+    """Minor page faults of a process so far (Linux /proc): memory the allocator takes back from the kernel
+    and touches again shows here, which a fragmenting heap would make grow per batch."""
+    return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[7])
+
+
 def process_status(pid: int) -> tuple[float, int]:
     """(resident MiB, threads) of a process (Linux /proc)."""
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":" in line)
@@ -73,19 +79,21 @@ class Interval:
     rss_mib: float
     threads: int
     load: float
+    minor_faults_per_batch: float = 0.0
 
 
 def measure(url: str, pid: int, bodies: list[tuple[bytes, int]], clients: int, seconds: float) -> dict[str, float]:
-    before = metric_sums(url)
+    before, faults_before = metric_sums(url), minor_faults(pid)
     sample = asyncio.run(bench.load_test(url, bodies, clients, seconds, 10**9, pid))
-    after = metric_sums(url)
+    after, faults = metric_sums(url), minor_faults(pid) - faults_before
     delta = {k: after[k] - before[k] for k in SUMS}
     batches = max(delta["tlcr_forward_seconds_count"], 1.0)
     return {"batches": delta["tlcr_forward_seconds_count"], "mean_batch": delta["tlcr_batch_size_sum"] / batches,
             "forward_ms": 1000 * delta["tlcr_forward_seconds_sum"] / batches,
             "forward_ms_per_1k": 1e6 * delta["tlcr_forward_seconds_sum"]
             / max(delta["tlcr_batch_padded_tokens_sum"], 1),
-            "tokens_per_s": sample.tokens / sample.seconds, "errors": sample.errors}
+            "tokens_per_s": sample.tokens / sample.seconds, "errors": sample.errors,
+            "minor_faults_per_batch": faults / batches}
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -106,11 +114,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             rss, threads = process_status(soaked.pid)
             row = Interval(round((time.monotonic() - started) / 60, 2), int(m["batches"]), round(m["mean_batch"], 1),
                            round(m["forward_ms"], 2), round(m["forward_ms_per_1k"], 3), round(m["tokens_per_s"], 1),
-                           round(rss, 1), threads, os.getloadavg()[0])
+                           round(rss, 1), threads, os.getloadavg()[0], round(m["minor_faults_per_batch"], 1))
             intervals.append(row)
             print(f"{row.minute:6.2f} min: {row.batches} batches of {row.mean_batch} seq, forward {row.forward_ms} ms "
                   f"({row.forward_ms_per_1k_tokens} ms / 1k tokens), {row.tokens_per_s:,.0f} tokens/s, RSS "
-                  f"{row.rss_mib:.0f} MiB, {row.threads} threads, load {row.load:.1f}", flush=True)
+                  f"{row.rss_mib:.0f} MiB, {row.threads} threads, {row.minor_faults_per_batch:,.0f} minor page faults "
+                  f"per batch, load {row.load:.1f}", flush=True)
         comparison: list[dict[str, float]] = []
         if args.fresh_rounds:
             with start_service(model, extra_args=server_args, log_path=work / "fresh.log") as fresh:
@@ -119,11 +128,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     pair = [("soaked", soaked), ("fresh", fresh)]
                     result: dict[str, float] = {}
                     for name, service in pair if r % 2 == 0 else pair[::-1]:
-                        result[name] = measure(service.url, service.pid, bodies, args.clients,
-                                               args.fresh_seconds)["forward_ms_per_1k"]
+                        m = measure(service.url, service.pid, bodies, args.clients, args.fresh_seconds)
+                        result[name], result[f"{name}_faults_per_batch"] = m["forward_ms_per_1k"], \
+                            m["minor_faults_per_batch"]
                     comparison.append(result)
                     print(f"side by side, round {r + 1}: forward ms / 1k tokens soaked {result['soaked']:.3f}, fresh "
-                          f"{result['fresh']:.3f}", flush=True)
+                          f"{result['fresh']:.3f}; minor page faults per batch soaked "
+                          f"{result['soaked_faults_per_batch']:,.0f}, fresh {result['fresh_faults_per_batch']:,.0f}",
+                          flush=True)
     shutil.rmtree(work, ignore_errors=True)  # kept when the run fails: the services' logs are there
     return report(args, intervals, comparison)
 

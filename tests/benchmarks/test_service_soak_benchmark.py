@@ -27,7 +27,8 @@ def test_tiny_soak_logs_forward_times_and_compares_with_a_fresh_process(tmp_path
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(out.read_text())
     intervals = result["intervals"]
-    assert intervals and all(i["batches"] > 0 and i["forward_ms"] > 0 and i["rss_mib"] > 0 for i in intervals)
+    assert intervals and all(i["batches"] > 0 and i["forward_ms"] > 0 and i["rss_mib"] > 0
+                             and i["minor_faults_per_batch"] >= 0 for i in intervals)
     assert len(result["side_by_side"]) == 2 and result["soaked_over_fresh"] > 0
     rows = list(csv.DictReader(table.open()))
     assert [float(r["forward_ms"]) for r in rows] == [i["forward_ms"] for i in intervals]
