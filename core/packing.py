@@ -31,6 +31,8 @@ import torch.nn.functional as F
 from transformers import AttentionInterface, PreTrainedModel
 from transformers.masking_utils import AttentionMaskInterface
 
+from tlcr.core.scoring import shared_prompt_rows
+
 PACKED_ATTENTION = "tlcr_packed"
 
 
@@ -196,12 +198,7 @@ def packed_token_logits(model: PreTrainedModel, items: Sequence[tuple[Sequence[i
     """
     if not items:
         return []
-    groups: dict[tuple[int, ...], list[int]] = {}
-    if share_prompts:
-        for i, (prompt, _) in enumerate(items):
-            if len(prompt):
-                groups.setdefault(tuple(prompt), []).append(i)
-        groups = {key: members for key, members in groups.items() if len(members) > 1}
+    groups = shared_prompt_rows([prompt for prompt, _ in items]) if share_prompts else {}
     tokens: list[int] = []
     positions: list[int] = []
     self_spans: list[tuple[int, int]] = []
@@ -214,10 +211,9 @@ def packed_token_logits(model: PreTrainedModel, items: Sequence[tuple[Sequence[i
         self_spans.append((prompt_start, len(prompt)))
         for i in members:
             response = items[i][1]
-            if not len(response):
-                response_at[i] = len(tokens)
-                continue
             response_at[i] = len(tokens)
+            if not len(response):
+                continue
             prefixed_spans.append((prompt_start, len(prompt), len(tokens), len(response)))
             tokens.extend(response)
             positions.extend(range(len(prompt), len(prompt) + len(response)))

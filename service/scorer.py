@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,30 +203,26 @@ class TokenScorer(_Loaded):
     def enable_packing(self) -> bool:
         """Turn packing on if the model can do it: its configuration allows it and a probe batch scores the
         same packed and padded. Otherwise one warning names why, and batches are padded."""
-        self.packing = True
-        problem = packing_problem(self.model)
-        if problem is None:
-            try:
-                problem = self._probe("packing")
-            except (PackingUnsupported, RuntimeError, ValueError, TypeError, KeyError) as exc:
-                problem = f"a probe forward failed ({type(exc).__name__}: {exc})"
-        if problem is not None:
-            self._disable_packing(problem)
-        return self.packing
+        return self._enable("packing", packing_problem, (PackingUnsupported, KeyError), self._disable_packing)
 
     def enable_prefix_sharing(self) -> bool:
         """Turn prefix sharing on if the model can do it: its configuration allows it and a probe batch
         scores the same both ways. Otherwise one warning names why, and batches are scored whole."""
-        self.prefix_sharing = True
-        problem = prefix_sharing_problem(self.model)
+        return self._enable("prefix_sharing", prefix_sharing_problem, (PrefixSharingUnsupported,),
+                            self._disable_sharing)
+
+    def _enable(self, switch: str, configuration_problem: Callable[[PreTrainedModel], str | None],
+                unsupported: tuple[type[Exception], ...], disable: Callable[[str], None]) -> bool:
+        setattr(self, switch, True)
+        problem = configuration_problem(self.model)
         if problem is None:
             try:
-                problem = self._probe("prefix_sharing")
-            except (PrefixSharingUnsupported, RuntimeError, ValueError, TypeError) as exc:
+                problem = self._probe(switch)
+            except (*unsupported, RuntimeError, ValueError, TypeError) as exc:
                 problem = f"a probe forward failed ({type(exc).__name__}: {exc})"
         if problem is not None:
-            self._disable_sharing(problem)
-        return self.prefix_sharing
+            disable(problem)
+        return bool(getattr(self, switch))
 
     def _probe(self, switch: str) -> str | None:
         """None if a probe batch (two shared prompts of different lengths, responses of different lengths, an
