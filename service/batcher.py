@@ -257,6 +257,8 @@ class DynamicBatcher(Generic[Payload, Result]):
         self._report_depth()
         self._wakeup.set()
         try:
+            if len(entries) == 1:  # the common case (one sequence per request): no gathering future
+                return [await entries[0].future]
             # return_exceptions: every future's outcome is retrieved, then the first error is raised.
             outcomes = await asyncio.gather(*(e.future for e in entries), return_exceptions=True)
         except asyncio.CancelledError:  # the caller gave up (timeout, client disconnected)
