@@ -230,22 +230,6 @@ def vllm_agreement(url: str, scorer: Any, groups: list[Group]) -> float:
     return worst
 
 
-def group_cpu_seconds(pid: int) -> float | None:
-    """CPU seconds of `pid` plus every process in the process group it leads (vLLM's engine core and
-    workers run in child processes of its API server), from /proc."""
-    total = bench.process_cpu_seconds(pid)
-    if total is None:
-        return None
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pid and stat.parent.name != str(pid):  # fields[2]: process group
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
-
-
 # --- in-process ---------------------------------------------------------------------------------------
 
 def in_process(scorer: Any, groups: list[Group], clients: int, seconds: float) -> Any:
@@ -373,7 +357,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             path = "/pooling" if target == "vllm" else "/token_rewards"
                             sample = asyncio.run(bench.load_test(url, bodies, args.clients * (
                                 WORKLOADS[w][0] if args.split else 1), args.duration, 10**9, pid, path=path,
-                                cpu_of=group_cpu_seconds))
+                                cpu_of=bench.tree_cpu_seconds))
                         samples.setdefault((w, target), []).append(sample)
                         print(f"  {model_name} {w} {target}: {sample.tokens / sample.seconds:,.0f} response tokens/s "
                               f"({len(sample.latencies)} requests, load {os.getloadavg()[0]:.1f})", flush=True)

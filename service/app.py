@@ -118,8 +118,10 @@ def _install_error_handlers(app: FastAPI, state: ServiceState) -> None:
 
 
 def create_app(settings: ServiceSettings, on_fatal: Callable[[BaseException], None] | None = None) -> FastAPI:
-    """The reward service app. `on_fatal` is called if the models fail to load (the CLI exits then)."""
+    """The reward service app. `on_fatal` is called if the models fail to load or the forward process dies (the
+    CLI exits then)."""
     state = ServiceState(settings)
+    state.on_fatal = on_fatal
 
     async def load() -> None:
         try:

@@ -50,7 +50,7 @@ async def body_parsed(request: Request) -> None:
 async def require_ready(state: State) -> ServiceState:
     """The state, once models are loaded; 503 + Retry-After while loading or shutting down."""
     if not state.ready:
-        reason = "shutting down" if state.shutting_down else "the model is still loading"
+        reason = state.load_error or ("shutting down" if state.shutting_down else "the model is still loading")
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"not ready: {reason}",
                             headers={"Retry-After": str(state.settings.retry_after_s)})
     return state

@@ -122,6 +122,11 @@ class _Loaded:
         pad = tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else 0)
 
+    @property
+    def config(self) -> Any:
+        """The model's configuration (transformers `PretrainedConfig`)."""
+        return self.model.config
+
     def encode(self, prompt: str, response: str) -> Encoded:
         from tlcr.core.models import encode_prompt_response
 
@@ -281,7 +286,37 @@ class SequenceScorer(_Loaded):
         self.scores([Encoded([self.pad_id + 1 if self.pad_id + 1 < self.vocab_size else 0], [0])])
 
 
-def describe(scorer: _Loaded) -> dict[str, Any]:
+@dataclass(frozen=True)
+class LoadSpec:
+    """How the service loads its discriminator: the arguments of `TokenScorer.load` and the service's switches."""
+
+    model: str
+    device: str | None
+    dtype: str
+    max_length: int | None
+    name: str | None
+    revision: str | None
+    torch_threads: int | None
+    warmup: bool
+    packing: bool
+    prefix_sharing: bool
+    log_level: int = logging.INFO  # the service's level for tlcr's loggers, so the child logs alike
+
+
+def load_token_scorer(spec: LoadSpec) -> TokenScorer:
+    """The discriminator as the service serves it: loaded, warmed up, packing and prefix sharing probed."""
+    scorer = TokenScorer.load(spec.model, device=spec.device, dtype=spec.dtype, max_length=spec.max_length,
+                              name=spec.name, revision=spec.revision)
+    if spec.warmup:
+        scorer.warm_up()
+    if spec.packing:
+        scorer.enable_packing()
+    if spec.prefix_sharing:
+        scorer.enable_prefix_sharing()
+    return scorer
+
+
+def describe(scorer: Any) -> dict[str, Any]:
     """A loggable summary of what is served."""
     return {"model": scorer.name, "revision": scorer.revision, "device": str(scorer.device),
             "dtype": str(scorer.dtype).removeprefix("torch."), "max_length": scorer.max_length,

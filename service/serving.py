@@ -72,7 +72,7 @@ async def info(state: ServiceState) -> InfoResponse:
         max_length=scorer.max_length, modes=list(RewardMode), device=str(scorer.device),
         dtype=str(scorer.dtype).removeprefix("torch."),
         sequence_model=(public_name(state.sequence_scorer.name) if state.sequence_scorer is not None else None),
-        demo=demo_note(scorer.model.config),
+        demo=demo_note(scorer.config),
         tokenizer_fingerprint=await asyncio.to_thread(_fingerprint, scorer.tokenizer),
     )
 

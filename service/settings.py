@@ -110,6 +110,12 @@ class ServiceSettings(BaseSettings):
         "without padding, so only real tokens are computed. Falls back to padded batches, with one log line, "
         "for models whose attention cannot be packed. --no-packing: always padded."))] = True
 
+    forward_process: Annotated[bool, Field(description=(
+        "Run the discriminator's forwards in a child process of their own, so HTTP handling and forwards never "
+        "wait on each other's GIL (as vLLM splits its API server from its engine core); the sequence reward model "
+        "stays in this process. Off by default: on 2 CPU cores it measured within noise of forwards in a worker "
+        "thread (docs/benchmarks.md)."))] = False
+
     @field_validator("model", "sequence_model", "get_reward_policy_tokenizer")
     @classmethod
     def _local_path_exists(cls, value: str | None) -> str | None:

@@ -13,9 +13,10 @@ import numpy as np
 
 from tlcr.core.models import demo_note
 from tlcr.service.batcher import DynamicBatcher
+from tlcr.service.forward_process import ForwardProcessError, ProcessTokenScorer
 from tlcr.service.items import Limits, longest_token_chars
 from tlcr.service.metrics import ServiceMetrics
-from tlcr.service.scorer import Encoded, SequenceScorer, TokenScorer, describe
+from tlcr.service.scorer import Encoded, LoadSpec, SequenceScorer, TokenScorer, describe, load_token_scorer
 from tlcr.service.settings import ServiceSettings, public_name
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ class ServiceState:
     def __init__(self, settings: ServiceSettings) -> None:
         self.settings = settings
         self.metrics = ServiceMetrics()
-        self.token_scorer: TokenScorer | None = None
+        self.token_scorer: TokenScorer | ProcessTokenScorer | None = None
         self.sequence_scorer: SequenceScorer | None = None
         self.token_batcher: DynamicBatcher[Encoded, np.ndarray] | None = None
         self.sequence_batcher: DynamicBatcher[Encoded, float] | None = None
@@ -61,6 +62,7 @@ class ServiceState:
         self.shutting_down = False
         self.load_error: str | None = None
         self.preparing = asyncio.Semaphore(settings.max_preparing)  # requests in worker threads at once
+        self.on_fatal: Callable[[BaseException], None] | None = None  # the app's: the CLI exits then
         self._token_chars: dict[int, int] = {}
 
     def _load_models(self) -> None:
@@ -70,17 +72,15 @@ class ServiceState:
             import torch
 
             torch.set_num_threads(s.torch_threads)
-        scorer = TokenScorer.load(s.model, device=s.device, dtype=s.dtype, max_length=s.max_length,
-                                  name=s.served_model_name, revision=s.revision)
-        if s.warmup:
-            scorer.warm_up()
-        if s.packing:
-            scorer.enable_packing()
-        if s.prefix_sharing:
-            scorer.enable_prefix_sharing()
-        logger.info("discriminator loaded: %s; packing %s, prefix sharing %s", describe(scorer),
-                    "on" if scorer.packing else "off", "on" if scorer.prefix_sharing else "off")
-        if note := demo_note(scorer.model.config):
+        spec = LoadSpec(s.model, device=s.device, dtype=s.dtype, max_length=s.max_length, name=s.served_model_name,
+                        revision=s.revision, torch_threads=s.torch_threads, warmup=s.warmup, packing=s.packing,
+                        prefix_sharing=s.prefix_sharing, log_level=logging.getLogger("tlcr").getEffectiveLevel())
+        scorer = ProcessTokenScorer(spec) if s.forward_process else load_token_scorer(spec)
+        logger.info("discriminator loaded: %s; packing %s, prefix sharing %s; forwards in %s", describe(scorer),
+                    "on" if scorer.packing else "off", "on" if scorer.prefix_sharing else "off",
+                    f"a process of their own (pid {scorer.forward_process.pid})"
+                    if isinstance(scorer, ProcessTokenScorer) else "a worker thread")
+        if note := demo_note(scorer.config):
             logger.warning("serving the DEMO discriminator: %s", note)
         sequence_scorer = None
         if s.sequence_model:
@@ -112,7 +112,19 @@ class ServiceState:
         gc.collect()
         gc.freeze()
         assert self.token_scorer is not None
-        self.token_batcher = self._batcher(self.token_scorer.probabilities, "discriminator",
+        forward = self.token_scorer.probabilities
+        if isinstance(self.token_scorer, ProcessTokenScorer):
+            loop = asyncio.get_running_loop()
+            forward = self._fatal_if_gone(forward, loop)
+
+            def died(exc: ForwardProcessError) -> None:  # from the watching thread
+                try:
+                    loop.call_soon_threadsafe(self._forward_process_died, exc)
+                except RuntimeError:  # the event loop has closed: the service is gone anyway
+                    pass
+
+            self.token_scorer.forward_process.watch(died)
+        self.token_batcher = self._batcher(forward, "discriminator",
                                            share_prompts=self.token_scorer.prefix_sharing,
                                            packed=self.token_scorer.packing)
         self.token_batcher.start()
@@ -121,6 +133,29 @@ class ServiceState:
             self.sequence_batcher.start()
         self.ready = True
 
+    def _fatal_if_gone(self, forward: Callable[[list[Encoded]], list[np.ndarray]],
+                       loop: asyncio.AbstractEventLoop) -> Callable[[list[Encoded]], list[np.ndarray]]:
+        """`forward`, which also takes the service out of rotation if the forward process has died (killed, out of
+        memory): /readyz answers 503 naming why, and under `tlcr serve` the process exits, to be restarted."""
+
+        def guarded(batch: list[Encoded]) -> list[np.ndarray]:
+            try:
+                return forward(batch)
+            except ForwardProcessError as exc:
+                loop.call_soon_threadsafe(self._forward_process_died, exc)
+                raise
+
+        return guarded
+
+    def _forward_process_died(self, exc: ForwardProcessError) -> None:
+        if self.load_error is not None or self.shutting_down:
+            return
+        self.ready = False
+        self.load_error = str(exc)
+        logger.error("%s: the service cannot score any more", exc)
+        if self.on_fatal is not None:
+            self.on_fatal(exc)
+
     async def close(self) -> None:
         """Finish queued work and stop the batchers (uvicorn has already drained open requests)."""
         self.shutting_down = True
@@ -128,8 +163,10 @@ class ServiceState:
         for batcher in (self.token_batcher, self.sequence_batcher):
             if batcher is not None:
                 await batcher.close()
+        if isinstance(self.token_scorer, ProcessTokenScorer):  # after its last forward
+            await asyncio.to_thread(self.token_scorer.close)
 
-    def limits(self, scorer: TokenScorer | SequenceScorer) -> Limits:
+    def limits(self, scorer: TokenScorer | ProcessTokenScorer | SequenceScorer) -> Limits:
         key = id(scorer.tokenizer)
         if key not in self._token_chars:
             self._token_chars[key] = longest_token_chars(scorer.tokenizer)

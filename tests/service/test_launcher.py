@@ -113,11 +113,7 @@ def test_a_service_stops_when_its_starter_is_killed(tiny_token_classifier_dir: P
               f"open({str(pid_file)!r}, 'w').write(str(service.pid))\n"
               f"time.sleep(600)\n")
     with processes.started([sys.executable, "-c", script]) as starter:
-        deadline = time.monotonic() + 120
-        while not pid_file.exists() or not pid_file.read_text():
-            assert starter.poll() is None and time.monotonic() < deadline, "the starter did not start its service"
-            time.sleep(0.05)
-        service_pid = int(pid_file.read_text())
+        service_pid = processes.pid_written(pid_file, starter, "the service's pid")
         assert wait_until_gone({service_pid}, timeout_s=1.0) == {service_pid}, "the service stopped before its starter"
         starter.send_signal(how)
         assert starter.wait(timeout=30) == -how

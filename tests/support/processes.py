@@ -131,3 +131,12 @@ def wait_until_gone(pids: set[int], timeout_s: float = 20.0) -> set[int]:
         time.sleep(0.05)
         alive = _living(alive)
     return alive
+
+
+def pid_written(path: Path, writer: subprocess.Popen[Any], what: str, timeout_s: float = 120.0) -> int:
+    """The pid that `writer` writes to `path`, once it is there; fails naming `what` if `writer` exits first."""
+    deadline = time.monotonic() + timeout_s
+    while not path.exists() or not path.read_text():
+        assert writer.poll() is None and time.monotonic() < deadline, f"{what} was not written"
+        time.sleep(0.05)
+    return int(path.read_text())
