@@ -29,7 +29,9 @@ Models: `demo` (the demo pipeline's size: hidden 128, 2 layers, 4 heads) and `h5
 
 Reported: response tokens scored per second (median over rounds), p50/p99 request latency, and the goals:
 on (b) with h512, ours shared >= 2x vLLM and >= 2x ours unshared; on (a), ours shared >= 0.95x ours unshared.
-Every system gets the same torch/OpenMP thread count (--threads; vLLM through VLLM_CPU_OMP_THREADS_BIND).
+Every system gets the same torch/OpenMP thread count (--threads; vLLM through VLLM_CPU_OMP_THREADS_BIND) and the
+same malloc settings (freed memory kept, tlcr.core.allocator; vLLM through MALLOC_MMAP_THRESHOLD_ and
+MALLOC_TRIM_THRESHOLD_; --no-keep-freed-memory: glibc's defaults in all).
 """
 
 from __future__ import annotations
@@ -178,12 +180,16 @@ def start_vllm(python: Path, model: Path, args: argparse.Namespace,
                log: Path) -> tuple[subprocess.Popen[bytes], str]:
     import socket
 
+    from tlcr.core.allocator import MMAP_THRESHOLD, TRIM_THRESHOLD
+
     with socket.socket() as sock:  # a free port (vLLM binds it itself)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     threads = args.threads
     env = {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": f"0-{threads - 1}" if threads > 1 else "0",
            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "2"), "TOKENIZERS_PARALLELISM": "false"}
+    if args.keep_freed_memory:  # what tlcr.core.allocator sets in ours, as glibc reads it at start
+        env |= {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
     command = [str(python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(model), "--runner", "pooling",
                "--convert", "classify", "--gpu-memory-utilization", "0.08", "--host", "127.0.0.1", "--port",
                str(port), "--served-model-name", "tlcr", "--dtype", VLLM_DTYPES[args.dtype]]
@@ -275,10 +281,13 @@ class Row:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     import torch
 
+    from tlcr.core.allocator import keep_freed_memory
     from tlcr.service.launcher import start_service
     from tlcr.service.scorer import TokenScorer
 
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:  # every system alike: ours by default, vLLM through glibc's variables
+        keep_freed_memory()
     work = Path(tempfile.mkdtemp(prefix="tlcr-grpo-"))
     hh = hh_texts(Path(args.hh))
     python = None if args.no_vllm else vllm_python(args.vllm_python)
@@ -315,6 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             raise RuntimeError("packing or prefix sharing is unavailable for the benchmark model")
         server_args = ["--torch-threads", str(args.threads), "--log-level", "warning", "--max-length", str(max_length),
                        "--max-items-per-request", "256", "--dtype", args.dtype] + (
+                           [] if args.keep_freed_memory else ["--no-keep-freed-memory"]) + (
                            ["--device", args.device] if args.device else [])
         servers: dict[str, tuple[str, Any]] = {}
         processes: list[Any] = []
@@ -454,6 +464,9 @@ def main() -> None:
     parser.add_argument("--vllm-python", help="python of a venv with vLLM (default: $TLCR_VLLM_PYTHON, then "
                                               ".venv-vllm/bin/python in the repository)")
     parser.add_argument("--no-vllm", action="store_true", help="skip vLLM even if found")
+    parser.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                        help="glibc's default malloc in every system (default: freed memory kept in all, as our "
+                             "server does; tlcr.core.allocator)")
     parser.add_argument("--tiny", action="store_true", help="a tiny model and 1/5 of the lengths (for tests)")
     parser.add_argument("--service-env", action="append", default=[], type=env_assignment,
                         metavar="KEY=VALUE", help="an environment variable of our services only, e.g. "

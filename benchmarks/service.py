@@ -56,10 +56,13 @@ def naive_server(args: argparse.Namespace) -> None:
     import uvicorn
     from fastapi import FastAPI
 
+    from tlcr.core.allocator import keep_freed_memory
     from tlcr.service.rewards import rewards_from_probabilities
     from tlcr.service.scorer import Encoded, TokenScorer
 
     torch.set_num_threads(args.threads)
+    if args.keep_freed_memory:  # as our server does
+        keep_freed_memory()
     scorer = TokenScorer.load(args.model, device=args.device, dtype=args.dtype)
     if args.packing:  # the same forward as our server's
         scorer.enable_packing()
@@ -91,7 +94,8 @@ def start_naive_server(args: argparse.Namespace, model: Path, log: Path) -> tupl
     sock.set_inheritable(True)
     port = sock.getsockname()[1]
     command = [sys.executable, __file__, "naive-server", "--model", str(model), "--fd", str(sock.fileno()),
-               "--threads", str(args.threads), "--dtype", args.dtype] + ([] if args.packing else ["--no-packing"])
+               "--threads", str(args.threads), "--dtype", args.dtype] + ([] if args.packing else ["--no-packing"]) + (
+                   [] if args.keep_freed_memory else ["--no-keep-freed-memory"])
     if args.device:
         command += ["--device", args.device]
     with log.open("ab") as out:
@@ -264,10 +268,13 @@ class InProcess:
     def __init__(self, model: Path, items: list[dict[str, list[int]]], args: argparse.Namespace) -> None:
         import torch
 
+        from tlcr.core.allocator import keep_freed_memory
         from tlcr.service.batcher import select_batch
         from tlcr.service.scorer import Encoded, TokenScorer
 
         torch.set_num_threads(args.threads)
+        if args.keep_freed_memory:  # as our server does
+            keep_freed_memory()
         self.torch = torch
         self.scorer = TokenScorer.load(str(model), device=args.device, dtype=args.dtype)
         if args.packing:  # the same forward as our server's
@@ -422,7 +429,7 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
           "machine slows whichever system runs at that moment; rounds interleave the systems to spread it)")
     print(f"model: {model} (hidden {args.hidden}, {args.layers} layers) device={args.device or 'auto'} "
           f"dtype={args.dtype} torch threads={args.threads}; forward {'packed' if args.packing else 'padded'} "
-          "in every system")
+          f"and freed memory {'kept' if args.keep_freed_memory else 'returned (glibc defaults)'} in every system")
     print(f"workload: {len(items)} controlled-task items, tokens per item: mean {statistics.mean(lengths):.1f}, "
           f"min {min(lengths)}, max {max(lengths)}; {args.items_per_request} item(s) per request; "
           f"{args.rounds} rounds of {args.duration:g} s per system and client count", flush=True)
@@ -431,7 +438,8 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     server_args = ["--torch-threads", str(args.threads), "--dtype", args.dtype,
                    "--max-wait-ms", str(args.max_wait_ms), "--token-budget", str(args.token_budget),
                    "--max-batch-size", str(args.max_batch_size), "--log-level", "warning"] + (
-                       [] if args.packing else ["--no-packing"])
+                       [] if args.packing else ["--no-packing"]) + (
+                       [] if args.keep_freed_memory else ["--no-keep-freed-memory"])
     if args.device:
         server_args += ["--device", args.device]
     ours = start_service(model, extra_args=server_args, ready_timeout=600, log_path=work / "ours.log")
@@ -541,6 +549,7 @@ def main() -> None:
     naive.add_argument("--device", default=None)
     naive.add_argument("--dtype", default="auto")
     naive.add_argument("--no-packing", dest="packing", action="store_false")
+    naive.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false")
     parser.add_argument("--model", help="an existing discriminator checkpoint (default: build one)")
     parser.add_argument("--hidden", type=int, default=256)
     parser.add_argument("--layers", type=int, default=4)
@@ -561,6 +570,9 @@ def main() -> None:
     parser.add_argument("--max-batch-size", type=int, default=64)
     parser.add_argument("--no-packing", dest="packing", action="store_false",
                         help="every system scores padded batches (default: packed, our server's default)")
+    parser.add_argument("--no-keep-freed-memory", dest="keep_freed_memory", action="store_false",
+                        help="glibc's default malloc in every system (default: our server's setting, freed memory "
+                             "kept, in all three; tlcr.core.allocator)")
     parser.add_argument("--compare-forward-process", action="store_true",
                         help="also measure our server with its forwards in a child process (--forward-process)")
     parser.add_argument("--out", help="also write the results as JSON here")

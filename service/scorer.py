@@ -29,6 +29,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from tlcr.core.allocator import keep_freed_memory
 from tlcr.core.models import (
     DISCRIMINATOR_KIND,
     load_sequence_classifier,
@@ -301,10 +302,13 @@ class LoadSpec:
     packing: bool
     prefix_sharing: bool
     log_level: int = logging.INFO  # the service's level for tlcr's loggers, so the child logs alike
+    keep_freed_memory: bool = True  # tlcr.core.allocator, in the process that runs the forwards
 
 
 def load_token_scorer(spec: LoadSpec) -> TokenScorer:
     """The discriminator as the service serves it: loaded, warmed up, packing and prefix sharing probed."""
+    if spec.keep_freed_memory:
+        keep_freed_memory()
     scorer = TokenScorer.load(spec.model, device=spec.device, dtype=spec.dtype, max_length=spec.max_length,
                               name=spec.name, revision=spec.revision)
     if spec.warmup:

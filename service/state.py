@@ -74,7 +74,8 @@ class ServiceState:
             torch.set_num_threads(s.torch_threads)
         spec = LoadSpec(s.model, device=s.device, dtype=s.dtype, max_length=s.max_length, name=s.served_model_name,
                         revision=s.revision, torch_threads=s.torch_threads, warmup=s.warmup, packing=s.packing,
-                        prefix_sharing=s.prefix_sharing, log_level=logging.getLogger("tlcr").getEffectiveLevel())
+                        prefix_sharing=s.prefix_sharing, log_level=logging.getLogger("tlcr").getEffectiveLevel(),
+                        keep_freed_memory=s.keep_freed_memory)
         scorer = ProcessTokenScorer(spec) if s.forward_process else load_token_scorer(spec)
         logger.info("discriminator loaded: %s; packing %s, prefix sharing %s; forwards in %s", describe(scorer),
                     "on" if scorer.packing else "off", "on" if scorer.prefix_sharing else "off",
