@@ -4,7 +4,11 @@ A batch goes to the model when the queued sequences fill the token budget or the
 oldest one has waited long enough for companions: `max_wait_s`, or with adaptive waiting the smaller of
 `max_wait_s` and a quarter of the recent forward time (waiting costs the device idle time, so it is only
 worth it in proportion to how long a forward takes: a few ms on a GPU, tens of ms on a CPU), and no wait
-at all once as many sequences are queued as went into the last batch.
+at all once as many sequences are queued as went into the last batch or were recently queued or running at once.
+With adaptive waiting the wait counts from the later of the oldest sequence's arrival and the model becoming
+free: clients that each wait for their answer then gather into one batch (the sequences queued behind a
+forward wait, at most that long, for those whose answers it just sent) instead of alternating between two
+half batches, each of which uses the model less well.
 
 Each batch is built around the oldest sequence (so none starves) from the queued sequences closest to it
 in length (so padding stays small). With prefix sharing (`prompt_of` given), sequences that share a prompt
@@ -56,15 +60,24 @@ def companion_wait(max_wait_s: float, recent_forward_s: float | None) -> float:
 
 
 def should_dispatch(*, queued: int, queued_tokens: int, oldest_wait_s: float, wait_s: float,
-                    last_batch_size: int, max_batch_size: int, token_budget: int, closing: bool) -> bool:
-    """Whether to send a batch now rather than wait for more companions (pure: unit-tested)."""
+                    last_batch_size: int, max_batch_size: int, token_budget: int, closing: bool,
+                    in_system: int = 0, free_s: float = float("inf")) -> bool:
+    """Whether to send a batch now rather than wait for more companions (pure: unit-tested).
+
+    `in_system`: the most sequences queued or in the forward at once since the last dispatch; `free_s`: how long
+    the model has been free (both from adaptive waiting; the defaults leave them out).
+    """
     if closing or queued >= max_batch_size or queued_tokens >= token_budget:
         return True
-    # As many sequences as the last batch are back: waiting longer is unlikely to gather more (with
-    # clients that each wait for their answer, the whole wave has returned) and would idle the model.
-    if last_batch_size and queued >= last_batch_size:
+    # As many sequences as the last batch, or as were recently in the system, are back: waiting longer is unlikely
+    # to gather more (with clients that each wait for their answer, the whole wave has returned) and would idle
+    # the model.
+    if max(last_batch_size, in_system) and queued >= max(last_batch_size, in_system):
         return True
-    return oldest_wait_s >= wait_s
+    # The wait for companions counts from the later of the oldest sequence's arrival and the model becoming free:
+    # sequences that queued behind a forward then wait (a bounded time) for those whose answers it just sent, so
+    # closed-loop clients gather into one batch instead of alternating between two half batches.
+    return min(oldest_wait_s, free_s) >= wait_s
 
 
 class BatchObserver(Protocol):
@@ -212,6 +225,9 @@ class DynamicBatcher(Generic[Payload, Result]):
         # Running average of forward seconds (adaptive waiting); None: always wait max_wait_s.
         self._recent_forward_s: float | None = 0.0 if adaptive_wait else None
         self._last_batch_size = 0  # adaptive waiting: dispatch at once when this many are queued
+        self._running = 0  # sequences in the forward now
+        self._in_system = 0  # adaptive waiting: the most sequences queued or running at once since the last dispatch
+        self._free_since = float("-inf")  # when the model last became free (time.monotonic)
         self._observer = observer
         self._name = name
         self._pending: list[_Entry[Payload, Result]] = []
@@ -254,6 +270,7 @@ class DynamicBatcher(Generic[Payload, Result]):
         loop = asyncio.get_running_loop()
         entries = [_Entry(p, self._shape(p), loop.create_future()) for p in payloads]
         self._pending.extend(entries)
+        self._in_system = max(self._in_system, len(self._pending) + self._running)
         self._report_depth()
         self._wakeup.set()
         try:
@@ -298,13 +315,24 @@ class DynamicBatcher(Generic[Payload, Result]):
             self._observer.queue_depth(len(self._pending))
 
     def _ready(self) -> bool:
+        adaptive = self._recent_forward_s is not None
+        now = time.monotonic()
         return should_dispatch(
             queued=len(self._pending),
             queued_tokens=(sum(e.length for e in self._pending) if self._prompt_of is None
                            else computed_tokens([e.shape for e in self._pending], self._packed)),
-            oldest_wait_s=time.monotonic() - self._pending[0].enqueued_at, wait_s=self.wait_s,
+            oldest_wait_s=now - self._pending[0].enqueued_at, wait_s=self.wait_s,
             last_batch_size=self._last_batch_size, max_batch_size=self.max_batch_size,
-            token_budget=self.token_budget, closing=self._closing)
+            token_budget=self.token_budget, closing=self._closing,
+            in_system=self._in_system if adaptive else 0,
+            free_s=now - self._free_since if adaptive else float("inf"))
+
+    def _wait_deadline(self) -> float:
+        """When the oldest queued sequence stops waiting for companions (time.monotonic)."""
+        start = self._pending[0].enqueued_at
+        if self._recent_forward_s is not None:
+            start = max(start, self._free_since)
+        return start + self.wait_s
 
     def _take_batch(self) -> list[_Entry[Payload, Result]]:
         # A cancelled request's futures are cancelled at once, but its own clean-up runs only when its task
@@ -332,7 +360,7 @@ class DynamicBatcher(Generic[Payload, Result]):
                 await self._wakeup.wait()
                 continue
             if not self._ready():
-                wait = self.wait_s - (time.monotonic() - self._pending[0].enqueued_at)
+                wait = self._wait_deadline() - time.monotonic()
                 self._wakeup.clear()
                 try:
                     await asyncio.wait_for(self._wakeup.wait(), timeout=max(wait, 0.0))
@@ -344,6 +372,8 @@ class DynamicBatcher(Generic[Payload, Result]):
             if not batch:
                 continue
             started = time.perf_counter()
+            self._running = len(batch)
+            self._in_system = len(self._pending) + len(batch)
             try:
                 results = await loop.run_in_executor(self._executor, self._forward, [e.payload for e in batch])
                 if len(results) != len(batch):
@@ -354,6 +384,9 @@ class DynamicBatcher(Generic[Payload, Result]):
                     if not e.future.done():
                         e.future.set_exception(exc)
                 continue
+            finally:
+                self._running = 0
+                self._free_since = time.monotonic()
             seconds = time.perf_counter() - started
             if self._recent_forward_s is not None:
                 self._recent_forward_s += FORWARD_TIME_SMOOTHING * (seconds - self._recent_forward_s)

@@ -59,6 +59,13 @@ def test_dispatch_rules() -> None:
     assert should_dispatch(**{**base, "closing": True})  # shutting down: no waiting
     assert should_dispatch(**{**base, "last_batch_size": 3})  # the last batch's worth is back
     assert not should_dispatch(**{**base, "last_batch_size": 4})
+    # as many as were recently queued or running at once are back
+    assert should_dispatch(**{**base, "in_system": 3}) and not should_dispatch(**{**base, "in_system": 6})
+    # the wait counts from the later of the oldest's arrival and the model becoming free
+    old_queue = {**base, "oldest_wait_s": 0.5, "in_system": 6}
+    assert should_dispatch(**old_queue)  # free for long (the default: never ran)
+    assert not should_dispatch(**{**old_queue, "free_s": 0.001})  # just freed: wait for the answered to return
+    assert should_dispatch(**{**old_queue, "free_s": 0.02})
 
 
 # --- DynamicBatcher with a recording forward -------------------------------------------------------
@@ -200,6 +207,26 @@ async def test_adaptive_wait_follows_forward_time() -> None:
     # running average 0.2 × (≥ 0.2 s) → wait a quarter of it, at most the 50 ms cap
     assert 0.25 * 0.2 * 0.2 <= batcher.wait_s <= 0.05
     await batcher.close()
+
+
+async def test_closed_loop_clients_gather_into_full_batches() -> None:
+    """16 clients that each send their next sequence once answered: after the first batches every forward holds
+    all 16, not two alternating halves (the sequences queued behind a forward wait for those it answers)."""
+    recorder = Recorder(seconds=0.03)
+    batcher = make(recorder, max_wait_s=0.05, adaptive_wait=True)
+    batcher.start()
+
+    async def client(index: int) -> None:
+        await asyncio.sleep(0.003 * index)  # they start while the first forwards run
+        for _ in range(10):
+            assert await batcher.submit([index]) == [2 * index]
+            await asyncio.sleep(0.0005 * (index % 4))  # clients come back at slightly different times
+
+    await asyncio.gather(*(client(i) for i in range(16)))
+    await batcher.close()
+    sizes = [len(batch) for batch in recorder.batches]
+    # the first batches come as the clients start, the last as they finish; between them, only full ones
+    assert sizes.count(16) >= 6 and set(sizes[sizes.index(16):sizes.index(16) + 6]) == {16}, sizes
 
 
 async def test_close_finishes_queued_work() -> None:
