@@ -43,6 +43,10 @@ def test_tiny_run_measures_every_system_without_errors(tmp_path: Path) -> None:
     assert results["ratios"]["4"]["ours_vs_in_process_in_flight"] == pytest.approx(
         ours4["tokens_per_s"] / in_flight4["tokens_per_s"])
     assert results["ratios"]["4"]["forward_process_vs_ours"] > 0
+    # one round: the per-round ratio is the ratio itself
+    ratios4 = results["ratios"]["4"]
+    assert ratios4["ours_vs_naive_round_median"] == pytest.approx(ratios4["ours_vs_naive"])
+    assert "4 client(s), per round: ours / naive" in done.stdout
     assert "| 4 |" in done.stdout
     assert "CPU ms per request: the server's event-loop thread" in done.stdout
     assert "per-request goals" not in done.stdout  # needs both 1 and 16 clients
