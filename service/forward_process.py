@@ -5,9 +5,9 @@ every torch call that returns to Python waits while the loop runs. With `--forwa
 a child process (vLLM's API server and engine core are split the same way); the batcher's worker thread sends
 each batch's token ids over a pipe and blocks, without the GIL, until the probabilities come back.
 
-The child loads the checkpoint exactly as the in-process scorer does (`TokenScorer.load`, warm-up, the packing
-and prefix-sharing probes) and reports what it serves. It exits when the pipe closes, so it never outlives the
-service, even one killed by SIGKILL.
+The child loads the checkpoint exactly as the in-process path does (`load_token_scorer`: warm-up, the packing
+and prefix-sharing probes, freed memory kept) and reports what it serves. It exits when the pipe closes or its
+parent is gone, so it never outlives the service, even one killed by SIGKILL.
 """
 
 from __future__ import annotations
@@ -76,11 +76,14 @@ def _serve(connection: Connection, spec: LoadSpec, parent_pid: int) -> None:
         except (EOFError, OSError):  # the service closed the pipe or died
             return
         try:
-            encoded = [Encoded(prompt, response) for prompt, response in batch]
-            connection.send(("ok", scorer.probabilities(encoded)))
+            reply: tuple[str, Any] = ("ok", scorer.probabilities([Encoded(p, r) for p, r in batch]))
         except Exception as exc:  # the batch's callers get it; the process keeps serving
             logger.exception("forward of %d sequences failed", len(batch))
-            connection.send(("error", _portable(exc)))
+            reply = ("error", _portable(exc))
+        try:
+            connection.send(reply)
+        except OSError:  # the service is gone
+            return
 
 
 def _portable(exc: BaseException) -> BaseException:
