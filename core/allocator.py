@@ -3,8 +3,8 @@
 torch's CPU tensors come from malloc. With glibc's defaults a forward's activations (megabytes each) are
 either mmapped and unmapped per allocation or returned from the top of the heap when freed, so the next
 forward touches fresh pages again: on the development machine a packed forward of 64 sequences (hidden 256,
-4 layers) took 28k minor page faults, and 350 ms against 290 ms with freed memory kept; 16 sequences 88 against
-74 ms (benchmarks/service.py's checkpoint, 1 thread). Serving allocations up to `MMAP_THRESHOLD` from the heap
+4 layers, 1 thread) took 22k minor page faults and 360 ms, against 264 faults and 324 ms with freed memory kept;
+16 sequences 108 against 84 ms (benchmarks/forward_memory.py). Serving allocations up to `MMAP_THRESHOLD` from the heap
 and trimming it only above `TRIM_THRESHOLD` free removes the faults; the cost is that memory stays at its peak,
 which a server reaches again on its next big batch anyway.
 

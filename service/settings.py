@@ -113,7 +113,7 @@ class ServiceSettings(BaseSettings):
     keep_freed_memory: Annotated[bool, Field(description=(
         "Keep memory the forwards free for the next ones instead of returning it to the kernel (glibc's malloc: "
         "allocations up to 32 MiB from the heap, trimmed above 1 GiB free). A forward no longer faults in fresh "
-        "pages: 16-17 % faster for batches of 16-64 sequences on CPU (docs/benchmarks.md); memory stays at its "
+        "pages: 7-23 % faster for batches of 8-64 sequences on CPU (benchmarks/forward_memory.py); memory stays at its "
         "peak. --no-keep-freed-memory: glibc's defaults."))] = True
     forward_process: Annotated[bool, Field(description=(
         "Run the discriminator's forwards in a child process of their own, so HTTP handling and forwards never "
