@@ -405,7 +405,11 @@ def report(args: argparse.Namespace, rows: list[Row], notes: dict[str, Any], wit
               f"over {args.peak_tflops:g} TFLOP/s")
     rate = {(r.model, r.workload, r.target): r.response_tokens_per_s for r in rows}
     per_cpu = {(r.model, r.workload, r.target): r.response_tokens_per_cpu_s for r in rows}
+    rounds = {(r.model, r.workload, r.target): r.rounds for r in rows}
     ratios: dict[str, float] = {}
+    # Ratios within each round (the targets measured minutes apart) move less with the machine's speed than ratios
+    # of the medians over rounds.
+    per_round: dict[str, list[float]] = {}
     print()
     for model in args.models:
         for w in args.workloads:
@@ -413,6 +417,9 @@ def report(args: argparse.Namespace, rows: list[Row], notes: dict[str, Any], wit
             for other in ("ours unshared", "ours shared padded", "vllm", "in-process unshared", "in-process shared"):
                 if shared is not None and rate.get((model, w, other)):
                     ratios[f"{model}/{w}: ours shared / {other}"] = shared / rate[(model, w, other)]
+                    per_round[f"{model}/{w}: ours shared / {other}"] = [
+                        a / b for a, b in zip(rounds[(model, w, "ours shared")], rounds[(model, w, other)],
+                                              strict=True) if b]
                 mine, theirs = per_cpu.get((model, w, "ours shared")), per_cpu.get((model, w, other))
                 if mine and theirs:
                     ratios[f"{model}/{w}: ours shared / {other}, per CPU-s"] = mine / theirs
@@ -422,7 +429,10 @@ def report(args: argparse.Namespace, rows: list[Row], notes: dict[str, Any], wit
 
     def verdict(key: str, goal: float) -> None:
         if key in ratios:
-            print(f"  {key} = {ratios[key]:.2f} (goal >= {goal}) {'MET' if ratios[key] >= goal else 'NOT MET'}")
+            paired = per_round.get(key, [])
+            print(f"  {key} = {ratios[key]:.2f} (goal >= {goal}) {'MET' if ratios[key] >= goal else 'NOT MET'}; per "
+                  f"round {', '.join(f'{x:.2f}' for x in paired)}"
+                  + (f" (median {statistics.median(paired):.2f})" if paired else ""))
         else:
             print(f"  {key}: not measured in this run")
 
@@ -432,7 +442,8 @@ def report(args: argparse.Namespace, rows: list[Row], notes: dict[str, Any], wit
         verdict(f"{model}/a: ours shared / ours unshared", GOAL_DISTINCT)
     if not with_vllm:
         print("  (vLLM was not measured: its comparison is missing)")
-    result = {"settings": vars(args), "results": [asdict(r) for r in rows], "ratios": ratios, "notes": notes}
+    result = {"settings": vars(args), "results": [asdict(r) for r in rows], "ratios": ratios,
+              "ratios_per_round": per_round, "notes": notes}
     if args.out:
         Path(args.out).write_text(json.dumps(result, indent=2))
     return result

@@ -44,6 +44,9 @@ def test_tiny_run_measures_every_target_without_errors(tmp_path: Path,
     assert results["ratios"]["demo/b: ours shared / ours shared padded"] == pytest.approx(
         rate[("b", "ours shared")] / rate[("b", "ours shared padded")])
     assert "vLLM: skipped" in done.stdout and "demo/a: ours shared / ours unshared =" in done.stdout
+    # one round: the per-round ratio is the ratio itself (from rates rounded to 0.1 token/s)
+    assert results["ratios_per_round"]["demo/a: ours shared / ours unshared"] == pytest.approx(
+        [results["ratios"]["demo/a: ours shared / ours unshared"]], rel=1e-3)
 
 
 def test_workload_groups_have_n_responses_and_prompts_near_their_length(
