@@ -113,10 +113,10 @@ class ServiceState:
         gc.collect()
         gc.freeze()
         assert self.token_scorer is not None
-        forward = self.token_scorer.probabilities
         if isinstance(self.token_scorer, ProcessTokenScorer):
+            # A dead forward process (killed, out of memory) takes the service out of rotation at once: /readyz
+            # answers 503 naming why, and under `tlcr serve` the process exits, to be restarted.
             loop = asyncio.get_running_loop()
-            forward = self._fatal_if_gone(forward, loop)
 
             def died(exc: ForwardProcessError) -> None:  # from the watching thread
                 try:
@@ -125,7 +125,7 @@ class ServiceState:
                     pass
 
             self.token_scorer.forward_process.watch(died)
-        self.token_batcher = self._batcher(forward, "discriminator",
+        self.token_batcher = self._batcher(self.token_scorer.probabilities, "discriminator",
                                            share_prompts=self.token_scorer.prefix_sharing,
                                            packed=self.token_scorer.packing)
         self.token_batcher.start()
@@ -133,20 +133,6 @@ class ServiceState:
             self.sequence_batcher = self._batcher(self.sequence_scorer.scores, "sequence_rm")
             self.sequence_batcher.start()
         self.ready = True
-
-    def _fatal_if_gone(self, forward: Callable[[list[Encoded]], list[np.ndarray]],
-                       loop: asyncio.AbstractEventLoop) -> Callable[[list[Encoded]], list[np.ndarray]]:
-        """`forward`, which also takes the service out of rotation if the forward process has died (killed, out of
-        memory): /readyz answers 503 naming why, and under `tlcr serve` the process exits, to be restarted."""
-
-        def guarded(batch: list[Encoded]) -> list[np.ndarray]:
-            try:
-                return forward(batch)
-            except ForwardProcessError as exc:
-                loop.call_soon_threadsafe(self._forward_process_died, exc)
-                raise
-
-        return guarded
 
     def _forward_process_died(self, exc: ForwardProcessError) -> None:
         if self.load_error is not None or self.shutting_down:

@@ -3,6 +3,7 @@ metadata as in-process, errors carried back, and no process left behind however 
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import time
@@ -73,7 +74,7 @@ def test_a_load_failure_is_raised_in_the_parent_with_its_type(tmp_path: Path) ->
 def test_closing_ends_the_child_and_later_calls_say_so(tiny_token_classifier_dir: Path) -> None:
     scorer = ProcessTokenScorer(spec(tiny_token_classifier_dir, warmup=False))
     pid = scorer.forward_process.pid
-    assert pid is not None and not processes.wait_until_gone({pid}, timeout_s=0.2) == set()
+    assert pid is not None and processes.wait_until_gone({pid}, timeout_s=0.2) == {pid}  # alive until closed
     scorer.close()
     assert not processes.wait_until_gone({pid}, timeout_s=10.0)
     with pytest.raises(ForwardProcessError, match=r"gone|died"):
@@ -106,7 +107,7 @@ def test_a_service_whose_forward_process_dies_stops_being_ready_and_exits(tiny_t
         item = {"items": [{"prompt_token_ids": [5, 6], "response_token_ids": [7, 8]}]}
         assert httpx.post(service.url + "/token_rewards", json=item, timeout=30).status_code == 200
         (child,) = forward_processes(service.pid)
-        processes.os.kill(child, signal.SIGKILL)
+        os.kill(child, signal.SIGKILL)
         try:  # noticed at once, not at the next forward; the service may already have exited
             ready = httpx.get(service.url + "/readyz", timeout=5)
             if ready.status_code == 200:
