@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from tlcr.service.batcher import BatcherClosed, QueueFull
 from tlcr.service.body_limit import BodySizeLimitMiddleware
 from tlcr.service.dependencies import require_api_key
+from tlcr.service.direct_routes import DirectRoutes
 from tlcr.service.guards import AllowedHostsMiddleware, BigBodySlotMiddleware, InternalErrorMiddleware
 from tlcr.service.items import ItemError
 from tlcr.service.metrics import RequestMetricsMiddleware
@@ -158,8 +159,10 @@ def create_app(settings: ServiceSettings, on_fatal: Callable[[BaseException], No
     app.include_router(health.router)
     app.include_router(ui.router)
     _install_error_handlers(app, state)
-    # Added innermost first: errors → one big body parsed at a time → body size and encoding → Host check →
-    # metrics (sees every request).
+    # Added innermost first: well-formed inference requests answered ahead of FastAPI → errors → one big body
+    # parsed at a time → body size and encoding → Host check → metrics (sees every request).
+    app.add_middleware(DirectRoutes, routes=rewards.DIRECT_ROUTES, state=state,
+                       exception_handlers=app.exception_handlers, max_body_bytes=BIG_BODY_BYTES)
     app.add_middleware(InternalErrorMiddleware, on_error=lambda: state.metrics.errors.labels("internal").inc())
     app.add_middleware(BigBodySlotMiddleware, threshold=BIG_BODY_BYTES, max_values=settings.max_json_values)
     app.add_middleware(BodySizeLimitMiddleware, max_body_bytes=settings.max_body_bytes)

@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import SecretStr
 
 from tlcr.service.guards import release_parse_slot
 from tlcr.service.state import ServiceState
@@ -25,6 +26,11 @@ async def get_state(request: Request) -> ServiceState:
 State = Annotated[ServiceState, Depends(get_state)]
 
 
+def api_key_matches(expected: SecretStr, given: str) -> bool:
+    """Constant-time comparison, so response timing does not reveal how much of a guess was right."""
+    return secrets.compare_digest(given.encode(), expected.get_secret_value().encode())
+
+
 async def require_api_key(state: State,
                     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]) -> None:
     """401 unless the request carries the configured key; no-op when the service has no key."""
@@ -35,8 +41,7 @@ async def require_api_key(state: State,
         state.metrics.errors.labels("auth").inc()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing API key: send 'Authorization: Bearer <key>'",
                             headers={"WWW-Authenticate": "Bearer"})
-    # Constant-time comparison, so response timing does not reveal how much of a guess was right.
-    if not secrets.compare_digest(credentials.credentials.encode(), expected.get_secret_value().encode()):
+    if not api_key_matches(expected, credentials.credentials):
         state.metrics.errors.labels("auth").inc()
         raise HTTPException(status.HTTP_401_UNAUTHORIZED, "invalid API key",
                             headers={"WWW-Authenticate": "Bearer"})

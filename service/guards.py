@@ -26,6 +26,34 @@ async def send_error(send: Send, status: int, detail: str, headers: Sequence[tup
     await send({"type": "http.response.body", "body": body})
 
 
+async def read_body(receive: Receive) -> bytes | None:
+    """The whole request body, or None if the client disconnects first."""
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            return None
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def replay_body(body: bytes, receive: Receive) -> Receive:
+    """`receive` for the app behind: `body` (already read) first, then whatever comes after it."""
+    sent = False
+
+    async def replayed() -> Message:
+        nonlocal sent, body
+        if sent:
+            return await receive()
+        sent = True
+        message: Message = {"type": "http.request", "body": body, "more_body": False}
+        body = b""  # not held for the rest of the request
+        return message
+
+    return replayed
+
+
 class TrackedSend:
     """`send`, noting whether the response has started (after that, an error can no longer be answered)."""
 
@@ -126,28 +154,13 @@ class BigBodySlotMiddleware:
         if scope["type"] != "http" or not self._big(scope):
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
-        body: bytes | None = b"".join(chunks)
-        del chunks
+        body = await read_body(receive)
+        if body is None:
+            return
         if body.count(b",") >= self.max_values and (values := json_value_count(body)) > self.max_values:
             await send_error(send, 413, f"request body holds about {values} JSON values, more than the limit of "
                                         f"{self.max_values} (split the batch, or raise --max-json-values)")
             return
-
-        async def replay() -> Message:
-            nonlocal body
-            if body is None:
-                return await receive()
-            message: Message = {"type": "http.request", "body": body, "more_body": False}
-            body = None
-            return message
 
         await self.slots.acquire()
         held = True
@@ -159,8 +172,10 @@ class BigBodySlotMiddleware:
                 self.slots.release()
 
         scope[PARSE_SLOT] = release
+        replayed = replay_body(body, receive)
+        del body  # held by `replayed` only until the app has read it
         try:
-            await self.app(scope, replay, send)
+            await self.app(scope, replayed, send)
         finally:
             release()
             # An error while parsing leaves the body in reference cycles (exception, traceback, frames) that

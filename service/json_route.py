@@ -13,22 +13,30 @@ from __future__ import annotations
 
 import gc
 import json
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from fastapi import Request, Response
 from fastapi.routing import APIRoute
 
 
-def parse_json(body: bytes) -> Any:
-    """`json.loads(body)` with the garbage collector paused."""
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """The garbage collector paused for the block (parsing a body; see above)."""
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        return json.loads(body)
+        yield
     finally:
         if was_enabled:
             gc.enable()
+
+
+def parse_json(body: bytes) -> Any:
+    """`json.loads(body)` with the garbage collector paused."""
+    with gc_paused():
+        return json.loads(body)
 
 
 class _JSONRequest(Request):

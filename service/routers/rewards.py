@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Request
 
 from tlcr.service import serving
 from tlcr.service.dependencies import ReadyState, body_parsed
+from tlcr.service.direct_routes import DirectRoute
 from tlcr.service.disconnect import cancel_on_disconnect
 from tlcr.service.json_route import PausedGCJSONRoute
 from tlcr.service.schemas import (
@@ -59,3 +60,11 @@ async def get_reward(request: GetRewardRequest, state: ReadyState, raw_request: 
     """OpenRLHF remote reward model: full texts in `query`, one scalar each (sum or mean of token rewards),
     plus `scores` (mean token probability) and `extra_logs` (token-reward statistics)."""
     return await serving.get_reward(state, request)
+
+
+# The same three routes for service/direct_routes.py, which answers their well-formed requests ahead of FastAPI.
+DIRECT_ROUTES = {route.path: route for route in (
+    DirectRoute("/token_rewards", TokenRewardsRequest, serving.token_rewards),
+    DirectRoute("/sequence_rewards", SequenceRewardsRequest, serving.sequence_rewards),
+    DirectRoute("/get_reward", GetRewardRequest, serving.get_reward),
+)}

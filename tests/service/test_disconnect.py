@@ -74,9 +74,11 @@ def rewards(path: str, answer: httpx.Response) -> list[float]:
     return result["rewards"] if path == "/get_reward" else result["results"][0]["rewards"]
 
 
+# application/json is answered by the direct routes, a +json type by FastAPI's route (service/direct_routes.py).
+@pytest.mark.parametrize("content_type", ["application/json", "application/x-test+json"])
 @pytest.mark.parametrize("path", ["/token_rewards", "/get_reward"])
 def test_request_whose_client_disconnected_while_queued_is_never_computed(
-        path: str, gated: GatedForwards, in_process_service: Callable[..., Any]) -> None:
+        path: str, content_type: str, gated: GatedForwards, in_process_service: Callable[..., Any]) -> None:
     server = in_process_service()
     url = server.url
     queued = {"name": "tlcr_queue_depth", "model": "discriminator"}
@@ -95,7 +97,7 @@ def test_request_whose_client_disconnected_while_queued_is_never_computed(
     # A client sends its request, which queues behind the held forward, and then goes away.
     payload = json.dumps(body(path, "bravo")).encode()
     client = socket.create_connection(("127.0.0.1", server.port))
-    client.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+    client.sendall(f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
                    f"Content-Length: {len(payload)}\r\n\r\n".encode() + payload)
     wait_until(lambda: metric(url, **queued) == 1, "the request was queued")
     client.close()
