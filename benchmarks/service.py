@@ -216,7 +216,7 @@ def summarize(system: str, clients: int | None, samples: list[Sample]) -> Result
         if s.latencies and s.cpu_seconds is not None and s.loop_cpu_seconds is not None:
             loop_ms.append(1000 * s.loop_cpu_seconds / len(s.latencies))
             rest_ms.append(1000 * (s.cpu_seconds - s.loop_cpu_seconds) / len(s.latencies))
-    return Result(system, clients, statistics.median(rates), [round(r, 1) for r in rates],
+    return Result(system, clients, statistics.median(rates), rates,
                   statistics.median(per_cpu) if per_cpu else None, quantile(0.5), quantile(0.99), len(latencies),
                   sum(s.errors for s in samples), batch_sum / batch_count if batch_count else None,
                   statistics.median(loop_ms) if loop_ms else None, statistics.median(rest_ms) if rest_ms else None)
