@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ -d .venv ]; then . .venv/bin/activate; fi
 out="${OUT:-.}"
+mkdir -p "$out"
 if [ "${DRY_RUN:-0}" = 1 ]; then
   python benchmarks/service.py --device cpu --dtype float32 --hidden 32 --layers 1 --heads 2 --clients 1,4 \
     --rounds 1 --duration 0.5 --items 16 --compare-forward-process --out "$out/service_gpu.json" "$@"
