@@ -1,19 +1,19 @@
 """The inference routes answered straight from ASGI when a request is well-formed; FastAPI answers the rest.
 
 FastAPI's request handling (routing, solving dependencies, validating the parsed JSON in Python mode,
-validating the returned model again, its exception middleware) took a quarter to a third of the event loop's CPU
-per request. Event-loop CPU per 1-item POST /token_rewards, the same server with and without these direct
-routes, alternated (2 runs each, 2 cores, hidden-256 model): 0.26 against 0.41-0.42 ms at 16 clients, 0.81-0.86
-against 1.07-1.12 ms at 1 client. While the loop answers one full batch's requests and parses the next, the
-model waits, so that time is lost throughput.
+validating the returned model again, its exception middleware) took a quarter to a third of the event loop's
+CPU per request. Event-loop CPU per 1-item POST /token_rewards, the same server with and without these direct
+routes, alternated (2 runs each, 2 cores, hidden-256 model, before the 1 MiB bound below was added): 0.26
+against 0.41-0.42 ms at 16 clients, 0.81-0.86 against 1.07-1.12 ms at 1 client. While the loop answers one
+full batch's requests and parses the next, the model waits, so that time is lost throughput.
 
 `DirectRoutes` takes a POST to one of its paths only when FastAPI would accept it as is: a JSON body of known
 length up to `max_body_bytes`, the service ready, the API key (if any) right, and the body valid for the
 route's request model (parsed and validated in one pass by pydantic's JSON parser). Anything else goes on to
 the FastAPI route unchanged (a body already read is handed over again), so every refusal keeps the one answer
-it has always had; the size bound keeps an invalid body from being parsed twice at a cost that matters. The
-work itself is the serving layer's, cancelled if the client disconnects, and its errors are answered by
-the app's own exception handlers.
+it has always had; the size bound keeps an invalid body from being parsed twice at a cost that matters, and
+keeps bodies that take the big-body parsing slot out of here. The work itself is the serving layer's,
+cancelled if the client disconnects, and its errors are answered by the app's own exception handlers.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tlcr.service.dependencies import api_key_matches
 from tlcr.service.disconnect import ClientDisconnected, count_dropped, unless_disconnected
-from tlcr.service.guards import read_body, release_parse_slot, replay_body
+from tlcr.service.guards import read_body, replay_body
 from tlcr.service.json_route import gc_paused
 from tlcr.service.state import ServiceState
 
@@ -111,7 +111,6 @@ class DirectRoutes:
             await self.app(scope, replay_body(body, receive), send)
             return
         del body
-        release_parse_slot(scope)
         scope["route"] = route  # the request metrics' label, as FastAPI's routing sets it
         try:
             result = await unless_disconnected(receive, route.handle(self.state, request))
